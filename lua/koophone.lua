@@ -1,0 +1,17 @@
+-- koophone: cancel cloud-phone assignments on Huawei Cloud KooPhone.
+-- The C core does the HTTP and the JSON; this module is what users require.
+local core = require "koophone.core"
+local codes = require "koophone.codes"
+
+local _M = {
+  _VERSION = core._VERSION,
+  unassign = core.unassign,          -- one request, no retries, default client
+  new = core.new,                    -- a client of one's own
+  configure = core.configure,        -- options of the default client
+  validate_pair = core.validate_pair,
+  codes = codes.names,
+  describe = codes.describe,
+  Error = core.Error,
+}
+
+return _M

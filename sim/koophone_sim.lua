@@ -1,0 +1,230 @@
+-- KooPhone simulator: POST <prefix>/v1/instances/unassign semantics.
+-- A request object `r` carries the log entry; the fault table (sim_faults) drives it through
+-- r:read(), r:process(), r:send()/r:json(), r:close().
+local st = require "sim_state"
+local faults = require "sim_faults"
+
+local M = {}
+local R = {}
+R.__index = R
+
+local MAX_PAIRS = 1000
+
+local function header(h, name)
+  local v = h[name]
+  if type(v) == "table" then v = v[1] end
+  if v == "" then v = nil end
+  return v
+end
+
+local function nchars(s) -- UTF-8 characters
+  return #s - select(2, s:gsub("[\128-\191]", ""))
+end
+
+local function valid_id(v)
+  return type(v) == "string" and #v > 0 and nchars(v) <= 32
+end
+
+local function nz(v) if v == nil or v == "" then return st.null end return v end
+
+-- ---------------------------------------------------------------- request object
+
+function R:read()
+  if self.body_read then return self.body end
+  self.body_read = true
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if not body then
+    local file = ngx.req.get_body_file()
+    if file then
+      local f = io.open(file, "rb")
+      if f then body = f:read("*a"); f:close() end
+    end
+  end
+  self.body = body or ""
+  self.entry.body_bytes = #self.body
+  -- Record the pairs as sent, when the body has the documented shape.
+  local doc = st.decode(self.body)
+  self.doc = doc
+  if type(doc) == "table" and type(doc.user_instances) == "table" then
+    local list = {}
+    for i, p in ipairs(doc.user_instances) do
+      if type(p) == "table" then
+        list[i] = { type(p.user_id) == "string" and p.user_id or st.null,
+                    type(p.instance_id) == "string" and p.instance_id or st.null }
+      else
+        list[i] = { st.null, st.null }
+      end
+    end
+    self.entry.pairs = #list
+    self.entry.pair_list = st.array(list)
+  end
+  return self.body
+end
+
+function R:err(status, code, msg, with_request_id)
+  local t = { error_code = code, error_msg = msg }
+  if with_request_id then t.request_id = self.request_id or self.generated_id end
+  return status, t
+end
+
+-- Normal processing (checks 2..8). Applies the unassign when everything is valid.
+-- Returns status, response table.
+function R:process()
+  local h = self.headers
+  local token = header(h, "x-auth-token")
+  local tenant = token and st.tenants[st.tokens[token] or ""]
+  if not tenant then
+    return self:err(401, "APIGW.0301",
+      "Incorrect IAM authentication information: token missing or invalid", true)
+  end
+  self.entry.tenant = tenant.name
+  if not tenant.exists then
+    return self:err(200, "KOOPHONE.API.0000", "The tenant does not exist.")
+  end
+  if not self.request_id then
+    return self:err(200, "KOOPHONE.API.0002", "missing header x-request-id")
+  end
+  if ngx.req.get_method() ~= "POST" then
+    return self:err(404, "APIGW.0101", "The API does not exist or has not been published in the environment", true)
+  end
+
+  self:read()
+  local doc, list = self.doc, nil
+  if type(doc) == "table" then list = doc.user_instances end
+  local ok = type(list) == "table" and #list > 0 and #list <= MAX_PAIRS
+  if ok then
+    local n = 0
+    for _ in pairs(list) do n = n + 1 end
+    ok = n == #list
+    for _, p in ipairs(list) do
+      if not (ok and type(p) == "table" and valid_id(p.user_id) and valid_id(p.instance_id)) then
+        ok = false
+        break
+      end
+    end
+  end
+  if not ok then
+    return self:err(400, "KOOPHONE.API.1000", "The request parameter is incorrect.")
+  end
+  for _, p in ipairs(list) do
+    if not tenant.instances[p.instance_id] then
+      return self:err(400, "KOOPHONE.API.1001", "Insufficient instance permissions.")
+    end
+  end
+  for _, p in ipairs(list) do
+    if tenant.bindings[p.instance_id] ~= p.user_id then
+      return self:err(400, "KOOPHONE.API.2210",
+        "The binding relationship between the user and the instance does not exist.")
+    end
+  end
+
+  local jobs = {}
+  for i, p in ipairs(list) do
+    if tenant.bindings[p.instance_id] ~= nil then
+      st.counters.removed_bindings = st.counters.removed_bindings + 1
+    end
+    tenant.bindings[p.instance_id] = nil
+    jobs[i] = { instance_id = p.instance_id, job_id = st.hex(32) }
+  end
+  st.counters.applied_requests = st.counters.applied_requests + 1
+  self.entry.applied = true
+  return 200, { data = { task_id = "RM_" .. st.hex(32), cmd_jobs = jobs },
+                error_code = "0", error_msg = "ok" }
+end
+
+-- Start a response: status and headers (Content-Type defaults to application/json).
+function R:start(status, headers)
+  self.entry.status = status
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json"
+  if self.request_id or self.generated_id then
+    ngx.header["X-Request-Id"] = self.request_id or self.generated_id
+  end
+  for k, v in pairs(headers or {}) do ngx.header[k] = v end
+end
+
+function R:write(s, flush)
+  ngx.print(s)
+  if flush then ngx.flush(true) end
+end
+
+-- Send a complete response with Content-Length.
+function R:send(status, body, headers)
+  headers = type(headers) == "table" and headers or {}
+  local has_len = false
+  for k in pairs(headers) do if k:lower() == "content-length" then has_len = true end end
+  if not has_len then headers["Content-Length"] = #body end
+  self:start(status, headers)
+  ngx.print(body)
+  return ngx.exit(ngx.HTTP_OK)
+end
+
+function R:json(status, t, headers)
+  if type(t) == "table" and t.error_code and t.error_code ~= "0" then
+    self.entry.error_code = t.error_code
+  end
+  return self:send(status, st.encode(t), headers)
+end
+
+-- Close the connection without any answer.
+function R:close()
+  self.entry.status = 444
+  return ngx.exit(444)
+end
+
+-- ---------------------------------------------------------------- handlers
+
+function M.handle()
+  local c = st.counters
+  c.unassign_requests = c.unassign_requests + 1
+  local seq = c.unassign_requests
+  local h = ngx.req.get_headers(200)
+  local rid = header(h, "x-request-id")
+  local ssl_reused = ngx.var.https == "on" and ngx.var.ssl_session_reused or nil
+  local entry = {
+    seq = seq,
+    time = ngx.now(),
+    request_id = nz(rid),
+    connection = tonumber(ngx.var.connection),
+    connection_requests = tonumber(ngx.var.connection_requests),
+    scheme = ngx.var.scheme,
+    http_version = ngx.req.http_version(),
+    method = ngx.req.get_method(),
+    uri = ngx.var.uri,
+    status = 0,
+    body_bytes = st.null,
+    error_code = st.null,
+    fault = st.null,
+    pairs = st.null,
+    pair_list = st.null,
+    applied = false,
+    tenant = st.null,
+    has_token = header(h, "x-auth-token") ~= nil,
+    user_agent = nz(header(h, "user-agent")),
+    content_type = nz(header(h, "content-type")),
+    expect = nz(header(h, "expect")),
+    ssl_session_reused = nz(ssl_reused),
+  }
+  st.add_log(entry)
+  ngx.ctx.entry = entry
+  local r = setmetatable({ entry = entry, headers = h, request_id = rid,
+                           generated_id = rid == nil and st.hex(32) or nil }, R)
+
+  local fault = faults.take(seq)
+  if fault then
+    entry.fault = fault.type
+    return faults.types[fault.type](fault.params, r)
+  end
+  return r:json(r:process())
+end
+
+function M.log_phase()
+  local entry = ngx.ctx.entry
+  if entry and (entry.status == 0 or entry.status == nil) then
+    entry.status = tonumber(ngx.var.status) or 0
+  end
+end
+
+M.Request = R
+return M

@@ -1,0 +1,305 @@
+/* The client object: options, lifetime and methods.
+ *
+ * A client is a full userdata that owns one libcurl handle (so connections
+ * and TLS sessions are reused across calls), its request-id generator and a
+ * scratch array for duplicate checks. Its options are checked and applied
+ * once, here, at creation. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kp.h"
+
+#define KP_DEFAULT_ENDPOINT "https://koophone.myhuaweicloud.com"
+#define KP_PATH "/v1/instances/unassign"
+
+static const char *const option_names[] = {
+  "endpoint", "timeout", "connect_timeout", "cafile", "capath", "insecure", "proxy",
+  "user_agent", "max_response_bytes", "max_pairs", "low_speed_limit", "low_speed_time",
+  NULL
+};
+
+void kp_check_option_names(lua_State *L, int t, const char *const names[], const char *what)
+{
+  lua_pushnil(L);
+  while (lua_next(L, t) != 0) {
+    int i, known = 0;
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (i = 0; names[i] != NULL && !known; i++)
+        known = strcmp(lua_tostring(L, -1), names[i]) == 0;
+    if (!known) {
+      if (lua_type(L, -1) == LUA_TSTRING)
+        luaL_error(L, "%s: unknown option '%s'", what, lua_tostring(L, -1));
+      luaL_error(L, "%s: option names must be strings, got %s", what, luaL_typename(L, -1));
+    }
+  }
+}
+
+long kp_check_seconds(lua_State *L, int idx, const char *what, const char *name)
+{
+  lua_Number s;
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    luaL_error(L, "%s: option '%s': expected a number of seconds, got %s", what, name,
+               luaL_typename(L, idx));
+  s = lua_tonumber(L, idx);
+  if (!(s > 0) || s > 86400.0 * 365)
+    luaL_error(L, "%s: option '%s': expected seconds > 0, got %f", what, name, (double)s);
+  return (long)ceil(s * 1000.0);
+}
+
+static lua_Integer check_count(lua_State *L, int idx, const char *what, const char *name,
+                               lua_Integer max)
+{
+  lua_Number n;
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    luaL_error(L, "%s: option '%s': expected a positive integer, got %s", what, name,
+               luaL_typename(L, idx));
+  n = lua_tonumber(L, idx);
+  if (n != floor(n) || n < 1 || n > (lua_Number)max)
+    luaL_error(L, "%s: option '%s': expected an integer from 1 to %d, got %f", what, name,
+               (int)max, (double)n);
+  return (lua_Integer)n;
+}
+
+/* A string that ends up in a header or a URL: no CR, LF, NUL or other
+ * control characters. */
+static const char *check_header_safe(lua_State *L, int idx, const char *what, const char *name)
+{
+  size_t len, i;
+  const char *s;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_error(L, "%s: option '%s': expected a string, got %s", what, name,
+               luaL_typename(L, idx));
+  s = lua_tolstring(L, idx, &len);
+  for (i = 0; i < len; i++)
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+      luaL_error(L, "%s: option '%s': contains a control character", what, name);
+  return s;
+}
+
+static void set_string_option(lua_State *L, kp_client *c, CURLoption opt, const char *value,
+                              const char *what)
+{
+  if (curl_easy_setopt(c->conn.easy, opt, value) != CURLE_OK)
+    luaL_error(L, "%s: not enough memory", what);
+}
+
+/* Checks the endpoint with libcurl's own URL parser and stores
+ * endpoint + KP_PATH in c->endpoint. */
+static void apply_endpoint(lua_State *L, kp_client *c, const char *endpoint, const char *what)
+{
+  CURLU *u = curl_url();
+  char *scheme = NULL, *part = NULL;
+  const char *problem = NULL;
+  size_t len = strlen(endpoint);
+  if (u == NULL)
+    luaL_error(L, "%s: not enough memory", what);
+  if (curl_url_set(u, CURLUPART_URL, endpoint, 0) != CURLUE_OK ||
+      curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK)
+    problem = "not a valid URL";
+  else if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
+    problem = "must start with http:// or https://";
+  else if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK)
+    problem = "must not carry credentials";
+  else if (curl_url_get(u, CURLUPART_QUERY, &part, 0) == CURLUE_OK ||
+           curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) == CURLUE_OK)
+    problem = "must not have a query or fragment";
+  curl_free(scheme);
+  curl_free(part);
+  curl_url_cleanup(u);
+  if (problem != NULL)
+    luaL_error(L, "%s: option 'endpoint': %s", what, problem);
+  while (len > 0 && endpoint[len - 1] == '/')
+    len--;
+  c->endpoint = malloc(len + sizeof KP_PATH);
+  if (c->endpoint == NULL)
+    luaL_error(L, "%s: not enough memory", what);
+  memcpy(c->endpoint, endpoint, len);
+  memcpy(c->endpoint + len, KP_PATH, sizeof KP_PATH);
+  set_string_option(L, c, CURLOPT_URL, c->endpoint, what);
+}
+
+static void apply_user_agent(lua_State *L, kp_client *c, int idx, const char *what)
+{
+  if (lua_isnil(L, idx)) {
+    lua_pushfstring(L, "koophone-lua/%s libcurl/%s", KP_VERSION,
+                    curl_version_info(CURLVERSION_NOW)->version);
+    idx = lua_gettop(L);
+  }
+  set_string_option(L, c, CURLOPT_USERAGENT, check_header_safe(L, idx, what, "user_agent"), what);
+}
+
+static void apply_tls(lua_State *L, kp_client *c, int opts, const char *what)
+{
+  lua_getfield(L, opts, "cafile");
+  if (!lua_isnil(L, -1))
+    set_string_option(L, c, CURLOPT_CAINFO, check_header_safe(L, -1, what, "cafile"), what);
+  lua_getfield(L, opts, "capath");
+  if (!lua_isnil(L, -1))
+    set_string_option(L, c, CURLOPT_CAPATH, check_header_safe(L, -1, what, "capath"), what);
+  lua_getfield(L, opts, "insecure");
+  if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TBOOLEAN)
+    luaL_error(L, "%s: option 'insecure': expected a boolean, got %s", what,
+               luaL_typename(L, -1));
+  if (lua_toboolean(L, -1)) {
+    curl_easy_setopt(c->conn.easy, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(c->conn.easy, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  lua_pop(L, 3);
+}
+
+static void apply_proxy(lua_State *L, kp_client *c, int opts, const char *what)
+{
+  lua_getfield(L, opts, "proxy");
+  if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+    set_string_option(L, c, CURLOPT_PROXY, "", what); /* "" turns proxies off, env included */
+  else if (!lua_isnil(L, -1))
+    set_string_option(L, c, CURLOPT_PROXY, check_header_safe(L, -1, what, "proxy"), what);
+  lua_pop(L, 1);
+}
+
+static void apply_limits(lua_State *L, kp_client *c, int opts, const char *what)
+{
+  lua_Integer max_bytes = 1024 * 1024, speed_time = 10;
+  lua_getfield(L, opts, "timeout");
+  c->timeout_ms = lua_isnil(L, -1) ? 30000 : kp_check_seconds(L, -1, what, "timeout");
+  lua_getfield(L, opts, "connect_timeout");
+  curl_easy_setopt(c->conn.easy, CURLOPT_CONNECTTIMEOUT_MS,
+                   lua_isnil(L, -1) ? 10000L : kp_check_seconds(L, -1, what, "connect_timeout"));
+  lua_getfield(L, opts, "max_response_bytes");
+  if (!lua_isnil(L, -1))
+    max_bytes = check_count(L, -1, what, "max_response_bytes", 1024 * 1024 * 1024);
+  c->conn.max_response_bytes = (size_t)max_bytes;
+  curl_easy_setopt(c->conn.easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_bytes);
+  lua_getfield(L, opts, "max_pairs");
+  c->max_pairs = lua_isnil(L, -1) ? 100 : check_count(L, -1, what, "max_pairs", 100000);
+  lua_getfield(L, opts, "low_speed_time");
+  if (!lua_isnil(L, -1))
+    speed_time = check_count(L, -1, what, "low_speed_time", 3600);
+  lua_getfield(L, opts, "low_speed_limit");
+  if (!lua_isnil(L, -1)) {
+    curl_easy_setopt(c->conn.easy, CURLOPT_LOW_SPEED_LIMIT,
+                     (long)check_count(L, -1, what, "low_speed_limit", 1 << 30));
+    curl_easy_setopt(c->conn.easy, CURLOPT_LOW_SPEED_TIME, (long)speed_time);
+  }
+  lua_pop(L, 6);
+}
+
+static void close_client(lua_State *L, kp_client *c)
+{
+  if (c->closed)
+    return;
+  c->closed = 1;
+  kp_conn_close(&c->conn);
+  free(c->endpoint);
+  c->endpoint = NULL;
+  free(c->scratch);
+  c->scratch = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, c->body_ref);
+  c->body_ref = LUA_NOREF;
+}
+
+int kp_client_create(lua_State *L, int opts, const char *what)
+{
+  kp_client *c;
+  const char *endpoint;
+  int top;
+  opts = lua_absindex(L, opts);
+  if (lua_isnoneornil(L, opts)) {
+    lua_newtable(L);
+    lua_replace(L, opts);
+  }
+  if (lua_type(L, opts) != LUA_TTABLE)
+    luaL_error(L, "%s: expected a table of options, got %s", what, luaL_typename(L, opts));
+  kp_check_option_names(L, opts, option_names, what);
+
+  c = lua_newuserdata(L, sizeof *c);
+  memset(c, 0, sizeof *c);
+  c->body_ref = LUA_NOREF;
+  luaL_getmetatable(L, KP_CLIENT_MT);
+  lua_setmetatable(L, -2); /* from here on, __gc releases whatever was made */
+  top = lua_gettop(L);
+  if (kp_conn_init(&c->conn) != 0)
+    luaL_error(L, "%s: cannot create a libcurl handle", what);
+
+  lua_getfield(L, opts, "endpoint");
+  endpoint = getenv("KOOPHONE_ENDPOINT");
+  if (!lua_isnil(L, -1))
+    endpoint = check_header_safe(L, -1, what, "endpoint");
+  apply_endpoint(L, c, endpoint != NULL && *endpoint ? endpoint : KP_DEFAULT_ENDPOINT, what);
+  lua_getfield(L, opts, "user_agent");
+  apply_user_agent(L, c, lua_gettop(L), what);
+  lua_settop(L, top);
+  apply_tls(L, c, opts, what);
+  apply_proxy(L, c, opts, what);
+  apply_limits(L, c, opts, what);
+
+  c->scratch = malloc((size_t)c->max_pairs * sizeof *c->scratch);
+  if (c->scratch == NULL)
+    luaL_error(L, "%s: not enough memory", what);
+  lua_createtable(L, 0, 1);
+  lua_newtable(L);
+  lua_setfield(L, -2, "user_instances");
+  c->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+kp_client *kp_check_client(lua_State *L, int idx)
+{
+  kp_client *c = luaL_checkudata(L, idx, KP_CLIENT_MT);
+  if (c->closed)
+    luaL_error(L, "koophone: client is closed");
+  return c;
+}
+
+/* client:unassign(token, pairs [, opts]) */
+static int client_unassign(lua_State *L)
+{
+  kp_client *c = kp_check_client(L, 1);
+  lua_settop(L, 4);
+  return kp_unassign(L, c, 2);
+}
+
+/* client:close(), also __gc and __close: idempotent */
+static int client_close(lua_State *L)
+{
+  close_client(L, luaL_checkudata(L, 1, KP_CLIENT_MT));
+  return 0;
+}
+
+static int client_tostring(lua_State *L)
+{
+  kp_client *c = luaL_checkudata(L, 1, KP_CLIENT_MT);
+  if (c->closed)
+    lua_pushliteral(L, "koophone.client (closed)");
+  else
+    lua_pushfstring(L, "koophone.client (%s)", c->endpoint);
+  return 1;
+}
+
+void kp_client_open(lua_State *L)
+{
+  static const luaL_Reg methods[] = {
+    { "unassign", client_unassign },
+    { "close", client_close },
+    { NULL, NULL }
+  };
+  static const luaL_Reg metamethods[] = {
+    { "__gc", client_close },
+    { "__close", client_close },
+    { "__tostring", client_tostring },
+    { NULL, NULL }
+  };
+  int i, top = lua_gettop(L);
+  luaL_newmetatable(L, KP_CLIENT_MT);
+  lua_pushliteral(L, KP_CLIENT_MT);
+  lua_setfield(L, -2, "__name");
+  luaL_setfuncs(L, metamethods, 0);
+  lua_newtable(L);
+  for (i = KP_NUPVALUES - 1; i >= 0; i--)
+    lua_pushvalue(L, top - i);
+  luaL_setfuncs(L, methods, KP_NUPVALUES);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}

@@ -1,0 +1,141 @@
+/* Shared declarations of the koophone core: one header, one section per file. */
+#ifndef KP_H
+#define KP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <curl/curl.h>
+
+#include "compat.h"
+
+#define KP_VERSION "0.1.0"
+#define KP_CLIENT_MT "koophone.client"
+#define KP_ERROR_MT "koophone.Error"
+#define KP_ID_MAX 32          /* documented limit of user_id and instance_id */
+#define KP_REQUEST_ID_MAX 128 /* our own limit for a caller-given x-request-id */
+#define KP_UUID_LEN 36
+
+/* Upvalues shared by every function of the module. */
+#define KP_UV_ENCODE lua_upvalueindex(1) /* private cjson instance: encode */
+#define KP_UV_DECODE lua_upvalueindex(2) /* private cjson instance: decode */
+#define KP_UV_STATE lua_upvalueindex(3)  /* module state table (default client) */
+#define KP_NUPVALUES 3
+
+/* A growable byte buffer, owned by the struct that embeds it. */
+typedef struct kp_buf {
+  char *data;
+  size_t len, cap;
+} kp_buf;
+
+/* ---- rng.c: request ids ---- */
+typedef struct kp_rng {
+  uint64_t key[2], counter;
+  unsigned fork_generation;
+  int seeded;
+} kp_rng;
+
+void kp_global_init(void); /* curl_global_init and fork tracking, once per process */
+int kp_uuid4(kp_rng *rng, char out[KP_UUID_LEN + 1]); /* 0, or -1: no OS randomness */
+
+/* ---- transport.c: one libcurl easy handle and what lives as long as it ---- */
+typedef struct kp_result {
+  CURLcode code;
+  long status;            /* HTTP status, 0 when none was received */
+  curl_off_t retry_after; /* seconds, 0 when absent */
+  int attempts;           /* 1 + libcurl's silent resends of this request */
+  int sent;               /* some body bytes left the client */
+  int too_large;          /* the body passed max_response_bytes */
+  int out_of_memory;      /* the body could not be stored */
+  const char *body;
+  size_t body_len;
+  const char *curl_message;
+} kp_result;
+
+typedef struct kp_conn {
+  CURL *easy;
+  struct curl_slist headers[5];
+  char id_header[sizeof("x-request-id: ") + KP_REQUEST_ID_MAX];
+  kp_buf token_header;
+  size_t max_response_bytes;
+  const char *body; /* the request body of the transfer under way */
+  size_t body_len, body_pos;
+  int rewinds, body_started;
+  kp_buf response;
+  int too_large, out_of_memory;
+  char errbuf[CURL_ERROR_SIZE];
+} kp_conn;
+
+int kp_conn_init(kp_conn *k);   /* 0, or -1 when libcurl cannot make a handle */
+void kp_conn_close(kp_conn *k); /* idempotent */
+/* Sets what changes per call; -1 when out of memory. */
+int kp_conn_prepare(kp_conn *k, const char *token, size_t token_len,
+                    const char *request_id, size_t request_id_len,
+                    const char *body, size_t body_len, long timeout_ms);
+void kp_conn_finish(kp_conn *k, CURLcode code, kp_result *r);
+void kp_conn_release_response(kp_conn *k); /* after the result is in Lua */
+void kp_conn_perform(kp_conn *k, kp_result *r);
+
+/* ---- client.c: the client object ---- */
+typedef struct kp_pair_ref kp_pair_ref;
+
+typedef struct kp_client {
+  kp_conn conn;
+  kp_rng rng;
+  char *endpoint;   /* as configured, for tostring */
+  long timeout_ms;  /* default per-call timeout */
+  lua_Integer max_pairs;
+  int body_ref;     /* registry: the request table reused by every call */
+  kp_pair_ref *scratch; /* duplicate detection, max_pairs entries */
+  int closed;
+} kp_client;
+
+kp_client *kp_check_client(lua_State *L, int idx); /* raises when closed */
+/* Raises "<what>: unknown option 'x'" for a key of table t not in names. */
+void kp_check_option_names(lua_State *L, int t, const char *const names[], const char *what);
+long kp_check_seconds(lua_State *L, int idx, const char *what, const char *name); /* in ms */
+int kp_client_create(lua_State *L, int opts_idx, const char *fname);
+void kp_client_open(lua_State *L); /* registers the metatable; upvalues on the stack */
+
+/* ---- request.c: validation and the request body ---- */
+struct kp_pair_ref {
+  const char *user_id, *instance_id;
+  size_t user_id_len, instance_id_len;
+  lua_Integer index;
+};
+
+/* Checks the call's arguments (token at base, pairs at base+1) and pushes
+ * the JSON body; raises on a programmer mistake. */
+void kp_push_request_body(lua_State *L, kp_client *c, int base);
+const char *kp_check_token(lua_State *L, int idx, size_t *len);
+/* 0 when the pair at idx is valid, its two id strings pushed; else 1 with
+ * the reason pushed and *field naming the field (NULL: not a table). */
+int kp_pair_problem(lua_State *L, int idx, const char **field);
+int kp_validate_pair(lua_State *L);
+
+/* ---- response.c: the answer as a Lua result or error ---- */
+int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
+                    const char *token, size_t token_len);
+
+/* ---- errors.c: koophone.Error objects ---- */
+typedef struct kp_error {
+  const char *kind;
+  long status;
+  const char *code;
+  size_t code_len;
+  const char *message;
+  size_t message_len;
+  const char *request_id;
+  curl_off_t retry_after;
+  int sent, attempts;
+} kp_error;
+
+/* Pushes an error table; the token is scrubbed from every string. */
+void kp_push_error(lua_State *L, const kp_error *e, const char *token, size_t token_len);
+const char *kp_curl_code_name(CURLcode code);
+const char *kp_curl_code_kind(CURLcode code);
+void kp_errors_open(lua_State *L); /* registers the koophone.Error metatable */
+
+/* ---- unassign (koophone.c) ---- */
+int kp_unassign(lua_State *L, kp_client *c, int base);
+
+#endif

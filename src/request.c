@@ -1,0 +1,243 @@
+/* Request mapping: the checks that turn programmer mistakes into clear
+ * errors before anything is sent, and the JSON body.
+ *
+ * The body is encoded by our private cjson instance from one request table
+ * per client that every call refills in place, so a call builds no tables. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kp.h"
+
+#define KP_FNAME "koophone.unassign"
+
+const char *kp_check_token(lua_State *L, int idx, size_t *len)
+{
+  const char *s;
+  size_t i;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_error(L, KP_FNAME ": bad argument #1 (token): expected a non-empty string, got %s",
+               luaL_typename(L, idx));
+  s = lua_tolstring(L, idx, len);
+  if (*len == 0)
+    luaL_error(L, KP_FNAME ": bad argument #1 (token): expected a non-empty string, got an empty one");
+  for (i = 0; i < *len; i++)
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
+      luaL_error(L, KP_FNAME ": bad argument #1 (token): contains CR, LF or NUL");
+  return s;
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
+static size_t utf8_sequence(const unsigned char *s, size_t n)
+{
+  size_t len, i;
+  unsigned min;
+  unsigned cp;
+  if (s[0] < 0x80)
+    return 1;
+  if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+    len = 2; cp = s[0] & 0x1f; min = 0x80;
+  } else if ((s[0] & 0xf0) == 0xe0) {
+    len = 3; cp = s[0] & 0x0f; min = 0x800;
+  } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+    len = 4; cp = s[0] & 0x07; min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (len > n)
+    return 0;
+  for (i = 1; i < len; i++) {
+    if ((s[i] & 0xc0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (s[i] & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return len;
+}
+
+/* Checks the id at the top of the stack. When it is acceptable, replaces it
+ * by its string (user_id may be an integer) and returns 0; else pushes the
+ * reason above it and returns 1. */
+static int id_problem(lua_State *L, int number_ok)
+{
+  const unsigned char *s;
+  size_t len, i, step;
+  int type = lua_type(L, -1);
+  if (type == LUA_TNUMBER && number_ok) {
+    lua_Number n = lua_tonumber(L, -1);
+    char digits[32];
+    if (lua_isinteger(L, -1))
+      snprintf(digits, sizeof digits, "%lld", (long long)lua_tointeger(L, -1));
+    else if (n == floor(n) && fabs(n) < 9007199254740992.0) /* 2^53: exact */
+      snprintf(digits, sizeof digits, "%.0f", (double)n);
+    else
+      return lua_pushliteral(L, "expected a string or an integer, got a fractional number"), 1;
+    lua_pop(L, 1);
+    lua_pushstring(L, digits);
+    return 0;
+  }
+  if (type == LUA_TNIL)
+    return lua_pushliteral(L, "missing"), 1;
+  if (type != LUA_TSTRING)
+    return lua_pushfstring(L, "expected a string, got %s", lua_typename(L, type)), 1;
+  s = (const unsigned char *)lua_tolstring(L, -1, &len);
+  if (len == 0)
+    return lua_pushliteral(L, "empty"), 1;
+  if (len > KP_ID_MAX)
+    return lua_pushfstring(L, "longer than %d bytes (%d)", KP_ID_MAX, (int)len), 1;
+  for (i = 0; i < len; i += step) {
+    if (s[i] < 0x20 || s[i] == 0x7f)
+      return lua_pushliteral(L, "contains a control character"), 1;
+    step = utf8_sequence(s + i, len - i);
+    if (step == 0)
+      return lua_pushliteral(L, "not valid UTF-8"), 1;
+  }
+  return 0;
+}
+
+int kp_pair_problem(lua_State *L, int idx, const char **field)
+{
+  idx = lua_absindex(L, idx);
+  *field = NULL;
+  if (lua_type(L, idx) != LUA_TTABLE) {
+    lua_pushfstring(L, "expected a table, got %s", luaL_typename(L, idx));
+    return 1;
+  }
+  lua_getfield(L, idx, "user_id");
+  if (id_problem(L, 1)) {
+    lua_remove(L, -2);
+    *field = "user_id";
+    return 1;
+  }
+  lua_getfield(L, idx, "instance_id");
+  if (id_problem(L, 0)) {
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    *field = "instance_id";
+    return 1;
+  }
+  return 0;
+}
+
+/* koophone.validate_pair(p) -> true | false, message */
+int kp_validate_pair(lua_State *L)
+{
+  const char *field;
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  if (!kp_pair_problem(L, 1, &field)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushboolean(L, 0);
+  if (field != NULL)
+    lua_pushfstring(L, "%s: %s", field, lua_tostring(L, -2));
+  else
+    lua_pushvalue(L, -2);
+  return 2;
+}
+
+static int compare_pairs(const void *a, const void *b)
+{
+  const kp_pair_ref *x = a, *y = b;
+  int c;
+  if (x->user_id_len != y->user_id_len)
+    return x->user_id_len < y->user_id_len ? -1 : 1;
+  if (x->instance_id_len != y->instance_id_len)
+    return x->instance_id_len < y->instance_id_len ? -1 : 1;
+  c = memcmp(x->user_id, y->user_id, x->user_id_len);
+  if (c == 0)
+    c = memcmp(x->instance_id, y->instance_id, x->instance_id_len);
+  if (c == 0)
+    c = x->index < y->index ? -1 : (x->index > y->index);
+  return c;
+}
+
+static int same_pair(const kp_pair_ref *a, const kp_pair_ref *b)
+{
+  return a->user_id_len == b->user_id_len && a->instance_id_len == b->instance_id_len &&
+         memcmp(a->user_id, b->user_id, a->user_id_len) == 0 &&
+         memcmp(a->instance_id, b->instance_id, a->instance_id_len) == 0;
+}
+
+/* Raises naming the first element that repeats an earlier one. Sorting
+ * puts equal pairs together, earliest first. */
+static void check_duplicates(lua_State *L, kp_pair_ref *refs, lua_Integer n)
+{
+  lua_Integer i, group = 0, repeat = 0, first = 0;
+  qsort(refs, (size_t)n, sizeof *refs, compare_pairs);
+  for (i = 1; i < n; i++) {
+    if (!same_pair(&refs[group], &refs[i]))
+      group = i;
+    else if (repeat == 0 || refs[i].index < repeat) {
+      repeat = refs[i].index;
+      first = refs[group].index;
+    }
+  }
+  if (repeat != 0)
+    luaL_error(L, KP_FNAME ": bad argument #2 (pairs[%d]): repeats pairs[%d]",
+               (int)repeat, (int)first);
+}
+
+/* Leaves the reusable request table's user_instances array on the stack. */
+static int push_instances_array(lua_State *L, kp_client *c)
+{
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->body_ref);
+  lua_getfield(L, -1, "user_instances");
+  lua_remove(L, -2);
+  return lua_gettop(L);
+}
+
+void kp_push_request_body(lua_State *L, kp_client *c, int base)
+{
+  int pairs = base + 1, array;
+  lua_Integer n, i, old_n;
+  if (lua_type(L, pairs) != LUA_TTABLE)
+    luaL_error(L, KP_FNAME ": bad argument #2 (pairs): expected a non-empty array of pairs, got %s",
+               luaL_typename(L, pairs));
+  n = (lua_Integer)lua_rawlen(L, pairs);
+  if (n == 0)
+    luaL_error(L, KP_FNAME ": bad argument #2 (pairs): expected a non-empty array of pairs, got an empty table");
+  if (n > c->max_pairs)
+    luaL_error(L, KP_FNAME ": bad argument #2 (pairs): %d pairs, more than max_pairs (%d)",
+               (int)n, (int)c->max_pairs);
+  array = push_instances_array(L, c);
+  old_n = (lua_Integer)lua_rawlen(L, array);
+  for (i = 1; i <= n; i++) {
+    const char *field;
+    kp_pair_ref *ref = &c->scratch[i - 1];
+    lua_rawgeti(L, pairs, (int)i);
+    if (kp_pair_problem(L, -1, &field))
+      luaL_error(L, KP_FNAME ": bad argument #2 (pairs[%d]%s%s): %s", (int)i,
+                 field ? "." : "", field ? field : "", lua_tostring(L, -1));
+    /* stack: pair, user_id, instance_id; the entry keeps the strings alive */
+    lua_rawgeti(L, array, (int)i);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_createtable(L, 0, 2);
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, array, (int)i);
+    }
+    ref->user_id = lua_tolstring(L, -3, &ref->user_id_len);
+    ref->instance_id = lua_tolstring(L, -2, &ref->instance_id_len);
+    ref->index = i;
+    lua_insert(L, -3);
+    lua_setfield(L, -3, "instance_id");
+    lua_setfield(L, -2, "user_id");
+    lua_pop(L, 2);
+  }
+  for (i = n + 1; i <= old_n; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, array, (int)i);
+  }
+  if (n > 1)
+    check_duplicates(L, c->scratch, n);
+  lua_pop(L, 1);
+  lua_pushvalue(L, KP_UV_ENCODE);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->body_ref);
+  lua_call(L, 1, 1);
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, KP_FNAME ": cannot encode the request body");
+}

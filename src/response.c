@@ -1,0 +1,188 @@
+/* Response mapping: a finished transfer becomes `res` or `nil, err`.
+ *
+ * KooPhone answers many errors with HTTP 200, so the body's error_code
+ * decides, not the status. The decoded tables are reused for the result
+ * (the jobs array is the server's cmd_jobs, checked in place). */
+#include <stdio.h>
+#include <string.h>
+
+#include "kp.h"
+
+#define KP_BINDING_NOT_FOUND "KOOPHONE.API.2210"
+
+static int is_absent(lua_State *L, int idx)
+{
+  /* cjson decodes JSON null to a light userdata */
+  return lua_isnil(L, idx) || lua_type(L, idx) == LUA_TLIGHTUSERDATA;
+}
+
+static int field_is_string(lua_State *L, int idx, const char *name)
+{
+  int ok;
+  lua_getfield(L, idx, name);
+  ok = lua_type(L, -1) == LUA_TSTRING;
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* 1 when data is absent or {task_id?, cmd_jobs?[{instance_id, job_id}]}. */
+static int data_has_expected_shape(lua_State *L, int data)
+{
+  int i, n, jobs, ok = 1;
+  if (is_absent(L, data))
+    return 1;
+  if (lua_type(L, data) != LUA_TTABLE)
+    return 0;
+  lua_getfield(L, data, "task_id");
+  ok = is_absent(L, -1) || lua_type(L, -1) == LUA_TSTRING;
+  lua_getfield(L, data, "cmd_jobs");
+  jobs = lua_gettop(L);
+  if (ok && !is_absent(L, jobs)) {
+    ok = lua_type(L, jobs) == LUA_TTABLE;
+    n = ok ? (int)lua_rawlen(L, jobs) : 0;
+    for (i = 1; ok && i <= n; i++) {
+      lua_rawgeti(L, jobs, i);
+      ok = lua_type(L, -1) == LUA_TTABLE && field_is_string(L, -1, "instance_id") &&
+           field_is_string(L, -1, "job_id");
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 2);
+  return ok;
+}
+
+static void set_string(lua_State *L, int t, const char *name, const char *value)
+{
+  lua_pushstring(L, value);
+  lua_setfield(L, t, name);
+}
+
+static void copy_field(lua_State *L, int from, int to, const char *name)
+{
+  lua_getfield(L, from, name);
+  if (lua_type(L, -1) == LUA_TSTRING)
+    lua_setfield(L, to, name);
+  else
+    lua_pop(L, 1);
+}
+
+/* Pushes the result table; the jobs are data.cmd_jobs itself. */
+static void push_result(lua_State *L, int decoded, const kp_result *r,
+                        const char *request_id, const char *outcome)
+{
+  int res, data;
+  lua_createtable(L, 0, 9);
+  res = lua_gettop(L);
+  lua_getfield(L, decoded, "data");
+  data = lua_gettop(L);
+  if (lua_type(L, data) == LUA_TTABLE) {
+    copy_field(L, data, res, "task_id");
+    lua_getfield(L, data, "cmd_jobs");
+  } else {
+    lua_pushnil(L);
+  }
+  if (lua_type(L, -1) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+  }
+  lua_setfield(L, res, "jobs");
+  lua_pop(L, 1);
+  copy_field(L, decoded, res, "error_code");
+  copy_field(L, decoded, res, "error_msg");
+  set_string(L, res, "request_id", request_id);
+  set_string(L, res, "outcome", outcome);
+  lua_pushinteger(L, (lua_Integer)r->status);
+  lua_setfield(L, res, "status");
+  lua_pushinteger(L, r->attempts);
+  lua_setfield(L, res, "attempts");
+}
+
+static int push_failure(lua_State *L, kp_error *e, const char *token, size_t token_len)
+{
+  lua_pushnil(L);
+  kp_push_error(L, e, token, token_len);
+  return 2;
+}
+
+static void body_as_message(kp_error *e, const kp_result *r)
+{
+  if (r->body_len > 0) {
+    e->message = r->body;
+    e->message_len = r->body_len;
+  } else {
+    e->message = "empty body";
+    e->message_len = strlen(e->message);
+  }
+}
+
+int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
+                    const char *token, size_t token_len)
+{
+  kp_error e;
+  char http_code[32];
+  int decoded, ok_status = r->status >= 200 && r->status < 300;
+  memset(&e, 0, sizeof e);
+  e.request_id = request_id;
+  e.status = r->status;
+  e.retry_after = r->retry_after;
+  e.sent = r->sent;
+  e.attempts = r->attempts;
+  e.kind = "decode";
+  if (r->too_large || r->out_of_memory) {
+    e.code = r->too_large ? "BODY_TOO_LARGE" : "OUT_OF_MEMORY";
+    e.message = r->too_large ? "the response body is larger than max_response_bytes"
+                             : "no memory to store the response body";
+  } else if (r->code != CURLE_OK) {
+    e.kind = kp_curl_code_kind(r->code);
+    e.code = kp_curl_code_name(r->code);
+    e.message = r->curl_message;
+  }
+  if (e.code != NULL) {
+    e.code_len = strlen(e.code);
+    e.message_len = strlen(e.message);
+    return push_failure(L, &e, token, token_len);
+  }
+
+  lua_pushvalue(L, KP_UV_DECODE);
+  lua_pushlstring(L, r->body, r->body_len);
+  lua_call(L, 1, 1);
+  decoded = lua_gettop(L);
+  if (lua_type(L, decoded) == LUA_TTABLE) {
+    lua_getfield(L, decoded, "error_code");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      e.code = lua_tolstring(L, -1, &e.code_len);
+      if (strcmp(e.code, "0") != 0) {
+        e.kind = "api";
+        lua_getfield(L, decoded, "error_msg");
+        if (lua_type(L, -1) == LUA_TSTRING)
+          e.message = lua_tolstring(L, -1, &e.message_len);
+        else
+          e.message = "";
+        if (r->attempts > 1 && strcmp(e.code, KP_BINDING_NOT_FOUND) == 0) {
+          /* The first copy, sent before libcurl's silent resend, did the work. */
+          push_result(L, decoded, r, request_id, "assumed_unassigned");
+          kp_push_error(L, &e, token, token_len);
+          lua_setfield(L, -2, "err");
+          return 1;
+        }
+        return push_failure(L, &e, token, token_len);
+      }
+      lua_getfield(L, decoded, "data");
+      if (ok_status && data_has_expected_shape(L, lua_gettop(L))) {
+        push_result(L, decoded, r, request_id, "unassigned");
+        return 1;
+      }
+    }
+    e.code = NULL;
+  }
+  if (ok_status) {
+    e.code = lua_type(L, decoded) == LUA_TNIL ? "BAD_JSON" : "BAD_SHAPE";
+    e.code_len = strlen(e.code);
+  } else {
+    e.kind = "http";
+    e.code_len = (size_t)snprintf(http_code, sizeof http_code, "HTTP.%ld", r->status);
+    e.code = http_code;
+  }
+  body_as_message(&e, r);
+  return push_failure(L, &e, token, token_len);
+}
