@@ -12,6 +12,8 @@ local _M = {
   codes = codes.names,
   describe = codes.describe,
   Error = core.Error,
+  sleep = core.sleep,                -- blocking sleep(seconds) of the C core
+  now = core.now,                    -- monotonic seconds
 }
 
 return _M

@@ -128,7 +128,7 @@ static void push_private_cjson(lua_State *L)
   lua_remove(L, -3);
 }
 
-int luaopen_koophone_core(lua_State *L)
+LUALIB_API int luaopen_koophone_core(lua_State *L)
 {
   static const luaL_Reg functions[] = {
     { "unassign", module_unassign },
@@ -144,6 +144,7 @@ int luaopen_koophone_core(lua_State *L)
   lua_newtable(L); /* state: the default client */
   kp_client_open(L);
   luaL_setfuncs(L, functions, KP_NUPVALUES);
+  kp_clock_open(L);
   lua_pushliteral(L, KP_VERSION);
   lua_setfield(L, -2, "_VERSION");
   lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);

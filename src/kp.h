@@ -138,4 +138,10 @@ void kp_errors_open(lua_State *L); /* registers the koophone.Error metatable */
 /* ---- unassign (koophone.c) ---- */
 int kp_unassign(lua_State *L, kp_client *c, int base);
 
+/* module entry point (koophone.c); exported with default visibility for require */
+/* adds sleep and now to the module table on the stack top (clock.c) */
+void kp_clock_open(lua_State *L);
+
+LUALIB_API int luaopen_koophone_core(lua_State *L);
+
 #endif

@@ -1,0 +1,95 @@
+-- Test helper: talks to the running simulator's control API (sim/README.md) over LuaSocket,
+-- and builds clients pointed at it. Ports and paths come from `sim/simctl env`.
+local http = require "socket.http"
+local ltn12 = require "ltn12"
+local cjson = require "cjson.safe"
+
+local env = os.getenv
+local _M = {}
+
+_M.http_port = tonumber(env("KOOPHONE_SIM_HTTP_PORT") or "18080")
+_M.https_port = tonumber(env("KOOPHONE_SIM_HTTPS_PORT") or "18443")
+_M.wrongname_port = tonumber(env("KOOPHONE_SIM_WRONGNAME_PORT") or "18444")
+_M.target_port = tonumber(env("KOOPHONE_SIM_TARGET_PORT") or "18081")
+_M.run_dir = env("KOOPHONE_SIM_DIR") or "sim/run"
+_M.http_url = "http://127.0.0.1:" .. _M.http_port
+_M.https_url = "https://localhost:" .. _M.https_port
+_M.wrongname_url = "https://localhost:" .. _M.wrongname_port
+_M.ca = _M.run_dir .. "/ca.pem"
+_M.other_ca = _M.run_dir .. "/other-ca.pem"
+
+-- A token of realistic size (IAM tokens are several KB) that is easy to grep for.
+_M.token = "SECRET-TOKEN-" .. string.rep("0123456789abcdef", 400) .. "-END"
+
+local function control(method, path, body)
+  local src = body and assert(cjson.encode(body)) or ""
+  local out = {}
+  local ok, code = http.request {
+    url = _M.http_url .. path, method = method,
+    headers = { ["content-type"] = "application/json", ["content-length"] = tostring(#src) },
+    source = ltn12.source.string(src), sink = ltn12.sink.table(out),
+  }
+  assert(ok, "simulator control call failed: " .. tostring(code))
+  local decoded = cjson.decode(table.concat(out))
+  assert(code == 200, "simulator control " .. path .. " answered " .. tostring(code) .. ": " .. table.concat(out))
+  return decoded
+end
+_M.control = control
+
+-- Instance ids of `n` pairs named with `prefix`: prefix0001 .. and users u-prefix-1 ..
+function _M.make_pairs(n, prefix)
+  prefix = prefix or "inst"
+  local list = {}
+  for i = 1, n do
+    list[i] = { user_id = ("u-%s-%d"):format(prefix, i), instance_id = ("%s%04d"):format(prefix, i) }
+  end
+  return list
+end
+
+-- Resets the simulator and seeds one tenant with `pairs` bound (and `extra_instances` owned).
+function _M.reset(pairs_list, opts)
+  opts = opts or {}
+  control("POST", "/_sim/reset")
+  local instances, bindings = {}, {}
+  for _, p in ipairs(pairs_list or {}) do
+    instances[#instances + 1] = p.instance_id
+    if not opts.unbound then bindings[p.instance_id] = p.user_id end
+  end
+  for _, id in ipairs(opts.extra_instances or {}) do instances[#instances + 1] = id end
+  local tenants = { { name = "t1", token = opts.token or _M.token, exists = true,
+                      instances = instances, bindings = next(bindings) and bindings or nil } }
+  for _, t in ipairs(opts.tenants or {}) do tenants[#tenants + 1] = t end
+  control("POST", "/_sim/seed", { tenants = tenants })
+end
+
+function _M.faults(...) return control("POST", "/_sim/faults", { faults = { ... } }) end
+function _M.log(since) return control("GET", "/_sim/log" .. (since and ("?since=" .. since) or "")).requests end
+function _M.target_log() return control("GET", "/_sim/target_log").requests end
+function _M.state() return control("GET", "/_sim/state") end
+
+-- instance_id -> user_id of tenant t1's current bindings
+function _M.bindings(tenant)
+  local out = {}
+  for _, b in ipairs(_M.state().tenants[tenant or "t1"].bindings) do out[b.instance_id] = b.user_id end
+  return out
+end
+
+-- Options for koophone.new pointing at the simulator over "http" or "https".
+function _M.client_opts(scheme, extra)
+  local o = scheme == "https" and { endpoint = _M.https_url, cafile = _M.ca } or { endpoint = _M.http_url }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+-- Every string reachable from `v` (keys and values, recursively), for "token never leaks" checks.
+function _M.strings(v, out, seen)
+  out, seen = out or {}, seen or {}
+  if type(v) == "string" then out[#out + 1] = v
+  elseif type(v) == "table" and not seen[v] then
+    seen[v] = true
+    for k, x in pairs(v) do _M.strings(k, out, seen); _M.strings(x, out, seen) end
+  end
+  return out
+end
+
+return _M
