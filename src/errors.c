@@ -8,6 +8,7 @@
 
 #define KP_REDACTED "[REDACTED]"
 #define KP_MESSAGE_MAX 512 /* server text quoted in a message, at most */
+#define KP_TOKEN_PIECE 16  /* this many leading token bytes already count as the token */
 
 static const struct curl_code_info {
   CURLcode code;
@@ -89,25 +90,37 @@ const char *kp_curl_code_kind(CURLcode code)
   return info != NULL ? info->kind : "network";
 }
 
-/* Pushes s with every copy of the token replaced and control characters
- * turned into spaces, cut at KP_MESSAGE_MAX bytes: server text must not
- * smuggle the secret or forge log lines. */
+/* Length of the run at s that repeats the token from its start, when it is long
+ * enough to be the secret (all of a short token, 16 bytes or more of a long one,
+ * so a server that echoes the token cut short does not leak most of it); else 0. */
+static size_t token_run(const char *s, size_t len, const char *token, size_t token_len)
+{
+  size_t n = 0, enough = token_len < KP_TOKEN_PIECE ? token_len : KP_TOKEN_PIECE;
+  while (n < len && n < token_len && s[n] == token[n])
+    n++;
+  return n >= enough && n > 0 ? n : 0;
+}
+
+/* Pushes s with the token redacted and control characters turned into
+ * spaces, cut at about KP_MESSAGE_MAX bytes: server text must not smuggle
+ * the secret or forge log lines. Redaction runs over the whole text first so
+ * that the cut can never leave a piece of the token behind. */
 static void push_clean(lua_State *L, const char *s, size_t len,
                        const char *token, size_t token_len)
 {
   luaL_Buffer b;
-  size_t i = 0;
+  size_t i = 0, out = 0, run;
   luaL_buffinit(L, &b);
-  if (len > KP_MESSAGE_MAX)
-    len = KP_MESSAGE_MAX;
-  while (i < len) {
+  while (i < len && out < KP_MESSAGE_MAX) {
     unsigned char ch = (unsigned char)s[i];
-    if (token_len > 0 && len - i >= token_len && memcmp(s + i, token, token_len) == 0) {
+    if (token_len > 0 && (run = token_run(s + i, len - i, token, token_len)) > 0) {
       luaL_addstring(&b, KP_REDACTED);
-      i += token_len;
+      out += sizeof KP_REDACTED - 1;
+      i += run;
       continue;
     }
     luaL_addchar(&b, (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch);
+    out++;
     i++;
   }
   luaL_pushresult(&b);

@@ -41,7 +41,7 @@ int kp_unassign(lua_State *L, kp_client *c, int base)
   token = kp_check_token(L, base, &token_len);
   if (!lua_isnil(L, opts)) {
     luaL_checktype(L, opts, LUA_TTABLE);
-    kp_check_option_names(L, opts, call_option_names, KP_FNAME);
+    kp_check_option_names(L, opts, call_option_names, KP_FNAME ": bad argument #3 (opts)");
     lua_getfield(L, opts, "request_id");
     if (!lua_isnil(L, -1))
       request_id = check_request_id(L, -1, &request_id_len);

@@ -109,6 +109,8 @@ void kp_push_request_body(lua_State *L, kp_client *c, int base);
 const char *kp_check_token(lua_State *L, int idx, size_t *len);
 /* 0 when the pair at idx is valid, its two id strings pushed; else 1 with
  * the reason pushed and *field naming the field (NULL: not a table). */
+/* 1 when table t holds exactly the keys 1..#t (JSON objects decode to tables too) */
+int kp_is_array(lua_State *L, int t);
 int kp_pair_problem(lua_State *L, int idx, const char **field);
 int kp_validate_pair(lua_State *L);
 

@@ -81,7 +81,8 @@ static int id_problem(lua_State *L, int number_ok)
   if (type == LUA_TNIL)
     return lua_pushliteral(L, "missing"), 1;
   if (type != LUA_TSTRING)
-    return lua_pushfstring(L, "expected a string, got %s", lua_typename(L, type)), 1;
+    return lua_pushfstring(L, "expected a string%s, got %s", number_ok ? " or an integer" : "",
+                           lua_typename(L, type)), 1;
   s = (const unsigned char *)lua_tolstring(L, -1, &len);
   if (len == 0)
     return lua_pushliteral(L, "empty"), 1;
@@ -182,6 +183,17 @@ static void check_duplicates(lua_State *L, kp_pair_ref *refs, lua_Integer n)
 }
 
 /* Leaves the reusable request table's user_instances array on the stack. */
+int kp_is_array(lua_State *L, int t)
+{
+  size_t keys = 0;
+  lua_pushnil(L);
+  while (lua_next(L, t) != 0) {
+    keys++;
+    lua_pop(L, 1);
+  }
+  return keys == (size_t)lua_rawlen(L, t);
+}
+
 static int push_instances_array(lua_State *L, kp_client *c)
 {
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->body_ref);
@@ -198,6 +210,9 @@ void kp_push_request_body(lua_State *L, kp_client *c, int base)
     luaL_error(L, KP_FNAME ": bad argument #2 (pairs): expected a non-empty array of pairs, got %s",
                luaL_typename(L, pairs));
   n = (lua_Integer)lua_rawlen(L, pairs);
+  if (!kp_is_array(L, pairs))
+    luaL_error(L, KP_FNAME ": bad argument #2 (pairs): expected an array of pairs, got a table with "
+               "keys other than 1..%d (a hole, or a single pair not wrapped in { })", (int)n);
   if (n == 0)
     luaL_error(L, KP_FNAME ": bad argument #2 (pairs): expected a non-empty array of pairs, got an empty table");
   if (n > c->max_pairs)

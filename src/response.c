@@ -38,7 +38,7 @@ static int data_has_expected_shape(lua_State *L, int data)
   lua_getfield(L, data, "cmd_jobs");
   jobs = lua_gettop(L);
   if (ok && !is_absent(L, jobs)) {
-    ok = lua_type(L, jobs) == LUA_TTABLE;
+    ok = lua_type(L, jobs) == LUA_TTABLE && kp_is_array(L, jobs);
     n = ok ? (int)lua_rawlen(L, jobs) : 0;
     for (i = 1; ok && i <= n; i++) {
       lua_rawgeti(L, jobs, i);

@@ -21,6 +21,16 @@ _M.other_ca = _M.run_dir .. "/other-ca.pem"
 -- A token of realistic size (IAM tokens are several KB) that is easy to grep for.
 _M.token = "SECRET-TOKEN-" .. string.rep("0123456789abcdef", 400) .. "-END"
 
+-- JSON null decodes to cjson.null (truthy); specs want nil for "absent".
+local function strip_nulls(v)
+  if type(v) == "table" then
+    for k, x in pairs(v) do
+      if x == cjson.null then v[k] = nil else strip_nulls(x) end
+    end
+  end
+  return v
+end
+
 local function control(method, path, body)
   local src = body and assert(cjson.encode(body)) or ""
   local out = {}
@@ -30,7 +40,7 @@ local function control(method, path, body)
     source = ltn12.source.string(src), sink = ltn12.sink.table(out),
   }
   assert(ok, "simulator control call failed: " .. tostring(code))
-  local decoded = cjson.decode(table.concat(out))
+  local decoded = strip_nulls(cjson.decode(table.concat(out)))
   assert(code == 200, "simulator control " .. path .. " answered " .. tostring(code) .. ": " .. table.concat(out))
   return decoded
 end
