@@ -32,16 +32,7 @@ local function nz(v) if v == nil or v == "" then return st.null end return v end
 function R:read()
   if self.body_read then return self.body end
   self.body_read = true
-  ngx.req.read_body()
-  local body = ngx.req.get_body_data()
-  if not body then
-    local file = ngx.req.get_body_file()
-    if file then
-      local f = io.open(file, "rb")
-      if f then body = f:read("*a"); f:close() end
-    end
-  end
-  self.body = body or ""
+  self.body = st.read_body()
   self.entry.body_bytes = #self.body
   -- Record the pairs as sent, when the body has the documented shape.
   local doc = st.decode(self.body)

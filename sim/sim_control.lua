@@ -16,16 +16,8 @@ end
 local function bad(msg) return reply(400, { ok = false, error = msg }) end
 
 local function body_json()
-  ngx.req.read_body()
-  local data = ngx.req.get_body_data()
-  if not data then
-    local file = ngx.req.get_body_file()
-    if file then
-      local f = io.open(file, "rb")
-      if f then data = f:read("*a"); f:close() end
-    end
-  end
-  if not data or data == "" then return {} end
+  local data = st.read_body()
+  if data == "" then return {} end
   return st.decode(data)
 end
 

@@ -68,4 +68,17 @@ function M.add_log(entry)
   end
 end
 
+-- The request body, also when nginx spooled a large one to a temporary file.
+function M.read_body()
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if body then return body end
+  local file = ngx.req.get_body_file()
+  local f = file and io.open(file, "rb")
+  if not f then return "" end
+  body = f:read("*a")
+  f:close()
+  return body or ""
+end
+
 return M
