@@ -1,6 +1,7 @@
 # koophone: build, demo and test on Debian 12.
 #   make demo    installs what is missing, builds, runs examples/unassign.lua against the simulator
-#   make test    installs what is missing, builds, starts the simulator, runs every spec
+#   make test    installs what is missing, builds, starts the simulator, runs every spec on
+#                lua5.4 and LuaJIT (make test-all: on all five runtimes)
 # LUA selects the runtime (lua5.4 by default); see mk/runtimes.mk for the others.
 
 LUA        ?= lua5.4
@@ -37,7 +38,7 @@ DEB_PKGS   := gcc make pkg-config ca-certificates openssl curl \
               nginx-light libnginx-mod-http-lua
 # mk/*.mk fragments add their own packages with DEB_PKGS += ...
 
-.PHONY: all build deps demo test check sim-start sim-stop install clean
+.PHONY: all build deps demo test check check-one sim-start sim-stop install clean
 
 all: build
 build: $(CORE)
@@ -68,11 +69,19 @@ demo: deps
 test: deps
 	@$(MAKE) --no-print-directory check
 
-check: build
+# The runtimes check covers: lua5.4 and LuaJIT, or only LUA when it is given (make check LUA=lua5.1).
+CHECK_LUAS ?= $(if $(filter command line environment,$(origin LUA)),$(LUA),lua5.4 luajit)
+
+check:
 	@$(SIMCTL) start >/dev/null
-	@eval "$$($(SIMCTL) env)"; KOOPHONE_LUA=$(LUA_BIN) KOOPHONE_BUILD=$(BUILD) \
-	  $(BUSTED) --cpath="$(BUILD)/?.so" $(BUSTED_FLAGS) $(SPECS); rc=$$?; \
+	@rc=0; for l in $(CHECK_LUAS); do \
+	  echo "== specs on $$l"; $(MAKE) --no-print-directory check-one LUA=$$l || rc=1; done; \
 	  $(SIMCTL) stop >/dev/null; exit $$rc
+
+# One runtime: its build and the specs, against the simulator that check started.
+check-one: build
+	@eval "$$($(SIMCTL) env)"; KOOPHONE_LUA=$(LUA_BIN) KOOPHONE_BUILD=$(BUILD) \
+	  $(BUSTED) --cpath="$(BUILD)/?.so" $(BUSTED_FLAGS) $(SPECS)
 
 sim-start:
 	@$(SIMCTL) start --seed sim/seed-demo.json

@@ -1,9 +1,11 @@
 /* The C floor of a sequential call: one reused libcurl easy handle sending
  * what koophone sends (same headers, same body) and checking each answer.
  * Usage: floor URL CALLS WARMUP TOKEN_FILE [CAFILE]
- * Prints "us_per_call <microseconds>" for the CALLS timed calls. */
+ * Prints "us_per_call <microseconds>" (wall clock) and "cpu_us_per_call
+ * <microseconds>" (process CPU time) for the CALLS timed calls. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "floor_common.h"
 
@@ -23,6 +25,7 @@ int main(int argc, char **argv)
   floor_req r;
   long calls, warmup, i;
   double t0;
+  clock_t c0;
   char *token;
   if (argc < 5) {
     fprintf(stderr, "usage: floor URL CALLS WARMUP TOKEN_FILE [CAFILE]\n");
@@ -36,9 +39,11 @@ int main(int argc, char **argv)
   for (i = 0; i < warmup; i++)
     call(&r);
   t0 = floor_now();
+  c0 = clock();
   for (i = 0; i < calls; i++)
     call(&r);
-  printf("us_per_call %.3f\n", (floor_now() - t0) * 1e6 / (calls > 0 ? calls : 1));
+  printf("us_per_call %.3f\ncpu_us_per_call %.3f\n", (floor_now() - t0) * 1e6 / (calls > 0 ? calls : 1),
+         (double)(clock() - c0) * 1e6 / CLOCKS_PER_SEC / (calls > 0 ? calls : 1));
   floor_req_free(&r);
   free(token);
   curl_global_cleanup();

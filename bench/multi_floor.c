@@ -9,12 +9,13 @@
 
 #define MAX_CONC 64
 
-static void start(CURLM *m, floor_req *r, long batch)
+/* Batch b carries users "u<b>-1".. "u<b>-PAIRS", as bench/bulk.lua makes them. */
+static void launch(CURLM *m, floor_req *r, long batch, int pairs)
 {
   char prefix[32];
   snprintf(prefix, sizeof prefix, "u%ld-", batch);
-  (void)r;
-  floor_req_next(r, prefix, 0);
+  floor_req_next(r, prefix, pairs);
+  curl_multi_add_handle(m, r->easy);
 }
 
 int main(int argc, char **argv)
@@ -43,12 +44,8 @@ int main(int argc, char **argv)
     floor_req_init(&reqs[i], argv[1], token, argc > 6 ? argv[6] : NULL);
     curl_easy_setopt(reqs[i].easy, CURLOPT_PRIVATE, &reqs[i]);
   }
-  for (i = 0; i < conc && next < requests; i++, next++) {
-    char prefix[32];
-    snprintf(prefix, sizeof prefix, "u%ld-", next);
-    floor_req_next(&reqs[i], prefix, pairs);
-    curl_multi_add_handle(m, reqs[i].easy);
-  }
+  for (i = 0; i < conc && next < requests; i++)
+    launch(m, &reqs[i], next++, pairs);
   while (done < requests) {
     CURLMsg *msg;
     int left;
@@ -64,12 +61,8 @@ int main(int argc, char **argv)
       }
       done++;
       curl_multi_remove_handle(m, r->easy);
-      if (next < requests) {
-        char prefix[32];
-        snprintf(prefix, sizeof prefix, "u%ld-", next++);
-        floor_req_next(r, prefix, pairs);
-        curl_multi_add_handle(m, r->easy);
-      }
+      if (next < requests)
+        launch(m, r, next++, pairs);
     }
     if (done < requests)
       curl_multi_poll(m, NULL, 0, 1000, NULL);

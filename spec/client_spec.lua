@@ -164,16 +164,21 @@ describe("lifecycle", function()
   end)
 
   it("is a to-be-closed variable and is collected", function()
-    local chunk = assert(load([[
-      local koophone, opts = ...
-      local kept
-      do
-        local c <close> = koophone.new(opts)
-        kept = c
-      end
-      return kept
-    ]]))
-    local kept = chunk(koophone, sim.client_opts("http"))
+    local kept
+    if _VERSION == "Lua 5.4" then
+      kept = assert(load([[
+        local koophone, opts = ...
+        local kept
+        do
+          local c <close> = koophone.new(opts)
+          kept = c
+        end
+        return kept
+      ]]))(koophone, sim.client_opts("http"))
+    else -- no <close> syntax before 5.4: the metamethod is still there for hosts that call it
+      kept = koophone.new(sim.client_opts("http"))
+      getmetatable(kept).__close(kept)
+    end
     assert.is_false(pcall(kept.unassign, kept, TOKEN, one))
     local weak = setmetatable({}, { __mode = "v" })
     weak[1] = koophone.new(sim.client_opts("http"))

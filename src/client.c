@@ -48,8 +48,8 @@ long kp_check_seconds(lua_State *L, int idx, const char *what, const char *name)
   return (long)ceil(s * 1000.0);
 }
 
-static lua_Integer check_count(lua_State *L, int idx, const char *what, const char *name,
-                               lua_Integer max)
+lua_Integer kp_check_count(lua_State *L, int idx, const char *what, const char *name,
+                           lua_Integer max)
 {
   lua_Number n;
   if (lua_type(L, idx) != LUA_TNUMBER)
@@ -169,18 +169,18 @@ static void apply_limits(lua_State *L, kp_client *c, int opts, const char *what)
                    lua_isnil(L, -1) ? 10000L : kp_check_seconds(L, -1, what, "connect_timeout"));
   lua_getfield(L, opts, "max_response_bytes");
   if (!lua_isnil(L, -1))
-    max_bytes = check_count(L, -1, what, "max_response_bytes", 1024 * 1024 * 1024);
+    max_bytes = kp_check_count(L, -1, what, "max_response_bytes", 1024 * 1024 * 1024);
   c->conn.max_response_bytes = (size_t)max_bytes;
   curl_easy_setopt(c->conn.easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_bytes);
   lua_getfield(L, opts, "max_pairs");
-  c->max_pairs = lua_isnil(L, -1) ? 100 : check_count(L, -1, what, "max_pairs", 100000);
+  c->max_pairs = lua_isnil(L, -1) ? 100 : kp_check_count(L, -1, what, "max_pairs", 100000);
   lua_getfield(L, opts, "low_speed_time");
   if (!lua_isnil(L, -1))
-    speed_time = check_count(L, -1, what, "low_speed_time", 3600);
+    speed_time = kp_check_count(L, -1, what, "low_speed_time", 3600);
   lua_getfield(L, opts, "low_speed_limit");
   if (!lua_isnil(L, -1)) {
     curl_easy_setopt(c->conn.easy, CURLOPT_LOW_SPEED_LIMIT,
-                     (long)check_count(L, -1, what, "low_speed_limit", 1 << 30));
+                     (long)kp_check_count(L, -1, what, "low_speed_limit", 1 << 30));
     curl_easy_setopt(c->conn.easy, CURLOPT_LOW_SPEED_TIME, (long)speed_time);
   }
   lua_pop(L, 6);
@@ -191,6 +191,8 @@ static void close_client(lua_State *L, kp_client *c)
   if (c->closed)
     return;
   c->closed = 1;
+  kp_multi_free(c->multi);
+  c->multi = NULL;
   kp_conn_close(&c->conn);
   free(c->endpoint);
   c->endpoint = NULL;
@@ -282,6 +284,7 @@ void kp_client_open(lua_State *L)
 {
   static const luaL_Reg methods[] = {
     { "unassign", client_unassign },
+    { "unassign_many", kp_client_unassign_many },
     { "close", client_close },
     { NULL, NULL }
   };

@@ -11,21 +11,18 @@
 
 static const char *const call_option_names[] = { "request_id", "timeout", NULL };
 
-static const char *check_request_id(lua_State *L, int idx, size_t *len)
+const char *kp_check_request_id(lua_State *L, int idx, size_t *len, const char *what)
 {
   const char *s;
   size_t i;
   if (lua_type(L, idx) != LUA_TSTRING)
-    luaL_error(L, KP_FNAME ": bad argument #3 (opts.request_id): expected a string, got %s",
-               luaL_typename(L, idx));
+    luaL_error(L, "%s: expected a string, got %s", what, luaL_typename(L, idx));
   s = lua_tolstring(L, idx, len);
   if (*len == 0 || *len > KP_REQUEST_ID_MAX)
-    luaL_error(L, KP_FNAME ": bad argument #3 (opts.request_id): expected 1 to %d bytes, got %d",
-               KP_REQUEST_ID_MAX, (int)*len);
+    luaL_error(L, "%s: expected 1 to %d bytes, got %d", what, KP_REQUEST_ID_MAX, (int)*len);
   for (i = 0; i < *len; i++)
     if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
-      luaL_error(L, KP_FNAME ": bad argument #3 (opts.request_id): only printable ASCII "
-                 "without spaces is allowed");
+      luaL_error(L, "%s: only printable ASCII without spaces is allowed", what);
   return s;
 }
 
@@ -44,13 +41,14 @@ int kp_unassign(lua_State *L, kp_client *c, int base)
     kp_check_option_names(L, opts, call_option_names, KP_FNAME ": bad argument #3 (opts)");
     lua_getfield(L, opts, "request_id");
     if (!lua_isnil(L, -1))
-      request_id = check_request_id(L, -1, &request_id_len);
+      request_id = kp_check_request_id(L, -1, &request_id_len,
+                                       KP_FNAME ": bad argument #3 (opts.request_id)");
     lua_getfield(L, opts, "timeout");
     if (!lua_isnil(L, -1))
       timeout_ms = kp_check_seconds(L, -1, KP_FNAME, "timeout");
     lua_pop(L, 1); /* the request id string stays on the stack while in use */
   }
-  kp_push_request_body(L, c, base);
+  kp_push_request_body(L, c, base + 1, KP_FNAME, "pairs");
   body = lua_tolstring(L, -1, &body_len);
   if (request_id == NULL) {
     if (kp_uuid4(&c->rng, uuid) != 0)

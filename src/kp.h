@@ -43,7 +43,7 @@ typedef struct kp_result {
   long status;            /* HTTP status, 0 when none was received */
   curl_off_t retry_after; /* seconds, 0 when absent */
   int attempts;           /* 1 + libcurl's silent resends of this request */
-  int sent;               /* some body bytes left the client */
+  int sent;               /* the request was (being) sent: connect and TLS succeeded */
   int too_large;          /* the body passed max_response_bytes */
   int out_of_memory;      /* the body could not be stored */
   const char *body;
@@ -57,17 +57,18 @@ typedef struct kp_conn {
   char id_header[sizeof("x-request-id: ") + KP_REQUEST_ID_MAX];
   kp_buf token_header;
   size_t max_response_bytes;
-  const char *body; /* the request body of the transfer under way */
-  size_t body_len, body_pos;
-  int rewinds, body_started;
+  int attempts; /* copies of the request sent by this transfer (before_request) */
   kp_buf response;
   int too_large, out_of_memory;
   char errbuf[CURL_ERROR_SIZE];
 } kp_conn;
 
 int kp_conn_init(kp_conn *k);   /* 0, or -1 when libcurl cannot make a handle */
+/* k gets a copy of from's handle with every option (for a pool); 0 or -1. */
+int kp_conn_clone(kp_conn *k, const kp_conn *from);
 void kp_conn_close(kp_conn *k); /* idempotent */
-/* Sets what changes per call; -1 when out of memory. */
+/* Sets what changes per call; -1 when out of memory. body is sent from
+ * where it is, not copied: it must stay alive until kp_conn_finish. */
 int kp_conn_prepare(kp_conn *k, const char *token, size_t token_len,
                     const char *request_id, size_t request_id_len,
                     const char *body, size_t body_len, long timeout_ms);
@@ -77,6 +78,7 @@ void kp_conn_perform(kp_conn *k, kp_result *r);
 
 /* ---- client.c: the client object ---- */
 typedef struct kp_pair_ref kp_pair_ref;
+typedef struct kp_multi kp_multi; /* multi.c */
 
 typedef struct kp_client {
   kp_conn conn;
@@ -86,6 +88,7 @@ typedef struct kp_client {
   lua_Integer max_pairs;
   int body_ref;     /* registry: the request table reused by every call */
   kp_pair_ref *scratch; /* duplicate detection, max_pairs entries */
+  kp_multi *multi;      /* unassign_many's handles, made on first use */
   int closed;
 } kp_client;
 
@@ -93,6 +96,8 @@ kp_client *kp_check_client(lua_State *L, int idx); /* raises when closed */
 /* Raises "<what>: unknown option 'x'" for a key of table t not in names. */
 void kp_check_option_names(lua_State *L, int t, const char *const names[], const char *what);
 long kp_check_seconds(lua_State *L, int idx, const char *what, const char *name); /* in ms */
+lua_Integer kp_check_count(lua_State *L, int idx, const char *what, const char *name,
+                           lua_Integer max); /* an integer from 1 to max */
 int kp_client_create(lua_State *L, int opts_idx, const char *fname);
 void kp_client_open(lua_State *L); /* registers the metatable; upvalues on the stack */
 
@@ -103,9 +108,10 @@ struct kp_pair_ref {
   lua_Integer index;
 };
 
-/* Checks the call's arguments (token at base, pairs at base+1) and pushes
- * the JSON body; raises on a programmer mistake. */
-void kp_push_request_body(lua_State *L, kp_client *c, int base);
+/* Checks the pairs at index `pairs` and pushes the JSON body; raises on a
+ * programmer mistake, as "<fname>: bad argument #2 (<arg>[i].field): ...". */
+void kp_push_request_body(lua_State *L, kp_client *c, int pairs, const char *fname,
+                          const char *arg);
 const char *kp_check_token(lua_State *L, int idx, size_t *len);
 /* 0 when the pair at idx is valid, its two id strings pushed; else 1 with
  * the reason pushed and *field naming the field (NULL: not a table). */
@@ -139,6 +145,12 @@ void kp_errors_open(lua_State *L); /* registers the koophone.Error metatable */
 
 /* ---- unassign (koophone.c) ---- */
 int kp_unassign(lua_State *L, kp_client *c, int base);
+/* A caller's x-request-id at idx; raises "<what>: ..." when unusable. */
+const char *kp_check_request_id(lua_State *L, int idx, size_t *len, const char *what);
+
+/* ---- multi.c: client:unassign_many, several requests at once ---- */
+int kp_client_unassign_many(lua_State *L);
+void kp_multi_free(kp_multi *m); /* NULL is fine */
 
 /* module entry point (koophone.c); exported with default visibility for require */
 /* adds sleep and now to the module table on the stack top (clock.c) */

@@ -45,31 +45,18 @@ static void buf_free(kp_buf *b)
   b->len = b->cap = 0;
 }
 
-static size_t read_body(char *dst, size_t size, size_t nmemb, void *ud)
+/* libcurl calls this once the connection (and TLS) is up, right before it
+ * sends the request, and again when it sends the request a second time by
+ * itself: on a reused connection that closed without an answer it silently
+ * resends once. The first copy may have been applied, so the caller must
+ * know how many copies left. */
+static int before_request(void *ud, char *ip, char *local_ip, int port, int local_port)
 {
   kp_conn *k = ud;
-  size_t room = size * nmemb, left = k->body_len - k->body_pos;
-  size_t n = left < room ? left : room;
-  memcpy(dst, k->body + k->body_pos, n);
-  k->body_pos += n;
-  if (n > 0)
-    k->body_started = 1;
-  return n;
-}
-
-/* libcurl rewinds the body only to send the request again: on a reused
- * connection that closed without an answer it silently resends once. The
- * first copy may have been applied, so the caller must know. */
-static int seek_body(void *ud, curl_off_t offset, int origin)
-{
-  kp_conn *k = ud;
-  if (origin != SEEK_SET || offset < 0 || (curl_off_t)k->body_len < offset)
-    return CURL_SEEKFUNC_CANTSEEK;
-  if (k->body_pos > 0)
-    k->rewinds++;
-  k->body_pos = (size_t)offset;
+  (void)ip, (void)local_ip, (void)port, (void)local_port;
+  k->attempts++;
   k->response.len = 0;
-  return CURL_SEEKFUNC_OK;
+  return CURL_PREREQFUNC_OK;
 }
 
 static size_t write_response(char *src, size_t size, size_t nmemb, void *ud)
@@ -89,16 +76,14 @@ static size_t write_response(char *src, size_t size, size_t nmemb, void *ud)
   return n;
 }
 
-int kp_conn_init(kp_conn *k)
+/* Points the handle's callbacks, error buffer and header list at k: what a
+ * handle copied by curl_easy_duphandle would otherwise share with its source. */
+static int bind_handle(kp_conn *k)
 {
-  CURL *e;
+  CURL *e = k->easy;
   int i;
-  kp_global_init();
-  e = k->easy = curl_easy_init();
-  if (e == NULL)
-    return -1;
   k->headers[0].data = k->id_header;
-  k->headers[1].data = NULL; /* the token header, set per call */
+  k->headers[1].data = k->token_header.data; /* the token header, set per call */
   k->headers[2].data = header_content_type;
   k->headers[3].data = header_accept;
   k->headers[4].data = header_no_expect;
@@ -106,21 +91,37 @@ int kp_conn_init(kp_conn *k)
     k->headers[i].next = &k->headers[i + 1];
   k->headers[4].next = NULL;
   if (curl_easy_setopt(e, CURLOPT_ERRORBUFFER, k->errbuf) != CURLE_OK ||
-      curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-      curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK ||
-      curl_easy_setopt(e, CURLOPT_READFUNCTION, read_body) != CURLE_OK ||
-      curl_easy_setopt(e, CURLOPT_READDATA, k) != CURLE_OK ||
-      curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_body) != CURLE_OK ||
-      curl_easy_setopt(e, CURLOPT_SEEKDATA, k) != CURLE_OK ||
+      curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, before_request) != CURLE_OK ||
+      curl_easy_setopt(e, CURLOPT_PREREQDATA, k) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_response) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_WRITEDATA, k) != CURLE_OK ||
-      curl_easy_setopt(e, CURLOPT_HTTPHEADER, k->headers) != CURLE_OK ||
+      curl_easy_setopt(e, CURLOPT_HTTPHEADER, k->headers) != CURLE_OK)
+    return -1;
+  return 0;
+}
+
+int kp_conn_init(kp_conn *k)
+{
+  CURL *e;
+  kp_global_init();
+  e = k->easy = curl_easy_init();
+  if (e == NULL || bind_handle(k) != 0)
+    return -1;
+  if (curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+      curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK)
     return -1;
   return 0;
+}
+
+int kp_conn_clone(kp_conn *k, const kp_conn *from)
+{
+  k->max_response_bytes = from->max_response_bytes;
+  k->easy = curl_easy_duphandle(from->easy);
+  return k->easy != NULL ? bind_handle(k) : -1;
 }
 
 void kp_conn_close(kp_conn *k)
@@ -159,14 +160,16 @@ int kp_conn_prepare(kp_conn *k, const char *token, size_t token_len,
   memcpy(k->id_header, prefix, sizeof prefix - 1);
   memcpy(k->id_header + sizeof prefix - 1, request_id, request_id_len);
   k->id_header[sizeof prefix - 1 + request_id_len] = '\0';
-  k->body = body;
-  k->body_len = body_len;
-  k->body_pos = 0;
-  k->rewinds = k->body_started = 0;
+  k->attempts = 0;
   k->too_large = k->out_of_memory = 0;
   k->response.len = 0;
   k->errbuf[0] = '\0';
+  /* The body is sent from the caller's string, without a copy, and in the
+   * same packet as the headers (a read callback would cost a second send
+   * and, on loopback, a second wake-up of the server). Size first: setting
+   * it drops a copied body, which this handle never has. */
   curl_easy_setopt(k->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+  curl_easy_setopt(k->easy, CURLOPT_POSTFIELDS, body);
   curl_easy_setopt(k->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
   return 0;
 }
@@ -180,14 +183,13 @@ void kp_conn_finish(kp_conn *k, CURLcode code, kp_result *r)
   r->code = code;
   r->status = status;
   r->retry_after = retry_after > 0 ? retry_after : 0;
-  r->attempts = 1 + k->rewinds;
-  r->sent = k->body_started;
+  r->attempts = k->attempts > 0 ? k->attempts : 1;
+  r->sent = k->attempts > 0; /* false: DNS, connect or TLS failed first */
   r->too_large = k->too_large || code == CURLE_FILESIZE_EXCEEDED;
   r->out_of_memory = k->out_of_memory;
   r->body = k->response.data != NULL ? k->response.data : "";
   r->body_len = k->response.len;
   r->curl_message = k->errbuf[0] ? k->errbuf : curl_easy_strerror(code);
-  k->body = NULL;
 }
 
 /* Called once the result has been turned into Lua values. */

@@ -1,0 +1,53 @@
+-- koophone, sequential single-pair calls: the loop a user would write.
+-- Usage: lua koophone_seq.lua client|module|policy URL CALLS WARMUP TOKEN_FILE [CAFILE]
+-- client: koophone.new{}:unassign (the C client); module: koophone.unassign (default client);
+-- policy: koophone.client{}:unassign (the Lua client with the default retry policy).
+-- Prints "us_per_call <microseconds>" (wall) and "cpu_us_per_call <microseconds>" (CPU).
+local koophone = require "koophone"
+
+local mode, url, calls, warmup, token_file, cafile = ...
+calls, warmup = tonumber(calls), tonumber(warmup)
+local f = assert(io.open(token_file, "rb"))
+local token = f:read("*a"):gsub("%s+$", "")
+f:close()
+
+local pairs_ = { { user_id = "u-1", instance_id = "bench0001" } }
+
+local function check(res, err)
+  if not res or res.error_code ~= "0" or res.jobs[1].instance_id ~= "bench0001" then
+    error("bad answer: " .. tostring(err))
+  end
+end
+
+local run
+if mode == "client" then
+  local client = koophone.new { endpoint = url, cafile = cafile }
+  run = function(n)
+    for _ = 1, n do
+      check(client:unassign(token, pairs_))
+    end
+  end
+elseif mode == "module" then
+  koophone.configure { endpoint = url, cafile = cafile }
+  local unassign = koophone.unassign
+  run = function(n)
+    for _ = 1, n do
+      check(unassign(token, pairs_))
+    end
+  end
+elseif mode == "policy" then
+  local client = koophone.client { endpoint = url, cafile = cafile }
+  run = function(n)
+    for _ = 1, n do
+      check(client:unassign(token, pairs_))
+    end
+  end
+else
+  error("mode must be client, module or policy")
+end
+
+run(warmup)
+local t0, c0 = koophone.now(), os.clock()
+run(calls)
+print(string.format("us_per_call %.3f\ncpu_us_per_call %.3f", (koophone.now() - t0) * 1e6 / math.max(calls, 1),
+  (os.clock() - c0) * 1e6 / math.max(calls, 1)))

@@ -1,0 +1,73 @@
+-- Admin endpoint for nginx.conf beside this file: unassigns the pairs in the JSON body.
+--
+--   POST /admin/unassign {"pairs":[{"user_id":"u1","instance_id":"i1"}, ...], "request_id":"opt"}
+--   200 {"outcome":"unassigned","task_id":"…","request_id":"…","jobs":[{"instance_id":"…","job_id":"…"}]}
+--   400 {"error":{"message":"…"}}                  the body is not a valid request; nothing was sent
+--   409 {"error":{kind, code, message, …}}         KooPhone refused it (e.g. KOOPHONE.API.2210)
+--   502 {"error":{kind, code, message, sent, …}}   no usable answer; sent=false: certainly not applied
+-- The token comes from KOOPHONE_TOKEN; put this location behind your own authentication.
+local cjson = require "cjson.safe"
+local koophone = require "koophone"
+local kngx = require "koophone.ngx"
+
+local _M = {}
+
+local MAX_PAIRS = 100 -- the client's max_pairs default: more would be a raised error
+local client, token
+
+-- Called from init_by_lua: a bad option stops nginx from starting instead of failing requests.
+function _M.init()
+  client = kngx.new {
+    thread_pool = "koophone",
+    endpoint = os.getenv("KOOPHONE_ENDPOINT"),
+    cafile = os.getenv("KOOPHONE_CAFILE"),
+    timeout = 15,
+  }
+  token = os.getenv("KOOPHONE_TOKEN")
+end
+
+local function reply(status, body)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(cjson.encode(body))
+  return ngx.exit(status)
+end
+
+-- The request's pairs and options, or nil and why they are not acceptable.
+local function read_request()
+  if ngx.req.get_method() ~= "POST" then return nil, "use POST" end
+  ngx.req.read_body()
+  local req = cjson.decode(ngx.req.get_body_data() or "")
+  if type(req) ~= "table" or type(req.pairs) ~= "table" or #req.pairs == 0 then
+    return nil, 'expected a JSON object {"pairs":[{"user_id":…,"instance_id":…}, …]}'
+  end
+  if #req.pairs > MAX_PAIRS then return nil, ("at most %d pairs per request"):format(MAX_PAIRS) end
+  for i, p in ipairs(req.pairs) do
+    local ok, why = koophone.validate_pair(p)
+    if not ok then return nil, ("pairs[%d]: %s"):format(i, why) end
+  end
+  local rid = req.request_id
+  if rid ~= nil and (type(rid) ~= "string" or not rid:match("^[%w%-_.:]+$") or #rid > 128) then
+    return nil, "request_id: 1 to 128 letters, digits or -_.:"
+  end
+  return req.pairs, { request_id = rid }
+end
+
+function _M.unassign()
+  if not token then return reply(500, { error = { message = "KOOPHONE_TOKEN is not set" } }) end
+  local list, opts_or_reason = read_request()
+  if not list then return reply(400, { error = { message = opts_or_reason } }) end
+  local res, err = client:unassign(token, list, opts_or_reason)
+  if not res then
+    -- err has its koophone.Error metatable: tostring gives the one-line form for the log
+    ngx.log(ngx.WARN, "unassign failed: ", tostring(err))
+    return reply(err.kind == "api" and 409 or 502, { error = {
+      kind = err.kind, code = err.code, status = err.status, message = err.message,
+      request_id = err.request_id, sent = err.sent, text = tostring(err),
+    } })
+  end
+  return reply(200, { outcome = res.outcome, task_id = res.task_id, request_id = res.request_id,
+                      jobs = res.jobs })
+end
+
+return _M

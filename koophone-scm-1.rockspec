@@ -1,0 +1,59 @@
+-- koophone: `luarocks --lua-version=5.X make --deps-mode=none` in this directory builds and installs
+-- it for Lua 5.1 .. 5.4 (Debian: install lua-cjson and libcurl4-openssl-dev with apt-get first).
+-- spec/rockspec_spec.lua checks that every src/*.c and lua/koophone/*.lua is listed here.
+rockspec_format = "3.0"
+package = "koophone"
+version = "scm-1"
+
+source = {
+  url = "git+file://.",
+}
+
+description = {
+  summary = "Huawei Cloud KooPhone unassign for Lua, in C with libcurl",
+  detailed = [[
+Cancels cloud-phone assignments (POST /v1/instances/unassign) from Lua 5.1 - 5.4, LuaJIT,
+OpenResty (koophone.ngx, through ngx.run_worker_thread) and C hosts that embed Lua.
+]],
+  license = "MIT",
+}
+
+dependencies = {
+  "lua >= 5.1",
+  "lua-cjson",
+}
+
+-- Found by its library: LuaRocks 3.8 looks for headers only in <dir>/include, and Debian keeps
+-- curl/curl.h in the multiarch include directory, which the compiler searches by itself.
+external_dependencies = {
+  CURL = { library = "curl" },
+}
+
+build = {
+  type = "builtin",
+  modules = {
+    ["koophone.core"] = {
+      sources = {
+        "src/client.c", "src/clock.c", "src/errors.c", "src/koophone.c", "src/multi.c",
+        "src/request.c", "src/response.c", "src/rng.c", "src/transport.c",
+      },
+      defines = { "_DEFAULT_SOURCE" },
+      libraries = { "curl", "pthread", "m" },
+      incdirs = { "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+    },
+    ["koophone"] = "lua/koophone.lua",
+    ["koophone.bucket"] = "lua/koophone/bucket.lua",
+    ["koophone.bulk"] = "lua/koophone/bulk.lua",
+    ["koophone.classify"] = "lua/koophone/classify.lua",
+    ["koophone.client"] = "lua/koophone/client.lua",
+    ["koophone.codes"] = "lua/koophone/codes.lua",
+    ["koophone.journal"] = "lua/koophone/journal.lua",
+    ["koophone.ngx"] = "lua/koophone/ngx.lua",
+    ["koophone.retry"] = "lua/koophone/retry.lua",
+    ["koophone.rows"] = "lua/koophone/rows.lua",
+  },
+  install = {
+    bin = { koophone = "bin/koophone" },
+  },
+}

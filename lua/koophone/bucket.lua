@@ -1,0 +1,47 @@
+-- Token bucket for a bulk run's request rate: `rate` tokens per second, at most `burst` saved.
+-- A throttled answer halves the rate (down to a floor); every answered request then wins back a
+-- small step of the configured rate, so the rate climbs back slowly (additive increase,
+-- multiplicative decrease, as TCP does).
+local _M = {}
+
+local Bucket = {}
+Bucket.__index = Bucket
+
+local RECOVERY = 0.02   -- of the configured rate, per answered request
+local FLOOR = 1 / 64    -- of the configured rate: never stop altogether
+
+-- new(rate, burst, now): now() is a monotonic clock in seconds.
+function _M.new(rate, burst, now)
+  return setmetatable({ max_rate = rate, rate = rate, burst = burst, tokens = burst,
+                        now = now, last = now() }, Bucket)
+end
+
+function Bucket:refill()
+  local t = self.now()
+  self.tokens = math.min(self.burst, self.tokens + (t - self.last) * self.rate)
+  self.last = t
+end
+
+-- take(n) -> how many of n requests may go now (0 .. n).
+function Bucket:take(n)
+  self:refill()
+  local k = math.min(n, math.floor(self.tokens))
+  self.tokens = self.tokens - k
+  return k
+end
+
+-- Seconds until one request may go.
+function Bucket:wait()
+  self:refill()
+  return self.tokens >= 1 and 0 or (1 - self.tokens) / self.rate
+end
+
+function Bucket:throttled()
+  self.rate = math.max(self.max_rate * FLOOR, self.rate / 2)
+end
+
+function Bucket:answered()
+  self.rate = math.min(self.max_rate, self.rate + self.max_rate * RECOVERY)
+end
+
+return _M

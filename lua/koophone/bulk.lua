@@ -1,0 +1,381 @@
+-- Bulk unassign: every pair of a large input ends with exactly one outcome.
+--
+--   local report = client:unassign_all(token, pairs, opts)   -- = bulk.unassign_all(client, ...)
+--
+-- The rows (koophone.rows) become batches; batches go out in rounds through the C core's
+-- unassign_many (the only concurrency a Lua script has); each answer decides the outcome of its
+-- pairs. A batch refused as a whole because of some of its pairs (2210, 1000, 1001, 1012) is split
+-- in halves until those pairs are alone (bisection); other failures are retried as the client's
+-- policy says. The journal (koophone.journal) records each request before it leaves and each
+-- outcome after, so a resumed run never sends a finished pair again.
+local codes = require("koophone.codes").names
+local classify = require("koophone.classify").classify
+local rows_new = require("koophone.rows").new
+local journal = require "koophone.journal"
+local bucket = require "koophone.bucket"
+local core = require "koophone.core"
+
+local _M = {}
+
+_M.OUTCOMES = { "unassigned", "assumed_unassigned", "not_bound", "denied", "invalid", "duplicate",
+                "failed" }
+
+-- A batch that fails with one of these failed because of some of its pairs: bisect it. Alone,
+-- a pair's failure is its outcome.
+local SINGLE = {
+  [codes.BINDING_NOT_FOUND] = "not_bound",
+  [codes.BAD_PARAMETER] = "invalid",
+  [codes.NO_PERMISSION] = "denied",
+  [codes.NOT_TENANT_INSTANCE] = "denied",
+}
+
+local ROUND_PER_CONNECTION = 8 -- batches handed to unassign_many per request in flight
+
+local FNAME = "koophone.unassign_all"
+local OPTIONS = {
+  batch_size = "number", concurrency = "number", rate = "number", journal = "string",
+  resume = "boolean", on_progress = "function", on_result = "function", keep_results = "boolean",
+  shard = "table", timeout = "number", max_bisect_requests = "number",
+}
+
+-- Failures every later request would meet as well: the run stops sending.
+local function fatal(err)
+  local _, why = classify(err)
+  return why == "token" or err.status == 401 or err.status == 403
+      or err.code == codes.TENANT_NOT_FOUND
+end
+
+local function check_integer(opts, name, default, min, max)
+  local v = opts[name]
+  if v == nil then return default end
+  if v % 1 ~= 0 or v < min or v > max then
+    error(("%s: option '%s': expected an integer from %d to %s, got %s"):format(
+      FNAME, name, min, tostring(max), tostring(v)), 3)
+  end
+  return v
+end
+
+local function check_options(opts)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error(FNAME .. ": bad argument #3 (opts): expected a table", 3) end
+  for k, v in pairs(opts) do
+    if not OPTIONS[k] then error(("%s: unknown option '%s'"):format(FNAME, tostring(k)), 3) end
+    if type(v) ~= OPTIONS[k] then
+      error(("%s: option '%s': expected a %s, got %s"):format(FNAME, k, OPTIONS[k], type(v)), 3)
+    end
+  end
+  if opts.rate and not (opts.rate > 0) then error(FNAME .. ": option 'rate': expected > 0", 3) end
+  if opts.resume and not opts.journal then
+    error(FNAME .. ": option 'resume' needs the option 'journal'", 3)
+  end
+  local s = opts.shard
+  if s and not (type(s.count) == "number" and s.count % 1 == 0 and s.count >= 1
+                and type(s.index) == "number" and s.index % 1 == 0
+                and s.index >= 0 and s.index < s.count) then
+    error(FNAME .. ": option 'shard': expected { index = i, count = n } with 0 <= i < n", 3)
+  end
+  return opts
+end
+
+-- ------------------------------------------------------------------ outcomes
+
+local function progress(run)
+  if not run.on_progress then return end
+  local counts = {}
+  for k, v in pairs(run.counts) do counts[k] = v end
+  run.on_progress { done = run.done, total = run.rows.total, counts = counts,
+                    elapsed = run.now() - run.started, requests = run.requests }
+end
+
+-- Records the outcome of one row (an entry of koophone.rows).
+local function emit(run, e, outcome, f)
+  f = f or {}
+  local r = { row = e.row, user_id = e.user_id, instance_id = e.instance_id, outcome = outcome,
+              task_id = f.task_id, job_id = f.job_id, request_id = f.request_id, err = f.err,
+              reason = f.reason or e.reason, resumed = f.resumed }
+  run.counts[outcome] = run.counts[outcome] + 1
+  run.done = run.done + 1
+  if run.results then run.results[e.pos] = r end
+  if run.on_result then run.on_result(r) end
+  return r
+end
+
+-- The journal records of a finished request, written (and flushed) together.
+local function journal_done(run, list, request_id, clear)
+  if not run.journal or (#list == 0 and not clear) then return end
+  local recs = {}
+  for i, r in ipairs(list) do
+    local err = r.err
+    recs[i] = { type = "done", request_id = request_id, user_id = r.user_id,
+                instance_id = r.instance_id, outcome = r.outcome, task_id = r.task_id,
+                job_id = r.job_id, code = err and err.code, message = err and err.message,
+                maybe_applied = r.outcome == "failed" and (err.maybe_applied or r.tainted) or nil }
+  end
+  if clear then recs[#recs + 1] = { type = "clear", request_id = request_id } end
+  local ok, problem = run.journal:write(recs)
+  if not ok then error({ journal = problem }) end
+end
+
+-- Every pair of the job gets `outcome`; f(item) gives the per-pair fields.
+local function finish_items(run, job, outcome, fields, clear)
+  local list = {}
+  for i, item in ipairs(job.items) do
+    list[i] = emit(run, item, outcome, fields(item))
+    list[i].tainted = item.tainted
+  end
+  journal_done(run, list, job.request_id, clear)
+  for _, r in ipairs(list) do r.tainted = nil end
+end
+
+local function fail_items(run, job, err, reason, clear)
+  finish_items(run, job, "failed", function() return { err = err, reason = reason,
+                                                       request_id = job.request_id } end, clear)
+end
+
+-- ------------------------------------------------------------------ jobs
+
+local function new_job(run, items)
+  return { items = items, attempt = 0, state = run.policy:new_state() }
+end
+
+local function taint(job)
+  for _, item in ipairs(job.items) do item.tainted = true end
+end
+
+-- Splits a job refused because of some of its pairs; both halves go out in the next round.
+local function bisect(run, job, err)
+  local n = #job.items
+  if run.aborted then
+    return fail_items(run, job, err, "not sent again: the run stopped", false)
+  end
+  if run.max_bisect and run.bisect_requests + 2 > run.max_bisect then
+    return fail_items(run, job, err, "max_bisect_requests reached", false)
+  end
+  local mid = math.floor(n / 2)
+  local left, right = {}, {}
+  for i = 1, n do
+    if i <= mid then left[#left + 1] = job.items[i] else right[#right + 1] = job.items[i] end
+  end
+  run.bisect_requests = run.bisect_requests + 2
+  run.ready[#run.ready + 1] = new_job(run, left)
+  run.ready[#run.ready + 1] = new_job(run, right)
+end
+
+-- jobs of the server's answer, matched to the pairs by instance id, in order
+local function job_ids(res)
+  local by_instance = {}
+  for _, j in ipairs(res.jobs or {}) do
+    local list = by_instance[j.instance_id] or {}
+    list[#list + 1] = j.job_id
+    by_instance[j.instance_id] = list
+  end
+  return function(item)
+    local list = by_instance[item.instance_id]
+    return list and table.remove(list, 1)
+  end
+end
+
+local function succeeded(run, job, res)
+  res = run.policy:finish(res, nil, job.attempt, job.state)
+  local job_id = job_ids(res)
+  finish_items(run, job, res.outcome, function(item)
+    return { task_id = res.task_id, job_id = job_id(item), request_id = res.request_id,
+             err = res.err }
+  end, false)
+end
+
+local function abort(run, err)
+  run.aborted = err
+  for _, list in ipairs { run.ready, run.waiting } do
+    for _, job in ipairs(list) do fail_items(run, job, err, "not sent again: the run stopped", false) end
+  end
+  run.ready, run.waiting = {}, {}
+end
+
+local function failed(run, job, err)
+  local single = SINGLE[err.code]
+  local clean = (err.attempts or 1) == 1 -- no silent resend: the answer is about this copy only
+  if single then
+    if job.state.maybe_applied then taint(job) end
+    if #job.items > 1 then
+      journal_done(run, {}, job.request_id, clean)
+      return bisect(run, job, err)
+    end
+    local item = job.items[1]
+    local outcome = (single == "not_bound" and item.tainted) and "assumed_unassigned" or single
+    return finish_items(run, job, outcome, function()
+      return { err = err, request_id = job.request_id }
+    end, clean)
+  end
+  local again, delay = run.policy:decide(err, job.attempt, job.state)
+  if again and not run.aborted then
+    if job.state.maybe_applied then taint(job) end
+    journal_done(run, {}, job.request_id, clean and not job.state.maybe_applied)
+    job.ready_at = run.now() + delay
+    run.waiting[#run.waiting + 1] = job
+    return
+  end
+  local res
+  res, err = run.policy:finish(nil, err, job.attempt, job.state)
+  if res then return succeeded(run, job, res) end
+  fail_items(run, job, err, nil, clean and not err.maybe_applied)
+  if fatal(err) and not run.aborted then abort(run, err) end
+end
+
+local function answered(run, job, res, err)
+  local got = res or err
+  job.attempt = job.attempt + (got.attempts or 1)
+  if run.bucket then
+    if err and (err.status == 429 or err.code == codes.GW_THROTTLED) then
+      run.bucket:throttled()
+    else
+      run.bucket:answered()
+    end
+  end
+  if res and res.outcome == "assumed_unassigned" and #job.items > 1 then
+    -- libcurl resent it silently: the first copy may have done the work, or failed for one pair
+    taint(job)
+    bisect(run, job, res.err)
+  elseif res then
+    succeeded(run, job, res)
+  else
+    failed(run, job, err)
+  end
+  progress(run)
+end
+
+-- ------------------------------------------------------------------ rounds
+
+-- Reads rows into a new job of up to batch_size pairs; rows final already are reported on the way.
+local function read_job(run)
+  local items = {}
+  while #items < run.batch_size do
+    local e = run.rows:next()
+    if not e then break end
+    local rec = not e.outcome and run.journal and run.journal:final(e.key)
+    if e.outcome then
+      emit(run, e, e.outcome)
+    elseif rec then
+      emit(run, e, rec.outcome, { task_id = rec.task_id, job_id = rec.job_id, resumed = true,
+                                  request_id = rec.request_id, reason = rec.message })
+    elseif run.aborted then
+      emit(run, e, "failed", { err = run.aborted, reason = "not sent: the run stopped" })
+    else
+      e.tainted = run.journal and run.journal:tainted(e.key) or nil
+      items[#items + 1] = e
+    end
+  end
+  return #items > 0 and new_job(run, items) or nil
+end
+
+-- The jobs of the next round: bisection halves and due retries first, then new batches.
+local function collect(run)
+  local jobs, now, waiting = {}, run.now(), {}
+  for _, job in ipairs(run.ready) do jobs[#jobs + 1] = job end
+  for _, job in ipairs(run.waiting) do
+    if job.ready_at <= now then jobs[#jobs + 1] = job else waiting[#waiting + 1] = job end
+  end
+  run.ready, run.waiting = {}, waiting
+  while #jobs < run.round_size do
+    local job = read_job(run)
+    if not job then break end
+    jobs[#jobs + 1] = job
+  end
+  if run.bucket and #jobs > 0 then
+    local wait = run.bucket:wait()
+    if wait > 0 then run.sleep(wait) end
+    local n = run.bucket:take(#jobs)
+    for i = n + 1, #jobs do run.ready[#run.ready + 1] = jobs[i]; jobs[i] = nil end
+  end
+  return jobs
+end
+
+local function send(run, jobs)
+  local batches, ids = {}, {}
+  for i, job in ipairs(jobs) do batches[i], ids[i] = job.items, job.request_id end
+  run.client.core:unassign_many(run.token, batches, {
+    concurrency = run.concurrency, request_ids = ids, timeout = run.timeout,
+    on_start = function(i, request_id)
+      local job = jobs[i]
+      job.request_id = request_id
+      run.requests = run.requests + 1
+      if run.journal then
+        local list = {}
+        for k, item in ipairs(job.items) do
+          list[k] = { item.user_id, item.instance_id, item.tainted }
+        end
+        local ok, problem = run.journal:write { { type = "send", request_id = request_id,
+                                                  pairs = list } }
+        if not ok then error({ journal = problem }) end
+      end
+    end,
+    on_done = function(i, res, err) answered(run, jobs[i], res, err) end,
+  })
+end
+
+local function loop(run)
+  while true do
+    local jobs = collect(run)
+    if #jobs > 0 then
+      send(run, jobs)
+    elseif #run.ready == 0 and #run.waiting == 0 then
+      return
+    elseif #run.ready == 0 then -- only retries waiting: sleep until the first is due
+      local first = math.huge
+      for _, job in ipairs(run.waiting) do first = math.min(first, job.ready_at) end
+      run.sleep(math.max(0, first - run.now()))
+    end
+  end
+end
+
+-- unassign_all(client, token, pairs, opts) -> report, or nil, message when the journal fails.
+-- client: a koophone.client (fields core, policy, sleep).
+function _M.unassign_all(client, token, pairs, opts)
+  opts = check_options(opts)
+  if type(client) ~= "table" or not client.core or not client.policy then
+    error(FNAME .. ": bad argument #1 (client): expected a koophone.client", 2)
+  end
+  if type(token) ~= "string" or token == "" then
+    error(FNAME .. ": bad argument #1 (token): expected a non-empty string", 2)
+  end
+  if type(pairs) ~= "table" and type(pairs) ~= "function" then
+    error(FNAME .. ": bad argument #2 (pairs): expected an array or an iterator, got " .. type(pairs), 2)
+  end
+  local concurrency = check_integer(opts, "concurrency", 4, 1, 64)
+  local run = {
+    client = client, token = token, policy = client.policy, now = core.now,
+    sleep = client.sleep or core.sleep,
+    batch_size = check_integer(opts, "batch_size", 100, 1, 100000),
+    concurrency = concurrency, round_size = concurrency * ROUND_PER_CONNECTION,
+    max_bisect = check_integer(opts, "max_bisect_requests", nil, 0, math.huge),
+    timeout = opts.timeout, on_progress = opts.on_progress, on_result = opts.on_result,
+    results = opts.keep_results ~= false and {} or nil,
+    rows = rows_new(pairs, opts), counts = {}, done = 0, requests = 0, bisect_requests = 0,
+    ready = {}, waiting = {},
+  }
+  for _, o in ipairs(_M.OUTCOMES) do run.counts[o] = 0 end
+  if opts.rate then
+    run.bucket = bucket.new(opts.rate, math.max(1, math.min(concurrency, math.floor(opts.rate))),
+                            core.now)
+  end
+  local shard = opts.shard and ("%d/%d"):format(opts.shard.index, opts.shard.count)
+  if opts.journal then
+    local j, problem = journal.open(opts.journal, { resume = opts.resume, shard = shard })
+    if not j then return nil, problem end
+    run.journal = j
+  end
+  run.started = run.now()
+  local ok, e = pcall(loop, run)
+  if run.journal then run.journal:close() end
+  if not ok then
+    if type(e) == "table" and e.journal then return nil, e.journal end
+    error(e, 0)
+  end
+  progress(run)
+  return { total = run.rows.total, counts = run.counts, results = run.results,
+           requests = run.requests, bisect_requests = run.bisect_requests,
+           elapsed = run.now() - run.started, aborted = run.aborted,
+           journal_skipped = run.journal and run.journal.skipped or nil }
+end
+
+return _M

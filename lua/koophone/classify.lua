@@ -1,0 +1,50 @@
+-- THE classification of a failed unassign attempt, in one table.
+--
+-- Unassign is destructive and not idempotent: a copy that reaches the server after an earlier copy
+-- was applied answers KOOPHONE.API.2210. So every failure is one of
+--   safe       the request certainly did not take effect: sending it again cannot double it;
+--   ambiguous  it may have taken effect: send it again only when the policy allows it;
+--   final      the server decided, or sending it again cannot help: never retried.
+-- The rows are tried in order; the first that matches decides. `maybe_applied` says whether the
+-- bindings may be gone although the call failed.
+local codes = require("koophone.codes").names
+
+local _M = {}
+
+-- A 502 APIGW.0201 is safe only when the gateway says it never reached the backend.
+local function backend_not_reached(e)
+  return e.code == codes.GW_BAD_REQUEST and e.status == 502
+     and type(e.message) == "string" and e.message:lower():find("backend unavailable", 1, true) ~= nil
+end
+
+local rules = {
+  -- class, why, maybe_applied, test, note (said in err.message when the call fails with it)
+  -- DNS, connect, TLS handshake; an HTTP status proves the request arrived, whatever `sent` says
+  { "safe", "not_sent", false, function(e) return e.sent == false and e.status == nil end },
+  { "safe", "throttled", false, function(e) return e.status == 429 or e.code == codes.GW_THROTTLED end },
+  { "safe", "unavailable", false,
+    function(e) return e.status == 503 or e.code == codes.GW_IAM_UNAVAILABLE end },
+  { "safe", "backend_not_reached", false, backend_not_reached },
+  -- sent, then no complete answer: timeout, reset, empty reply, truncated body
+  { "ambiguous", "no_answer", true,
+    function(e) return e.kind == "network" or e.kind == "timeout" or e.kind == "tls" end },
+  -- 500 KOOPHONE.API.9999, 502/504 from a gateway, any other 5xx
+  { "ambiguous", "server_error", true,
+    function(e) return e.code == codes.INTERNAL_ERROR or (e.status or 0) >= 500 end },
+  { "final", "token", false,
+    function(e) return e.code == codes.GW_TOKEN_INVALID or e.code == codes.GW_TOKEN_RENEW end,
+    "the token is invalid or expired: get a new IAM token" },
+  -- a 2xx whose body cannot be read: the server probably did the work
+  { "final", "bad_response", true, function(e) return e.kind == "decode" end },
+  -- 1000, 1001, 0000, 1012, 2210, 403, every other 4xx and API error
+  { "final", "rejected", false, function() return true end },
+}
+
+-- classify(err) -> class, why, maybe_applied, note
+function _M.classify(err)
+  for _, r in ipairs(rules) do
+    if r[4](err) then return r[1], r[2], r[3], r[5] end
+  end
+end
+
+return _M

@@ -1,0 +1,80 @@
+-- koophone.client{...}: a core client (koophone.new) plus a retry policy.
+--
+--   local client = koophone.client{ endpoint = "...", retry = { max_attempts = 3, ... } }
+--   local res, err = client:unassign(token, pairs [, opts])   -- opts: request_id, timeout
+--
+-- What other layers (koophone.bulk) may use:
+--   client:unassign(token, pairs, opts)   one call with the policy: retries, one x-request-id for
+--                                          all its attempts, res.attempts / err.attempts = requests sent
+--   client:unassign_many(token, batches, opts)   the core's unassign_many, as it is (no policy)
+--   client:unassign_all(token, pairs, opts)      koophone.bulk.unassign_all(client, ...)
+--   client.core     the koophone.core client userdata (one libcurl handle, kept-alive connection)
+--   client.policy   the koophone.retry policy: policy:new_state(), policy:decide(err, attempt, state)
+--                   -> again, delay, why (calls on_retry when again), policy:finish(res, err,
+--                   attempt, state) -> res or nil, err (turns a 2210 after an ambiguous failure
+--                   into outcome "assumed_unassigned" and annotates err); see retry.lua
+--   client.sleep    the policy's sleep(seconds) (koophone.sleep unless retry.sleep was given)
+-- The client never stores a token; tostring shows the endpoint and the policy only.
+local core = require "koophone.core"
+local retry = require "koophone.retry"
+
+local _M = {}
+
+local Client = {}
+Client.__index = Client
+
+-- new(opts): every option of koophone.new, plus `retry` (a table, or false for one attempt).
+function _M.new(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("koophone.client: expected a table of options, got " .. type(opts), 0)
+  end
+  local core_opts = {}
+  for k, v in pairs(opts or {}) do
+    if k ~= "retry" then core_opts[k] = v end
+  end
+  local policy = retry.new(opts and opts.retry, core.sleep)
+  return setmetatable({ core = core.new(core_opts), policy = policy, sleep = policy.sleep }, Client)
+end
+
+function Client:unassign(token, list, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("koophone.unassign: bad argument #3 (opts): expected a table, got " .. type(opts), 2)
+  end
+  local call = {}
+  for k, v in pairs(opts or {}) do call[k] = v end
+  local policy, state, attempt = self.policy, self.policy:new_state(), 0
+  while true do
+    local res, err = self.core:unassign(token, list, call)
+    local got = res or err
+    attempt = attempt + got.attempts
+    -- every attempt carries the first one's id, so the server can tell they are one call
+    call.request_id = got.request_id
+    if res then return policy:finish(res, nil, attempt, state) end
+    local again, delay = policy:decide(err, attempt, state)
+    if not again then return policy:finish(nil, err, attempt, state) end
+    self.sleep(delay)
+  end
+end
+
+function Client:unassign_many(token, batches, opts)
+  return self.core:unassign_many(token, batches, opts)
+end
+
+function Client:unassign_all(token, list, opts)
+  return require("koophone.bulk").unassign_all(self, token, list, opts)
+end
+
+function Client:close()
+  self.core:close()
+end
+
+-- The core userdata has its own __gc, so a forgotten client is released without one here.
+Client.__close = Client.close
+
+function Client:__tostring()
+  local p = self.policy
+  return ("%s retry{max_attempts=%d, ambiguous_attempts=%d}"):format(
+    tostring(self.core), p.max_attempts, p.ambiguous_attempts)
+end
+
+return _M

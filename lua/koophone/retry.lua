@@ -1,0 +1,186 @@
+-- Retry policy of a koophone.client: whether a failed attempt is sent again, after how long, and
+-- how many retries the client may still spend (its budget). Classification lives in
+-- koophone.classify; this file only applies the numbers.
+--
+-- One call drives it like this (koophone.client does; koophone.bulk may):
+--   local state = policy:new_state()
+--   ... after each failed attempt, `attempt` being the number of requests sent so far:
+--   local again, delay, why = policy:decide(err, attempt, state)   -- calls on_retry when again
+--   ... when not again, or on success:
+--   return policy:finish(res, err, attempt, state)
+-- state.maybe_applied (read it, do not set it) is true once an attempt of the call may have been
+-- applied, libcurl's silent resends included.
+local classify = require("koophone.classify").classify
+local BINDING_NOT_FOUND = require("koophone.codes").names.BINDING_NOT_FOUND
+
+local _M = {}
+
+local Policy = {}
+Policy.__index = Policy
+-- random() in [0, 1) for the jitter; a field so a unit test can pin it on one policy
+Policy.random = math.random
+
+_M.defaults = {
+  max_attempts = 3, base_delay = 0.5, max_delay = 20, throttle_base_delay = 2,
+  max_retry_after = 60, ambiguous_attempts = 0,
+}
+_M.default_budget = { capacity = 500, cost = 5, timeout_cost = 10, refund = 1 }
+
+local INTEGERS = { max_attempts = 1, ambiguous_attempts = 0 } -- name -> minimum
+local OPTIONS = { budget = true, on_retry = true, sleep = true }
+for name in pairs(_M.defaults) do OPTIONS[name] = true end
+
+local function fail(name, msg, ...)
+  error(("koophone.client: option 'retry.%s': " .. msg):format(name, ...), 0)
+end
+
+local function check_names(t, known, prefix)
+  for k in pairs(t) do
+    if not known[k] then
+      error(("koophone.client: option '%s': unknown option '%s'"):format(prefix, tostring(k)), 0)
+    end
+  end
+end
+
+local function number_option(t, name, default, min, integer, label)
+  local v = t[name]
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v < min or v == math.huge or (integer and v % 1 ~= 0) then
+    fail(label or name, "expected %s >= %d, got %s", integer and "an integer" or "a number", min,
+         tostring(v))
+  end
+  return v
+end
+
+local function function_option(t, name, default)
+  local v = t[name]
+  if v == nil then return default end
+  if type(v) ~= "function" then fail(name, "expected a function, got %s", type(v)) end
+  return v
+end
+
+-- budget = false: no quota; a table: the fields given replace the defaults.
+local function new_budget(b)
+  if b == false then return nil end
+  if b == nil then b = {} end
+  if type(b) ~= "table" then fail("budget", "expected a table or false, got %s", type(b)) end
+  check_names(b, _M.default_budget, "retry.budget")
+  local budget = {}
+  for name, default in pairs(_M.default_budget) do
+    budget[name] = number_option(b, name, default, 0, false, "budget." .. name)
+  end
+  budget.tokens = budget.capacity
+  return budget
+end
+
+-- new(retry_option, default_sleep): retry_option is the `retry` option of koophone.client:
+-- nil for the defaults, false for a single attempt, or a table of the options above.
+function _M.new(opts, default_sleep)
+  if opts == false then opts = { max_attempts = 1 } end
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then
+    error("koophone.client: option 'retry': expected a table or false, got " .. type(opts), 0)
+  end
+  check_names(opts, OPTIONS, "retry")
+  local p = setmetatable({}, Policy)
+  for name, default in pairs(_M.defaults) do
+    p[name] = number_option(opts, name, default, INTEGERS[name] or 0, INTEGERS[name] ~= nil)
+  end
+  p.budget = new_budget(opts.budget)
+  p.on_retry = function_option(opts, "on_retry", nil)
+  p.sleep = function_option(opts, "sleep", default_sleep)
+  return p
+end
+
+-- State of one call: what its attempts so far did.
+function Policy:new_state()
+  return { retries = 0, ambiguous_retries = 0, maybe_applied = false }
+end
+
+-- Seconds to wait before retry number n (1 = the first retry) after err.
+function Policy:delay(n, err, why)
+  if err.retry_after then return math.min(err.retry_after, self.max_retry_after) end
+  if why == "throttled" then -- equal jitter: never hammer a gateway that asked us to slow down
+    local b = math.min(self.max_delay, self.throttle_base_delay * 2 ^ (n - 1))
+    return b / 2 + self.random() * b / 2
+  end
+  return self.random() * math.min(self.max_delay, self.base_delay * 2 ^ (n - 1)) -- full jitter
+end
+
+-- Takes the cost of one retry from the budget; false when it cannot pay.
+function Policy:withdraw(err)
+  local b = self.budget
+  if not b then return true end
+  local cost = err.kind == "timeout" and b.timeout_cost or b.cost
+  if b.tokens < cost then return false end
+  b.tokens = b.tokens - cost
+  return true
+end
+
+-- decide(err, attempt, state) -> again, delay, why. `attempt`: requests sent so far in this call,
+-- err's included. `why` is the classification reason when again, else why the retries stop:
+-- "final", "max_attempts", "ambiguous" (ambiguous_attempts used up) or "budget".
+function Policy:decide(err, attempt, state)
+  local class, why, maybe_applied, note = classify(err)
+  state.class, state.note = class, note
+  -- libcurl's silent resend was a retry after an ambiguous failure (see transport.c)
+  local resends = (err.attempts or 1) - 1
+  state.ambiguous_retries = state.ambiguous_retries + resends
+  if maybe_applied or resends > 0 then
+    state.maybe_applied = true
+    state.ambiguous_err = state.ambiguous_err or err
+  end
+  local stop
+  if class == "final" then stop = "final"
+  elseif attempt >= self.max_attempts then stop = "max_attempts"
+  elseif state.maybe_applied and state.ambiguous_retries >= self.ambiguous_attempts then stop = "ambiguous"
+  elseif not self:withdraw(err) then stop = "budget"
+  end
+  if stop then
+    state.stopped = stop
+    return false, nil, stop
+  end
+  state.retries = state.retries + 1
+  if state.maybe_applied then state.ambiguous_retries = state.ambiguous_retries + 1 end
+  local delay = self:delay(state.retries, err, why)
+  if self.on_retry then
+    self.on_retry { attempt = attempt, delay = delay, err = err, class = class, reason = why,
+                    request_id = err.request_id }
+  end
+  return true, delay, why
+end
+
+local function add_notes(err, attempt, state)
+  local notes = { state.note }
+  if state.maybe_applied then
+    notes[#notes + 1] = "the request may have been applied: check the bindings before sending it again"
+  end
+  if state.stopped == "budget" then
+    notes[#notes + 1] = "not retried: the client's retry budget is empty"
+  elseif state.stopped == "max_attempts" and attempt > 1 then
+    notes[#notes + 1] = ("gave up after %d attempts"):format(attempt)
+  end
+  if #notes > 0 then err.message = ("%s (%s)"):format(err.message or "", table.concat(notes, "; ")) end
+end
+
+-- finish(res, err, attempt, state) -> res or nil, err: what the call returns. A 2210 after an
+-- attempt that may have been applied means that attempt did the work: assumed_unassigned.
+function Policy:finish(res, err, attempt, state)
+  if res then
+    local b = self.budget
+    if b then b.tokens = math.min(b.capacity, b.tokens + b.refund) end
+    res.attempts = attempt
+    return res
+  end
+  if state.maybe_applied and err.code == BINDING_NOT_FOUND then
+    return { outcome = "assumed_unassigned", jobs = {}, request_id = err.request_id,
+             status = err.status, error_code = err.code, error_msg = err.message,
+             attempts = attempt, err = state.ambiguous_err }
+  end
+  err.attempts, err.class = attempt, state.class
+  err.maybe_applied, err.retry_stopped = state.maybe_applied, state.stopped
+  add_notes(err, attempt, state)
+  return nil, err
+end
+
+return _M

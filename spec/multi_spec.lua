@@ -1,0 +1,228 @@
+-- client:unassign_many (src/multi.c) against the running simulator: several requests at once on a
+-- pool of libcurl handles, one res/err per batch in input order, each as client:unassign gives it.
+local koophone = require "koophone"
+local sim = require "helpers.sim"
+
+local TOKEN = sim.token
+
+-- n batches of `size` pairs cut from list, in order
+local function batches_of(list, size)
+  local out = {}
+  for i, p in ipairs(list) do
+    local b = math.floor((i - 1) / size) + 1
+    out[b] = out[b] or {}
+    out[b][#out[b] + 1] = p
+  end
+  return out
+end
+
+local function distinct_connections(log)
+  local seen, n = {}, 0
+  for _, e in ipairs(log) do
+    if not seen[e.connection] then seen[e.connection], n = true, n + 1 end
+  end
+  return n
+end
+
+describe("client:unassign_many", function()
+  local client
+  before_each(function() client = koophone.new(sim.client_opts("http")) end)
+  after_each(function() client:close() end)
+
+  it("returns one res or err per batch, in input order, each as client:unassign would", function()
+    local list = sim.make_pairs(12, "ord")
+    sim.reset(list, { extra_instances = { "free0001" } })
+    local batches = batches_of(list, 3)
+    batches[3][2] = { user_id = "nobody", instance_id = "free0001" } -- not bound: 2210
+    local results, errors = client:unassign_many(TOKEN, batches, { concurrency = 3 })
+    assert.equals(4, #results)
+    assert.equals(4, #errors)
+    for _, b in ipairs { 1, 2, 4 } do
+      local res = results[b]
+      assert.is_false(errors[b])
+      assert.equals("unassigned", res.outcome)
+      assert.equals(200, res.status)
+      assert.equals("0", res.error_code)
+      assert.equals(1, res.attempts)
+      assert.matches("^RM_%x+$", res.task_id)
+      for k, job in ipairs(res.jobs) do assert.equals(batches[b][k].instance_id, job.instance_id) end
+    end
+    local err = errors[3]
+    assert.is_false(results[3])
+    assert.equals(koophone.Error, getmetatable(err))
+    assert.same({ "api", "KOOPHONE.API.2210", 400, true, 1 },
+                { err.kind, err.code, err.status, err.sent, err.attempts })
+    -- the same failure through client:unassign, for comparison: the same fields
+    local res2, err2 = client:unassign(TOKEN, batches[3])
+    assert.is_nil(res2)
+    assert.same({ err.kind, err.code, err.status, err.message },
+                { err2.kind, err2.code, err2.status, err2.message })
+    -- the state: everything unassigned but batch 3
+    local left = sim.bindings()
+    assert.same({ ord0007 = "u-ord-7", ord0009 = "u-ord-9" }, left)
+  end)
+
+  it("has requests in flight at the same time (proved by the server's order of work)", function()
+    local list = sim.make_pairs(1, "par")
+    sim.reset(list)
+    -- Request 1 sleeps 2 s before it is processed. Both batches carry the same pair: if batch 2 was
+    -- sent while request 1 slept, the server processed batch 2 first, so batch 2 unassigned the
+    -- pair and batch 1 then found it unbound. Sent one after the other, it would be the reverse.
+    sim.faults({ type = "delay", seconds = 2, at = 1, count = 1 })
+    local results, errors = client:unassign_many(TOKEN, { list, list }, { concurrency = 2 })
+    assert.equals("KOOPHONE.API.2210", errors[1].code)
+    assert.equals("unassigned", results[2].outcome)
+    local log = sim.log()
+    assert.equals(2, #log)
+    assert.are_not.equal(log[1].connection, log[2].connection)
+  end)
+
+  it("opens one connection per request in flight and keeps them for the next call", function()
+    local list = sim.make_pairs(16, "conn")
+    sim.reset(list)
+    local batches = batches_of(list, 2)
+    sim.faults({ type = "delay", seconds = 1, at = 1, count = 4 })
+    local results = client:unassign_many(TOKEN, { batches[1], batches[2], batches[3], batches[4] },
+                                         { concurrency = 4 })
+    for i = 1, 4 do assert.equals("unassigned", results[i].outcome) end
+    local first = sim.log()
+    assert.equals(4, distinct_connections(first)) -- four sleeping requests need four connections
+    results = client:unassign_many(TOKEN, { batches[5], batches[6], batches[7], batches[8] },
+                                   { concurrency = 4 })
+    for i = 1, 4 do assert.equals("unassigned", results[i].outcome) end
+    local log, old = sim.log(), {}
+    for _, e in ipairs(first) do old[e.connection] = true end
+    for i = 5, 8 do
+      assert.is_true(old[log[i].connection]) -- kept alive
+      assert.is_true(log[i].connection_requests > 1)
+    end
+  end)
+
+  it("with concurrency 1 sends one request at a time on one connection", function()
+    local list = sim.make_pairs(10, "one")
+    sim.reset(list)
+    local results = client:unassign_many(TOKEN, batches_of(list, 2), { concurrency = 1 })
+    for i = 1, 5 do assert.equals("unassigned", results[i].outcome) end
+    local log = sim.log()
+    assert.equals(1, distinct_connections(log))
+    for i, e in ipairs(log) do assert.equals(i, e.connection_requests) end
+  end)
+
+  it("sends the caller's request ids, and fresh UUIDv4 ids for the others", function()
+    local list = sim.make_pairs(3, "rid")
+    sim.reset(list)
+    local results = client:unassign_many(TOKEN, batches_of(list, 1),
+                                         { request_ids = { "mine-1", nil, "mine-3" } })
+    assert.equals("mine-1", results[1].request_id)
+    assert.equals("mine-3", results[3].request_id)
+    assert.matches("^%x+%-%x+%-4%x+%-[89ab]%x+%-%x+$", results[2].request_id)
+    local sent = {}
+    for _, e in ipairs(sim.log()) do sent[e.request_id] = true end
+    assert.same({ ["mine-1"] = true, [results[2].request_id] = true, ["mine-3"] = true }, sent)
+  end)
+
+  it("calls on_start before each request leaves and on_done as each ends", function()
+    local list = sim.make_pairs(6, "cb")
+    sim.reset(list)
+    local events, seen_by_server = {}, {}
+    client:unassign_many(TOKEN, batches_of(list, 2), {
+      concurrency = 2,
+      on_start = function(i, id)
+        events[#events + 1] = "start " .. i
+        for _, e in ipairs(sim.log()) do seen_by_server[#seen_by_server + 1] = e.request_id == id end
+      end,
+      on_done = function(i, res, err)
+        assert.is_nil(err)
+        assert.equals("unassigned", res.outcome)
+        events[#events + 1] = "done " .. i
+      end,
+    })
+    -- the server never had the request when on_start ran (write-ahead is possible)
+    for _, hit in ipairs(seen_by_server) do assert.is_false(hit) end
+    table.sort(events)
+    assert.same({ "done 1", "done 2", "done 3", "start 1", "start 2", "start 3" }, events)
+  end)
+
+  it("passes an error of on_done on, and the client works afterwards", function()
+    local list = sim.make_pairs(4, "boom")
+    sim.reset(list)
+    local ok, msg = pcall(client.unassign_many, client, TOKEN, batches_of(list, 1),
+                          { concurrency = 2, on_done = function() error("stop here", 0) end })
+    assert.is_false(ok)
+    assert.equals("stop here", msg)
+    local rest = {}
+    for _, p in ipairs(list) do
+      if sim.bindings()[p.instance_id] then rest[#rest + 1] = { p } end
+    end
+    local results = client:unassign_many(TOKEN, rest)
+    for i = 1, #rest do assert.equals("unassigned", results[i].outcome) end
+    assert.same({}, sim.bindings())
+  end)
+
+  it("gives each batch its own transport failure", function()
+    local list = sim.make_pairs(3, "drop")
+    sim.reset(list)
+    sim.faults({ type = "drop", at = 2 })
+    local results, errors = client:unassign_many(TOKEN, batches_of(list, 1), { concurrency = 1 })
+    assert.equals("unassigned", results[1].outcome)
+    assert.equals("unassigned", results[3].outcome)
+    assert.is_false(results[2])
+    assert.equals("network", errors[2].kind)
+    assert.is_true(errors[2].sent)
+    assert.same({ drop0002 = "u-drop-2" }, sim.bindings())
+  end)
+
+  it("over HTTPS resumes the TLS session on the pool's new connections", function()
+    local tls = koophone.new(sim.client_opts("https"))
+    local list = sim.make_pairs(5, "tls")
+    sim.reset(list)
+    local batches = batches_of(list, 1)
+    assert.equals("unassigned", tls:unassign_many(TOKEN, { batches[1] }, { concurrency = 1 })[1].outcome)
+    sim.faults({ type = "delay", seconds = 1, at = 1, count = 4 })
+    local results = tls:unassign_many(TOKEN, { batches[2], batches[3], batches[4], batches[5] },
+                                      { concurrency = 4 })
+    for i = 1, 4 do assert.equals("unassigned", results[i].outcome) end
+    local log = sim.log()
+    assert.equals(4, distinct_connections(log))
+    local resumed = 0
+    for _, e in ipairs(log) do
+      if e.connection ~= log[1].connection then
+        assert.equals("r", e.ssl_session_reused)
+        resumed = resumed + 1
+      end
+    end
+    assert.equals(3, resumed)
+    tls:close()
+  end)
+
+  it("checks every batch before sending anything", function()
+    local list = sim.make_pairs(2, "chk")
+    sim.reset(list)
+    local function raises(msg, batches, opts)
+      local ok, err = pcall(client.unassign_many, client, TOKEN, batches, opts)
+      assert.is_false(ok)
+      assert.equals(msg, err)
+    end
+    raises("koophone.unassign_many: bad argument #2 (batches[2][1].instance_id): missing",
+           { { list[1] }, { { user_id = "u" } } })
+    raises("koophone.unassign_many: bad argument #2 (batches[2][2]): repeats batches[2][1]",
+           { { list[1] }, { list[2], list[2] } })
+    raises("koophone.unassign_many: bad argument #2 (batches[1]): expected a non-empty array of "
+           .. "pairs, got an empty table", { {} })
+    raises("koophone.unassign_many: bad argument #3 (opts.request_ids[1]): only printable ASCII "
+           .. "without spaces is allowed", { { list[1] } }, { request_ids = { "a b" } })
+    raises("koophone.unassign_many: option 'concurrency': expected an integer from 1 to 64, got 65.0",
+           { { list[1] } }, { concurrency = 65 })
+    raises("koophone.unassign_many: bad argument #3 (opts): unknown option 'rate'",
+           { { list[1] } }, { rate = 1 })
+    raises("koophone.unassign_many: option 'on_done': expected a function, got string",
+           { { list[1] } }, { on_done = "x" })
+    assert.same({}, sim.log())
+    local results, errors = client:unassign_many(TOKEN, {})
+    assert.same({}, results)
+    assert.same({}, errors)
+    client:close()
+    assert.has_error(function() client:unassign_many(TOKEN, { { list[1] } }) end,
+                     "koophone: client is closed")
+  end)
+end)
