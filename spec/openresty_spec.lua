@@ -148,6 +148,20 @@ describe("examples/openresty with koophone.ngx", function()
     assert.equals(list[1].user_id, sim.bindings()[list[1].instance_id])
   end)
 
+  it("retries a throttled call with the same request id, sleeping with ngx.sleep", function()
+    local list = sim.make_pairs(1, "thr")
+    sim.reset(list)
+    sim.faults { type = "throttle", retry_after = "0" }
+    local status, body = admin { pairs = list }
+    assert.equals(200, status)
+    assert.equals(2, body.attempts)
+    local log = sim.log()
+    assert.equals(2, #log)
+    assert.equals(429, log[1].status)
+    assert.equals(log[1].request_id, log[2].request_id)
+    assert.same({}, sim.bindings())
+  end)
+
   it("refuses a bad body before anything is sent", function()
     sim.reset(sim.make_pairs(1, "bad"))
     local status, body = admin { pairs = { { user_id = "u", instance_id = ("x"):rep(33) } } }

@@ -17,11 +17,14 @@ local client, token
 
 -- Called from init_by_lua: a bad option stops nginx from starting instead of failing requests.
 function _M.init()
-  client = kngx.new {
+  -- the default retry policy: only failures that certainly did not apply, and throttling;
+  -- its delays are ngx.sleep, so the worker keeps serving while it waits
+  client = kngx.client {
     thread_pool = "koophone",
     endpoint = os.getenv("KOOPHONE_ENDPOINT"),
     cafile = os.getenv("KOOPHONE_CAFILE"),
     timeout = 15,
+    retry = { max_attempts = 3, base_delay = 0.05, throttle_base_delay = 0.1, max_retry_after = 1 },
   }
   token = os.getenv("KOOPHONE_TOKEN")
 end
@@ -63,11 +66,11 @@ function _M.unassign()
     ngx.log(ngx.WARN, "unassign failed: ", tostring(err))
     return reply(err.kind == "api" and 409 or 502, { error = {
       kind = err.kind, code = err.code, status = err.status, message = err.message,
-      request_id = err.request_id, sent = err.sent, text = tostring(err),
+      request_id = err.request_id, sent = err.sent, attempts = err.attempts, text = tostring(err),
     } })
   end
   return reply(200, { outcome = res.outcome, task_id = res.task_id, request_id = res.request_id,
-                      jobs = res.jobs })
+                      attempts = res.attempts, jobs = res.jobs })
 end
 
 return _M

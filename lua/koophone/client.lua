@@ -23,17 +23,29 @@ local _M = {}
 local Client = {}
 Client.__index = Client
 
+-- wrap(transport, retry_opts, default_sleep): the policy around any object with koophone's
+-- unassign/close contract, e.g. a koophone.ngx client with ngx.sleep.
+function _M.wrap(transport, retry_opts, default_sleep)
+  local policy = retry.new(retry_opts, default_sleep or core.sleep)
+  return setmetatable({ core = transport, policy = policy, sleep = policy.sleep }, Client)
+end
+
+-- Splits opts into the transport's options and the retry options.
+function _M.split_options(opts, who)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(who .. ": expected a table of options, got " .. type(opts), 0)
+  end
+  local transport_opts = {}
+  for k, v in pairs(opts or {}) do
+    if k ~= "retry" then transport_opts[k] = v end
+  end
+  return transport_opts, opts and opts.retry
+end
+
 -- new(opts): every option of koophone.new, plus `retry` (a table, or false for one attempt).
 function _M.new(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("koophone.client: expected a table of options, got " .. type(opts), 0)
-  end
-  local core_opts = {}
-  for k, v in pairs(opts or {}) do
-    if k ~= "retry" then core_opts[k] = v end
-  end
-  local policy = retry.new(opts and opts.retry, core.sleep)
-  return setmetatable({ core = core.new(core_opts), policy = policy, sleep = policy.sleep }, Client)
+  local core_opts, retry_opts = _M.split_options(opts, "koophone.client")
+  return _M.wrap(core.new(core_opts), retry_opts, core.sleep)
 end
 
 function Client:unassign(token, list, opts)

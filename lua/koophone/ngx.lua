@@ -125,6 +125,14 @@ function Client:__tostring()
   return ("koophone.ngx client (thread_pool %s)%s"):format(self.pool, self.closed and " (closed)" or "")
 end
 
+-- client(opts): like koophone.client (a retry policy around the call, option `retry`), with
+-- the call in the thread pool and the retry delays in ngx.sleep, so neither blocks the worker.
+function _M.client(opts)
+  local wrapper = require "koophone.client"
+  local transport_opts, retry_opts = wrapper.split_options(opts, "koophone.ngx.client")
+  return wrapper.wrap(_M.new(transport_opts), retry_opts, _M.sleep)
+end
+
 -- Retry delays in OpenResty: ngx.sleep yields, the core's sleep would block the worker.
 function _M.sleep(seconds)
   return ngx.sleep(seconds)

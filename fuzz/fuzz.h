@@ -1,0 +1,25 @@
+/* Shared by the libFuzzer harnesses: one Lua state with koophone.core
+ * loaded, and the checks every harness applies to what the core returns. */
+#ifndef KP_FUZZ_H
+#define KP_FUZZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kp.h"
+
+#define FZ_TOKEN "SECRET-TOKEN-fuzz-5f3c2a9e"
+#define FZ_REQUEST_ID "fuzz-request-1"
+
+/* The state, made on first use; the module table is in the registry as "fz.core". */
+lua_State *fz_state(void);
+/* Pushes f as a C closure with the module's upvalues, as the core's own functions have. */
+void fz_push_core_closure(lua_State *L, lua_CFunction f);
+/* Aborts (a finding for libFuzzer) with a message. */
+void fz_fail(const char *what, const char *detail);
+/* Aborts when any string reachable from the value at idx contains FZ_TOKEN. */
+void fz_check_no_token(lua_State *L, int idx);
+/* Checks what kp_push_outcome left on the stack: n results above base. */
+void fz_check_outcome(lua_State *L, int base, int n, long status, const char *request_id);
+
+#endif
