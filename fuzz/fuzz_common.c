@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "fuzz.h"
+#include "lualib.h"
 
 static lua_State *state;
 
@@ -39,6 +40,16 @@ void fz_fail(const char *what, const char *detail)
   abort();
 }
 
+/* memmem is not C99: strings from the core may hold NUL bytes. */
+static int contains(const char *s, size_t len, const char *needle, size_t n)
+{
+  size_t i;
+  for (i = 0; n <= len && i <= len - n; i++)
+    if (memcmp(s + i, needle, n) == 0)
+      return 1;
+  return 0;
+}
+
 static void check_no_token(lua_State *L, int idx, int depth)
 {
   size_t len;
@@ -48,15 +59,8 @@ static void check_no_token(lua_State *L, int idx, int depth)
   idx = lua_absindex(L, idx);
   if (lua_type(L, idx) == LUA_TSTRING) {
     s = lua_tolstring(L, idx, &len);
-    if (len >= sizeof FZ_TOKEN - 1 && strstr(s, FZ_TOKEN) != NULL)
+    if (contains(s, len, FZ_TOKEN, sizeof FZ_TOKEN - 1))
       fz_fail("token leaked", s);
-    /* strstr stops at NUL: look past each one */
-    while ((s = memchr(s, '\0', len - (size_t)(s - lua_tostring(L, idx)))) != NULL &&
-           (size_t)(s - lua_tostring(L, idx)) + 1 < len) {
-      s++;
-      if (strstr(s, FZ_TOKEN) != NULL)
-        fz_fail("token leaked after a NUL", s);
-    }
     return;
   }
   if (lua_type(L, idx) != LUA_TTABLE)

@@ -59,7 +59,7 @@ describe("client:unassign_many", function()
                 { err2.kind, err2.code, err2.status, err2.message })
     -- the state: everything unassigned but batch 3
     local left = sim.bindings()
-    assert.same({ ord0007 = "u-ord-7", ord0009 = "u-ord-9" }, left)
+    assert.same({ ord0007 = "u-ord-7", ord0008 = "u-ord-8", ord0009 = "u-ord-9" }, left)
   end)
 
   it("has requests in flight at the same time (proved by the server's order of work)", function()
@@ -162,13 +162,15 @@ describe("client:unassign_many", function()
   it("gives each batch its own transport failure", function()
     local list = sim.make_pairs(3, "drop")
     sim.reset(list)
-    sim.faults({ type = "drop", at = 2 })
+    -- twice: on a kept-alive connection libcurl resends a dropped request once by itself
+    sim.faults({ type = "drop", at = 2, count = 2 })
     local results, errors = client:unassign_many(TOKEN, batches_of(list, 1), { concurrency = 1 })
     assert.equals("unassigned", results[1].outcome)
     assert.equals("unassigned", results[3].outcome)
     assert.is_false(results[2])
     assert.equals("network", errors[2].kind)
     assert.is_true(errors[2].sent)
+    assert.equals(2, errors[2].attempts)
     assert.same({ drop0002 = "u-drop-2" }, sim.bindings())
   end)
 
@@ -201,7 +203,7 @@ describe("client:unassign_many", function()
     local function raises(msg, batches, opts)
       local ok, err = pcall(client.unassign_many, client, TOKEN, batches, opts)
       assert.is_false(ok)
-      assert.equals(msg, err)
+      assert.equals(msg, err:sub(1, #msg)) -- numbers print as 65 or 65.0 by Lua version
     end
     raises("koophone.unassign_many: bad argument #2 (batches[2][1].instance_id): missing",
            { { list[1] }, { { user_id = "u" } } })
@@ -211,7 +213,7 @@ describe("client:unassign_many", function()
            .. "pairs, got an empty table", { {} })
     raises("koophone.unassign_many: bad argument #3 (opts.request_ids[1]): only printable ASCII "
            .. "without spaces is allowed", { { list[1] } }, { request_ids = { "a b" } })
-    raises("koophone.unassign_many: option 'concurrency': expected an integer from 1 to 64, got 65.0",
+    raises("koophone.unassign_many: option 'concurrency': expected an integer from 1 to 64, got 65",
            { { list[1] } }, { concurrency = 65 })
     raises("koophone.unassign_many: bad argument #3 (opts): unknown option 'rate'",
            { { list[1] } }, { rate = 1 })

@@ -101,6 +101,33 @@ static size_t token_run(const char *s, size_t len, const char *token, size_t tok
   return n >= enough && n > 0 ? n : 0;
 }
 
+/* Pushes s with every run of the token replaced by KP_REDACTED, nothing else
+ * changed: a response body is redacted before it is decoded, so no field of
+ * a result (error_msg, task_id, jobs) can carry the secret back. */
+void kp_push_redacted(lua_State *L, const char *s, size_t len, const char *token,
+                      size_t token_len)
+{
+  luaL_Buffer b;
+  const char *p = token_len > 0 ? memchr(s, token[0], len) : NULL;
+  size_t i = 0, run;
+  while (p != NULL && token_run(p, len - (size_t)(p - s), token, token_len) == 0)
+    p = memchr(p + 1, token[0], len - (size_t)(p + 1 - s));
+  if (p == NULL) { /* the usual case: no copy */
+    lua_pushlstring(L, s, len);
+    return;
+  }
+  luaL_buffinit(L, &b);
+  while (i < len) {
+    if (s[i] == token[0] && (run = token_run(s + i, len - i, token, token_len)) > 0) {
+      luaL_addstring(&b, KP_REDACTED);
+      i += run;
+    } else {
+      luaL_addchar(&b, s[i++]);
+    }
+  }
+  luaL_pushresult(&b);
+}
+
 /* Pushes s with the token redacted and control characters turned into
  * spaces, cut at about KP_MESSAGE_MAX bytes: server text must not smuggle
  * the secret or forge log lines. Redaction runs over the whole text first so

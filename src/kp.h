@@ -139,6 +139,9 @@ typedef struct kp_error {
 
 /* Pushes an error table; the token is scrubbed from every string. */
 void kp_push_error(lua_State *L, const kp_error *e, const char *token, size_t token_len);
+/* Pushes s with the token redacted (a response body, before it is decoded). */
+void kp_push_redacted(lua_State *L, const char *s, size_t len, const char *token,
+                      size_t token_len);
 const char *kp_curl_code_name(CURLcode code);
 const char *kp_curl_code_kind(CURLcode code);
 void kp_errors_open(lua_State *L); /* registers the koophone.Error metatable */

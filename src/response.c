@@ -144,7 +144,7 @@ int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
   }
 
   lua_pushvalue(L, KP_UV_DECODE);
-  lua_pushlstring(L, r->body, r->body_len);
+  kp_push_redacted(L, r->body, r->body_len, token, token_len);
   lua_call(L, 1, 1);
   decoded = lua_gettop(L);
   if (lua_type(L, decoded) == LUA_TTABLE) {

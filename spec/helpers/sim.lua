@@ -91,6 +91,21 @@ function _M.client_opts(scheme, extra)
   return o
 end
 
+-- "user_id\0instance_id" -> how many applied requests of the log (default: the whole log) removed
+-- that pair: a value above 1 means a pair was unassigned twice.
+function _M.applied_counts(log)
+  local out = {}
+  for _, e in ipairs(log or _M.log()) do
+    if e.applied then
+      for _, p in ipairs(e.pair_list) do
+        local k = p[1] .. "\0" .. p[2]
+        out[k] = (out[k] or 0) + 1
+      end
+    end
+  end
+  return out
+end
+
 -- Every string reachable from `v` (keys and values, recursively), for "token never leaks" checks.
 function _M.strings(v, out, seen)
   out, seen = out or {}, seen or {}

@@ -1,0 +1,145 @@
+/* libFuzzer harness: raw HTTP response bytes through libcurl, our transport
+ * (kp_conn: body cap, Retry-After, resends) and the response mapping. The
+ * "server" is a loopback TCP listener of the harness: once libcurl has
+ * connected (the kernel completes it in the backlog), its pre-request
+ * callback accepts and writes the whole answer before libcurl reads, so one
+ * thread does it all.
+ *
+ * Input: 1 byte picks max_response_bytes, then the bytes the "server" sends
+ * (status line, headers such as Retry-After and X-Request-Id, body). */
+#include <stdio.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "fuzz.h"
+
+static kp_conn conn;
+static kp_result result;
+static int listener = -1, server_fd = -1;
+static const uint8_t *answer;
+static size_t answer_len;
+
+/* Writes all of data to fd; the socket buffers hold the largest input. */
+static void send_all(int fd, const uint8_t *data, size_t size)
+{
+  while (size > 0) {
+    ssize_t n = write(fd, data, size);
+    if (n <= 0)
+      fz_fail("write to the connection", NULL);
+    data += n;
+    size -= (size_t)n;
+  }
+}
+
+static void listen_loopback(struct sockaddr_in *where)
+{
+  socklen_t len = sizeof *where;
+  memset(where, 0, sizeof *where);
+  where->sin_family = AF_INET;
+  where->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  listener = socket(AF_INET, SOCK_STREAM, 0);
+  if (listener < 0 || bind(listener, (struct sockaddr *)where, sizeof *where) != 0 ||
+      listen(listener, 4) != 0 || getsockname(listener, (struct sockaddr *)where, &len) != 0)
+    fz_fail("loopback listener", NULL);
+}
+
+static int answer_request(void *ud, char *ip, char *local_ip, int port, int local_port)
+{
+  int buffer = 1 << 20;
+  (void)ud;
+  (void)ip;
+  (void)local_ip;
+  (void)port;
+  (void)local_port;
+  server_fd = accept(listener, NULL, NULL);
+  if (server_fd < 0)
+    fz_fail("accept", NULL);
+  setsockopt(server_fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
+  send_all(server_fd, answer, answer_len);
+  shutdown(server_fd, SHUT_WR); /* the end of the answer */
+  return CURL_PREREQFUNC_OK;
+}
+
+static void init_conn(void)
+{
+  CURL *e;
+  struct sockaddr_in where;
+  char url[64];
+  if (conn.easy != NULL)
+    return;
+  if (kp_conn_init(&conn) != 0)
+    fz_fail("kp_conn_init", NULL);
+  e = conn.easy;
+  listen_loopback(&where);
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/instances/unassign", ntohs(where.sin_port));
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_PROXY, "");
+  curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, answer_request);
+  curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+}
+
+static int map(lua_State *L)
+{
+  return kp_push_outcome(L, &result, FZ_REQUEST_ID, FZ_TOKEN, sizeof FZ_TOKEN - 1);
+}
+
+/* libcurl 7.88.1 (Debian 12) has a use-after-free of its own: when the
+ * first header line after a status line is a folded continuation (starts
+ * with a space or tab), it unfolds into the last header of the previous
+ * transfer on the same handle, freed since (headers.c keeps prevhead). We
+ * cannot fix libcurl here; inputs with any folded line are skipped so the
+ * run goes on looking for our bugs (see the README's hardening section). */
+static int has_folded_line(const uint8_t *data, size_t size)
+{
+  size_t i;
+  for (i = 1; i < size; i++)
+    if (data[i - 1] == '\n' && (data[i] == ' ' || data[i] == '\t'))
+      return 1;
+  return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+  static const size_t caps[] = { 64, 4096, 1024 * 1024 };
+  static const char body[] = "{\"user_instances\":[{\"user_id\":\"u1\",\"instance_id\":\"i1\"}]}";
+  lua_State *L = fz_state();
+  int n;
+  if (size < 1 || has_folded_line(data + 1, size - 1))
+    return 0;
+  init_conn();
+  conn.max_response_bytes = caps[data[0] % 3];
+  curl_easy_setopt(conn.easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)conn.max_response_bytes);
+  answer = data + 1;
+  answer_len = size - 1;
+  if (kp_conn_prepare(&conn, FZ_TOKEN, sizeof FZ_TOKEN - 1, FZ_REQUEST_ID,
+                      sizeof FZ_REQUEST_ID - 1, body, sizeof body - 1, 5000) != 0)
+    fz_fail("kp_conn_prepare", "no memory");
+  kp_conn_perform(&conn, &result);
+  if (server_fd >= 0)
+    close(server_fd);
+  server_fd = -1;
+  if (result.body_len > conn.max_response_bytes)
+    fz_fail("body cap", "more than max_response_bytes stored");
+  if (result.retry_after < 0)
+    fz_fail("retry_after", "negative");
+
+  lua_settop(L, 0);
+  fz_push_core_closure(L, map);
+  if (lua_pcall(L, 0, LUA_MULTRET, 0) != LUA_OK)
+    fz_fail("kp_push_outcome raised", lua_tostring(L, -1));
+  n = lua_gettop(L);
+  fz_check_outcome(L, 0, n, result.status, FZ_REQUEST_ID);
+  if (result.too_large) {
+    lua_getfield(L, 2, "code");
+    if (n != 2 || strcmp(lua_tostring(L, -1), "BODY_TOO_LARGE") != 0)
+      fz_fail("body cap", "too large but not BODY_TOO_LARGE");
+  }
+  lua_settop(L, 0);
+  kp_conn_release_response(&conn);
+  return 0;
+}

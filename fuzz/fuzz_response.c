@@ -1,0 +1,45 @@
+/* libFuzzer harness: the response-to-Lua mapping (kp_push_outcome) with any
+ * body, status, attempt count and transfer outcome, without a network.
+ *
+ * Input: 2 bytes status (mod 1000), 1 byte attempts, 1 byte flags
+ * (bit 0 too_large, bit 1 out_of_memory, bits 2..7 CURLcode), 2 bytes
+ * retry_after, then the body. */
+#include <string.h>
+
+#include "fuzz.h"
+
+static kp_result result;
+
+static int map(lua_State *L)
+{
+  return kp_push_outcome(L, &result, FZ_REQUEST_ID, FZ_TOKEN, sizeof FZ_TOKEN - 1);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+  lua_State *L = fz_state();
+  int n;
+  if (size < 6)
+    return 0;
+  memset(&result, 0, sizeof result);
+  result.status = (long)((data[0] << 8 | data[1]) % 1000);
+  result.attempts = 1 + data[2] % 3;
+  result.too_large = data[3] & 1;
+  result.out_of_memory = (data[3] >> 1) & 1;
+  result.code = (CURLcode)(data[3] >> 2);
+  result.retry_after = (curl_off_t)(data[4] << 8 | data[5]);
+  result.sent = 1;
+  result.body = (const char *)data + 6;
+  result.body_len = size - 6;
+  result.curl_message = "transfer failed: " FZ_TOKEN; /* scrubbed like any text */
+  lua_settop(L, 0);
+  fz_push_core_closure(L, map);
+  if (lua_pcall(L, 0, LUA_MULTRET, 0) != LUA_OK)
+    fz_fail("kp_push_outcome raised", lua_tostring(L, -1));
+  n = lua_gettop(L);
+  fz_check_outcome(L, 0, n, result.status, FZ_REQUEST_ID);
+  lua_settop(L, 0);
+  return 0;
+}

@@ -1,0 +1,277 @@
+-- client:unassign_all (lua/koophone/bulk.lua) against the running simulator: batching, outcomes of
+-- every pair, bisection of batches refused because of some pairs, duplicates, iterator input,
+-- progress, retries by the client's policy, shards, and the options' checks.
+local koophone = require "koophone"
+local sim = require "helpers.sim"
+local rows = require "koophone.rows"
+local bucket = require "koophone.bucket"
+
+local TOKEN = sim.token
+
+local function copy_pairs(list)
+  local out = {}
+  for i, p in ipairs(list) do out[i] = { user_id = p.user_id, instance_id = p.instance_id } end
+  return out
+end
+
+-- a client whose retries do not sleep, recording the delays asked for
+local function new_client(retry)
+  local slept = {}
+  retry = retry or {}
+  retry.sleep = function(s) slept[#slept + 1] = s end
+  local c = koophone.client(sim.client_opts("http", { retry = retry }))
+  return c, slept
+end
+
+local function assert_no_pair_twice()
+  for key, n in pairs(sim.applied_counts()) do
+    assert(n == 1, ("pair %q applied %d times"):format(key, n))
+  end
+end
+
+local function sum(counts)
+  local n = 0
+  for _, v in pairs(counts) do n = n + v end
+  return n
+end
+
+describe("client:unassign_all", function()
+  local client
+  before_each(function() client = new_client() end)
+  after_each(function() client:close() end)
+
+  it("gives 1,000 pairs with 10 unbound and 3 malformed exactly the right outcomes", function()
+    local list = sim.make_pairs(1000, "k")
+    sim.reset(list)
+    local input, unbound = copy_pairs(list), {}
+    for k = 1, 10 do unbound[k * 97] = true end
+    -- unbind 10 pairs first, through the API itself
+    local pre = {}
+    for i in pairs(unbound) do pre[#pre + 1] = list[i] end
+    assert(client:unassign(TOKEN, pre))
+    local malformed = { [5] = "user_id: empty", [500] = "instance_id: longer than 32 bytes (40)",
+                        [700] = "expected a table, got string" }
+    input[5] = { user_id = "", instance_id = "k0005" }
+    input[500] = { user_id = "u-k-500", instance_id = ("x"):rep(40) }
+    input[700] = "k0700"
+    local before = #sim.log()
+    local report = client:unassign_all(TOKEN, input, { batch_size = 100, concurrency = 4 })
+    assert.equals(1000, report.total)
+    assert.same({ unassigned = 987, not_bound = 10, invalid = 3, denied = 0, failed = 0,
+                  assumed_unassigned = 0, duplicate = 0 }, report.counts)
+    for i = 1, 1000 do
+      local r = report.results[i]
+      assert.equals(i, r.row)
+      if malformed[i] then
+        assert.equals("invalid", r.outcome)
+        assert.equals(malformed[i], r.reason)
+      elseif unbound[i] then
+        assert.equals("not_bound", r.outcome)
+        assert.equals("KOOPHONE.API.2210", r.err.code)
+        assert.equals(list[i].instance_id, r.instance_id)
+      else
+        assert.equals("unassigned", r.outcome)
+        assert.matches("^RM_%x+$", r.task_id)
+        assert.matches("^%x+$", r.job_id)
+        assert.is_string(r.request_id)
+      end
+    end
+    -- the simulator agrees: only the three malformed rows' pairs are still bound
+    assert.same({ k0005 = "u-k-5", k0500 = "u-k-500", k0700 = "u-k-700" }, sim.bindings())
+    assert_no_pair_twice()
+    -- 10 batches, and the bisection of the 10 that held an unbound pair: 2 * ceil(log2 100) each
+    assert.equals(#sim.log() - before, report.requests)
+    assert.equals(10 + report.bisect_requests, report.requests)
+    assert.is_true(report.bisect_requests <= 10 * 2 * 7)
+  end)
+
+  it("isolates unbound and foreign pairs by bisection, and keeps the job of every good pair", function()
+    local list = sim.make_pairs(64, "bi")
+    sim.reset(list, { tenants = { { name = "t2", token = "other-tenant", instances = { "theirs01" } } } })
+    local input = copy_pairs(list)
+    input[10] = { user_id = "u-bi-10", instance_id = "theirs01" } -- not our instance: 1001
+    input[33] = { user_id = "stranger", instance_id = "bi0033" }  -- bound to someone else: 2210
+    local report = client:unassign_all(TOKEN, input, { batch_size = 64 })
+    assert.equals("denied", report.results[10].outcome)
+    assert.equals("KOOPHONE.API.1001", report.results[10].err.code)
+    assert.equals("not_bound", report.results[33].outcome)
+    assert.equals(62, report.counts.unassigned)
+    assert.same({ bi0010 = "u-bi-10", bi0033 = "u-bi-33" }, sim.bindings())
+    assert.is_true(report.bisect_requests <= 2 * 2 * 6) -- 2 bad pairs, 64 = 2^6
+    assert_no_pair_twice()
+  end)
+
+  it("stops bisecting at max_bisect_requests and reports those pairs failed", function()
+    local list = sim.make_pairs(16, "cap")
+    sim.reset(list)
+    local input = copy_pairs(list)
+    input[16] = { user_id = "stranger", instance_id = "cap0016" }
+    local report = client:unassign_all(TOKEN, input, { batch_size = 16, max_bisect_requests = 2 })
+    assert.equals(2, report.bisect_requests)
+    assert.equals(3, report.requests)
+    assert.equals(8, report.counts.unassigned) -- the good half
+    assert.equals(8, report.counts.failed)
+    assert.equals("max_bisect_requests reached", report.results[16].reason)
+  end)
+
+  it("sends a repeated pair once and reports the later rows as duplicate", function()
+    local list = sim.make_pairs(3, "dup")
+    sim.reset(list)
+    local input = { list[1], list[2], list[1], list[3], list[1] }
+    local report = client:unassign_all(TOKEN, input, { batch_size = 2 })
+    assert.same({ "unassigned", "unassigned", "duplicate", "unassigned", "duplicate" },
+                { report.results[1].outcome, report.results[2].outcome, report.results[3].outcome,
+                  report.results[4].outcome, report.results[5].outcome })
+    assert.equals("repeats row 1", report.results[5].reason)
+    assert.equals(2, report.counts.duplicate)
+    assert_no_pair_twice()
+  end)
+
+  it("streams an iterator; progress is monotonic, total unknown until the end", function()
+    local list = sim.make_pairs(250, "it")
+    sim.reset(list)
+    local i = 0
+    local function next_pair()
+      i = i + 1
+      return list[i]
+    end
+    local seen = {}
+    local report = client:unassign_all(TOKEN, next_pair, {
+      batch_size = 20, concurrency = 2,
+      on_progress = function(p) seen[#seen + 1] = { done = p.done, total = p.total, n = sum(p.counts) } end,
+    })
+    assert.equals(250, report.total)
+    assert.equals(250, report.counts.unassigned)
+    assert.is_true(#seen >= 13)
+    assert.is_nil(seen[1].total)
+    for k = 2, #seen do assert.is_true(seen[k].done >= seen[k - 1].done) end
+    for _, p in ipairs(seen) do assert.equals(p.done, p.n) end
+    assert.same({ done = 250, total = 250, n = 250 }, seen[#seen])
+    assert.same({}, sim.bindings())
+  end)
+
+  it("retries a throttled batch as the client's policy says, with the same request id", function()
+    local list = sim.make_pairs(30, "thr")
+    sim.reset(list)
+    local slept
+    client, slept = new_client { max_attempts = 3 }
+    sim.faults({ type = "throttle", retry_after = "1", at = 2, count = 2 })
+    local report = client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 10, concurrency = 1 })
+    assert.equals(30, report.counts.unassigned)
+    assert.same({ 1, 1 }, slept)
+    local log = sim.log()
+    assert.equals(5, #log)
+    assert.equals(log[2].request_id, log[3].request_id)
+    assert.equals(log[2].request_id, log[4].request_id)
+    assert.equals(429, log[2].status)
+    assert.equals(200, log[4].status)
+  end)
+
+  it("turns a 2210 after an ambiguous failure into assumed_unassigned, never not_bound", function()
+    local list = sim.make_pairs(8, "amb")
+    sim.reset(list)
+    client = new_client { max_attempts = 2, ambiguous_attempts = 1 }
+    -- applied, then no answer (twice, to get past libcurl's own resend): the retry gets 2210
+    sim.faults({ type = "drop_after_apply", at = 1, count = 2 })
+    local report = client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 8 })
+    assert.equals(8, report.counts.assumed_unassigned)
+    assert.equals(0, report.counts.not_bound)
+    assert.same({}, sim.bindings())
+    assert_no_pair_twice()
+  end)
+
+  it("reports the pairs of a batch that may have been applied as failed when not retried", function()
+    local list = sim.make_pairs(4, "amf")
+    sim.reset(list)
+    sim.faults({ type = "error_after_apply", at = 1 })
+    local report = client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 4 })
+    assert.equals(4, report.counts.failed)
+    assert.equals("KOOPHONE.API.9999", report.results[1].err.code)
+    assert.is_true(report.results[1].err.maybe_applied)
+    assert.equals(1, report.requests)
+  end)
+
+  it("stops sending after a token failure and reports every remaining pair failed", function()
+    local list = sim.make_pairs(500, "tok")
+    sim.reset(list)
+    local report = client:unassign_all("not-a-valid-token", copy_pairs(list),
+                                       { batch_size = 10, concurrency = 2 })
+    assert.equals(500, report.counts.failed)
+    assert.equals("APIGW.0301", report.aborted.code)
+    assert.is_true(report.requests <= 2 * 8) -- at most the first round
+    assert.equals(500, #report.results)
+  end)
+
+  it("splits the input into shards that together cover every row exactly once", function()
+    local list = sim.make_pairs(300, "sh")
+    sim.reset(list)
+    local input = copy_pairs(list)
+    input[7] = { user_id = "", instance_id = "sh0007" }
+    input[8] = 42
+    local seen, totals = {}, 0
+    for index = 0, 1 do
+      local report = client:unassign_all(TOKEN, input, { shard = { index = index, count = 2 } })
+      totals = totals + report.total
+      assert.is_true(report.total > 100) -- a real split
+      for _, r in ipairs(report.results) do
+        assert.is_nil(seen[r.row])
+        seen[r.row] = index
+      end
+    end
+    assert.equals(300, totals)
+    for i = 1, 300 do assert.is_not_nil(seen[i]) end
+    assert.equals(0, seen[8]) -- no instance id: shard 0
+    assert.equals(rows.shard_of("sh0007", 2), seen[7])
+    assert.same({ sh0007 = "u-sh-7", sh0008 = "u-sh-8" }, sim.bindings())
+    assert_no_pair_twice()
+  end)
+
+  it("keeps no results when asked, and hands each one to on_result", function()
+    local list = sim.make_pairs(20, "cb")
+    sim.reset(list)
+    local got = {}
+    local report = client:unassign_all(TOKEN, copy_pairs(list), {
+      batch_size = 5, keep_results = false, on_result = function(r) got[r.row] = r.outcome end })
+    assert.is_nil(report.results)
+    assert.equals(20, #got)
+    for i = 1, 20 do assert.equals("unassigned", got[i]) end
+  end)
+
+  it("checks its arguments and options", function()
+    local function raises(pattern, ...)
+      local ok, err = pcall(client.unassign_all, client, ...)
+      assert.is_false(ok)
+      assert.matches(pattern, err)
+    end
+    raises("option 'batch_size': expected an integer from 1 to", TOKEN, {}, { batch_size = 0 })
+    raises("option 'concurrency': expected an integer from 1 to 64", TOKEN, {}, { concurrency = 100 })
+    raises("unknown option 'speed'", TOKEN, {}, { speed = 1 })
+    raises("option 'rate': expected > 0", TOKEN, {}, { rate = 0 })
+    raises("option 'resume' needs the option 'journal'", TOKEN, {}, { resume = true })
+    raises("option 'shard': expected", TOKEN, {}, { shard = { index = 2, count = 2 } })
+    raises("bad argument #1 %(token%)", "", {})
+    raises("bad argument #2 %(pairs%)", TOKEN, "x")
+  end)
+end)
+
+describe("koophone.bucket", function()
+  it("grants requests at the rate, halves it on throttling and wins it back slowly", function()
+    local t = 0
+    local b = bucket.new(10, 2, function() return t end)
+    assert.equals(2, b:take(5)) -- the burst
+    assert.equals(0, b:take(1))
+    assert.equals(0.1, b:wait())
+    t = 0.5
+    assert.equals(2, b:take(5)) -- 5 tokens accrued, capped at the burst
+    b:throttled()
+    assert.equals(5, b.rate)
+    b:throttled()
+    assert.equals(2.5, b.rate)
+    for _ = 1, 10 do b:answered() end
+    assert.equals(4.5, b.rate)
+    for _ = 1, 1000 do b:answered() end
+    assert.equals(10, b.rate)
+    for _ = 1, 100 do b:throttled() end
+    assert.equals(10 / 64, b.rate) -- never stops altogether
+  end)
+end)
