@@ -22,10 +22,11 @@ function Bucket:refill()
   self.last = t
 end
 
--- take(n) -> how many of n requests may go now (0 .. n).
-function Bucket:take(n)
+-- take(n [, min]) -> how many of n requests may go now (min .. n; min defaults to 0). Taking more
+-- than the bucket holds leaves a debt that later waits pay back.
+function Bucket:take(n, min)
   self:refill()
-  local k = math.min(n, math.floor(self.tokens))
+  local k = math.min(n, math.max(min or 0, math.floor(self.tokens)))
   self.tokens = self.tokens - k
   return k
 end

@@ -284,7 +284,7 @@ local function collect(run)
   if run.bucket and #jobs > 0 then
     local wait = run.bucket:wait()
     if wait > 0 then run.sleep(wait) end
-    local n = run.bucket:take(#jobs)
+    local n = run.bucket:take(#jobs, 1) -- at least one: the wait was for it
     for i = n + 1, #jobs do run.ready[#run.ready + 1] = jobs[i]; jobs[i] = nil end
   end
   return jobs
@@ -320,10 +320,15 @@ local function loop(run)
       send(run, jobs)
     elseif #run.ready == 0 and #run.waiting == 0 then
       return
-    elseif #run.ready == 0 then -- only retries waiting: sleep until the first is due
-      local first = math.huge
+    else -- only retries waiting: sleep until the first is due
+      local first, waiting = math.huge, {}
       for _, job in ipairs(run.waiting) do first = math.min(first, job.ready_at) end
       run.sleep(math.max(0, first - run.now()))
+      -- due now, whether or not the sleep slept (an injected one may not)
+      for _, job in ipairs(run.waiting) do
+        if job.ready_at <= first then run.ready[#run.ready + 1] = job else waiting[#waiting + 1] = job end
+      end
+      run.waiting = waiting
     end
   end
 end

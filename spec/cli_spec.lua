@@ -1,0 +1,191 @@
+-- bin/koophone run as a separate process against the running simulator: output, exit status,
+-- usage errors, and a run killed with SIGKILL in the middle, then resumed from its journal.
+local sim = require "helpers.sim"
+local cjson = require "cjson.safe"
+local socket = require "socket"
+
+local LUA = os.getenv("KOOPHONE_LUA") or "lua5.4"
+local BUILD = os.getenv("KOOPHONE_BUILD") or "build/lua5.4"
+local DIR = os.tmpname()
+os.remove(DIR)
+assert(os.execute("mkdir -p " .. DIR))
+local TOKEN_FILE = DIR .. "/token"
+local CMD = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' KOOPHONE_TOKEN= %s bin/koophone")
+            :format(BUILD, LUA)
+
+local function write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function exit_code(ok, how, code)
+  if type(ok) == "number" then return ok / 256 end -- Lua 5.1: the raw wait status
+  return code
+end
+
+-- run(args) -> exit status, stdout, stderr
+local function run(args)
+  local rc = exit_code(os.execute(("%s %s >%s/out 2>%s/err"):format(CMD, args, DIR, DIR)))
+  return rc, read_file(DIR .. "/out"), read_file(DIR .. "/err")
+end
+
+local function csv(list, extra)
+  local lines = { "user_id,instance_id" }
+  for _, p in ipairs(list) do lines[#lines + 1] = p.user_id .. "," .. p.instance_id end
+  for _, l in ipairs(extra or {}) do lines[#lines + 1] = l end
+  local path = DIR .. "/in.csv"
+  write_file(path, table.concat(lines, "\n") .. "\n")
+  return path
+end
+
+local function json_lines(s)
+  local out = {}
+  for line in s:gmatch("[^\n]+") do out[#out + 1] = assert(cjson.decode(line), line) end
+  return out
+end
+
+local function wait_for(what, test)
+  for _ = 1, 600 do
+    local v = test()
+    if v then return v end
+    socket.sleep(0.05)
+  end
+  error("gave up waiting for " .. what)
+end
+
+describe("bin/koophone unassign", function()
+  setup(function() write_file(TOKEN_FILE, sim.token .. "\n") end)
+  teardown(function() os.execute("rm -rf " .. DIR) end)
+  local endpoint = " --endpoint " .. sim.http_url .. " --token-file " .. TOKEN_FILE
+
+  it("prints a summary on stdout, progress on stderr, and exits 0 when all went well", function()
+    local list = sim.make_pairs(120, "cs")
+    sim.reset(list)
+    local input = csv(list, { "stranger,cs0001", '"q""uoted",cs0002' }) -- both not bound
+    local rc, out, err = run("unassign --input " .. input .. " --batch-size 50" .. endpoint)
+    assert.equals(0, rc)
+    assert.matches("unassigned%s+120\n", out)
+    assert.matches("not_bound%s+2\n", out)
+    assert.matches("total%s+122\n", out)
+    assert.matches("progress: 122/122 100.0%%", err)
+    assert.same({}, sim.bindings())
+    assert.is_nil(err:find(sim.token, 1, true))
+  end)
+
+  it("reads JSON Lines, prints one object per pair, and exits 1 for an invalid row", function()
+    local list = sim.make_pairs(5, "js")
+    sim.reset(list)
+    local lines = {}
+    for _, p in ipairs(list) do lines[#lines + 1] = cjson.encode(p) end
+    lines[#lines + 1] = '{"user_id":1123422,"instance_id":"nosuch01"}' -- a number: sent as "1123422"
+    lines[#lines + 1] = "not json"
+    write_file(DIR .. "/in.jsonl", table.concat(lines, "\n"))
+    local rc, out = run("unassign --input " .. DIR .. "/in.jsonl --output jsonl" .. endpoint)
+    assert.equals(1, rc)
+    local by_row = {}
+    for _, r in ipairs(json_lines(out)) do
+      assert.is_nil(by_row[r.row])
+      by_row[r.row] = r
+    end
+    for i = 1, 5 do assert.equals("unassigned", by_row[i].outcome) end
+    assert.equals("denied", by_row[6].outcome) -- not an instance of this tenant
+    assert.equals("1123422", by_row[6].user_id)
+    assert.equals("invalid", by_row[7].outcome)
+    assert.equals("line 7: not a JSON object", by_row[7].reason)
+  end)
+
+  it("--dry-run prints the batches and sends nothing", function()
+    local list = sim.make_pairs(7, "dry")
+    sim.reset(list)
+    local rc, out = run("unassign --dry-run --batch-size 3 --input " .. csv(list, { "x," }))
+    assert.equals(1, rc) -- an invalid row
+    local recs = json_lines(out)
+    assert.equals(3, #recs[1].pairs)
+    assert.same({ "u-dry-1", "dry0001" }, recs[1].pairs[1])
+    assert.equals(2, recs[2].batch)
+    local invalid = 0
+    for _, r in ipairs(recs) do if r.outcome == "invalid" then invalid = invalid + 1 end end
+    assert.equals(1, invalid)
+    assert.same({}, sim.log())
+  end)
+
+  it("exits 2 on usage errors and unreadable input, before any request", function()
+    sim.reset(sim.make_pairs(1, "use"))
+    write_file(DIR .. "/nohdr.csv", "a,b\n")
+    for _, args in ipairs {
+      "unassign --token abc",
+      "unassign --input " .. DIR .. "/missing.csv" .. endpoint,
+      "unassign --input " .. DIR .. "/nohdr.csv" .. endpoint,
+      "unassign --shard 2/2" .. endpoint,
+      "unassign --concurrency x" .. endpoint,
+      "unassign --input " .. DIR .. "/nohdr.csv", -- no token
+      "frobnicate",
+    } do
+      local rc, out, err = run(args)
+      assert.equals(2, rc, args)
+      assert.equals("", out)
+      assert.matches("^koophone: ", err)
+    end
+    write_file(DIR .. "/old.jsonl", '{"type":"run","version":1}\n')
+    local rc, _, err = run("unassign --journal " .. DIR .. "/old.jsonl --input " .. csv({}) .. endpoint)
+    assert.equals(2, rc)
+    assert.matches("exists: resume it", err)
+    assert.same({}, sim.log())
+  end)
+
+  it("resumes a 5,000-pair run killed with SIGKILL: every pair ends once, none unassigned twice", function()
+    local list = sim.make_pairs(5000, "kill")
+    sim.reset(list)
+    local input, journal = csv(list), DIR .. "/kill.jsonl"
+    -- request 20 sleeps 3 s in the server: the run is surely in the middle when it is killed
+    sim.faults({ type = "delay", seconds = 3, at = 20 })
+    local p = io.popen(("%s unassign --input %s --journal %s --concurrency 4%s >/dev/null 2>&1 & echo $!")
+                       :format(CMD, input, journal, endpoint))
+    local pid = tonumber(p:read("*l"))
+    p:close()
+    local delayed = wait_for("request 20", function()
+      for _, e in ipairs(sim.log()) do if e.fault == "delay" then return e end end
+    end)
+    assert(os.execute("kill -9 " .. pid))
+    wait_for("the process to die", function()
+      return exit_code(os.execute("kill -0 " .. pid .. " 2>/dev/null")) ~= 0
+    end)
+    -- the server still applies the delayed request after its client is gone
+    wait_for("request 20 to finish", function()
+      for _, e in ipairs(sim.log()) do
+        if e.seq == delayed.seq and e.status ~= 0 then return true end
+      end
+    end)
+    local rc, out = run(("unassign --input %s --journal %s --resume --output jsonl --concurrency 4%s")
+                        :format(input, journal, endpoint))
+    assert.equals(0, rc)
+    local by_instance, resumed, assumed = {}, 0, {}
+    for _, r in ipairs(json_lines(out)) do
+      assert.is_nil(by_instance[r.instance_id]) -- one outcome per pair
+      by_instance[r.instance_id] = r
+      if r.resumed then resumed = resumed + 1 end
+      if r.outcome == "assumed_unassigned" then assumed[r.instance_id] = true end
+      assert.is_true(r.outcome == "unassigned" or r.outcome == "assumed_unassigned", r.outcome)
+    end
+    for _, pr in ipairs(list) do assert.is_not_nil(by_instance[pr.instance_id]) end
+    assert.is_true(resumed > 0 and resumed < 5000) -- killed in the middle
+    for _, pr in ipairs(delayed.pair_list) do assert.is_true(assumed[pr[2]]) end
+    assert.same({}, sim.bindings())
+    local counts, n = sim.applied_counts(), 0
+    for key, c in pairs(counts) do
+      assert(c == 1, key .. " unassigned twice")
+      n = n + 1
+    end
+    assert.equals(5000, n)
+    assert.equals(5000, sim.state().counters.removed_bindings)
+  end)
+end)
