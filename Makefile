@@ -61,8 +61,12 @@ demo: deps
 	@$(MAKE) --no-print-directory build
 	@$(SIMCTL) start --seed sim/seed-demo.json
 	@eval "$$($(SIMCTL) env)"; \
-	  LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
-	  $(LUA_BIN) examples/unassign.lua --demo; rc=$$?; \
+	  export LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;"; \
+	  $(LUA_BIN) examples/unassign.lua --demo && \
+	  echo "== bin/koophone unassign --input examples/bulk-demo.csv (the same tenant; u-1001 is done already)" && \
+	  KOOPHONE_TOKEN="$$(sed -n 's/.*"token": "\([^"]*\)".*/\1/p' sim/seed-demo.json)" \
+	  $(LUA_BIN) bin/koophone unassign --input examples/bulk-demo.csv --output jsonl --batch-size 5 \
+	    --endpoint "$$KOOPHONE_SIM_HTTPS_URL" --cafile "$$KOOPHONE_SIM_CA"; rc=$$?; \
 	  $(SIMCTL) stop >/dev/null; exit $$rc
 
 # Runs the specs against a freshly started simulator and stops it whatever the outcome.

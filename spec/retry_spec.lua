@@ -355,3 +355,28 @@ describe("koophone.client", function()
     assert.matches("closed", tostring(c2))
   end)
 end)
+
+describe("the jitter source", function()
+  it("is the core's OS-backed random(), in [0, 1) and not a fixed sequence", function()
+    local core = require "koophone.core"
+    assert.equals(core.random, require("koophone.retry").new({}).random)
+    local seen, lo, hi = {}, 1, 0
+    for _ = 1, 1000 do
+      local x = core.random()
+      assert.is_true(x >= 0 and x < 1)
+      seen[x] = true
+      lo, hi = math.min(lo, x), math.max(hi, x)
+    end
+    local n = 0
+    for _ in pairs(seen) do n = n + 1 end
+    assert.is_true(n > 990)
+    assert.is_true(lo < 0.1 and hi > 0.9)
+    -- a second process draws other values (math.random on 5.1/LuaJIT would repeat them)
+    local lua = os.getenv("KOOPHONE_LUA") or "lua5.4"
+    local cmd = ("%s -e 'package.cpath=%q..package.cpath print(require(\"koophone.core\").random())'")
+      :format(lua, (os.getenv("KOOPHONE_BUILD") or "build/lua5.4") .. "/?.so;")
+    local a, b = io.popen(cmd):read("*l"), io.popen(cmd):read("*l")
+    assert.is_truthy(tonumber(a))
+    assert.are_not.equal(a, b)
+  end)
+end)

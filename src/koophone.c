@@ -133,6 +133,7 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
     { "new", module_new },
     { "configure", module_configure },
     { "validate_pair", kp_validate_pair },
+    { "random", kp_lua_random },
     { NULL, NULL }
   };
   kp_global_init();

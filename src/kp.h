@@ -156,6 +156,9 @@ int kp_client_unassign_many(lua_State *L);
 void kp_multi_free(kp_multi *m); /* NULL is fine */
 
 /* module entry point (koophone.c); exported with default visibility for require */
+/* random() in [0, 1) from the OS random source (rng.c) */
+int kp_lua_random(lua_State *L);
+
 /* adds sleep and now to the module table on the stack top (clock.c) */
 void kp_clock_open(lua_State *L);
 

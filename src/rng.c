@@ -94,3 +94,15 @@ int kp_uuid4(kp_rng *rng, char out[KP_UUID_LEN + 1])
   out[KP_UUID_LEN] = '\0';
   return 0;
 }
+
+/* random(): a float in [0, 1) from the OS source, for retry jitter. A system call
+ * per value is fine there (only retries ask), and unlike math.random it needs no
+ * seeding: Lua 5.1 and LuaJIT would give every process the same jitter. */
+int kp_lua_random(lua_State *L)
+{
+  uint64_t bits;
+  if (os_random(&bits, sizeof bits) != 0)
+    return luaL_error(L, "koophone.random: the OS random source failed");
+  lua_pushnumber(L, (lua_Number)(bits >> 11) * (1.0 / 9007199254740992.0));
+  return 1;
+}

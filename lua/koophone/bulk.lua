@@ -87,24 +87,22 @@ local function progress(run)
                     elapsed = run.now() - run.started, requests = run.requests }
 end
 
--- Records the outcome of one row (an entry of koophone.rows).
-local function emit(run, e, outcome, f)
-  f = f or {}
-  local r = { row = e.row, user_id = e.user_id, instance_id = e.instance_id, outcome = outcome,
-              task_id = f.task_id, job_id = f.job_id, request_id = f.request_id, err = f.err,
-              reason = f.reason or e.reason, resumed = f.resumed }
-  run.counts[outcome] = run.counts[outcome] + 1
+-- Reports a row whose outcome is set: the entry of koophone.rows becomes its result (one table
+-- per row, whatever happens to it).
+local function report(run, e)
+  local pos = e.pos
+  e.pos, e.key, e.tainted = nil, nil, nil
+  run.counts[e.outcome] = run.counts[e.outcome] + 1
   run.done = run.done + 1
-  if run.results then run.results[e.pos] = r end
-  if run.on_result then run.on_result(r) end
-  return r
+  if run.results then run.results[pos] = e end
+  if run.on_result then run.on_result(e) end
 end
 
 -- The journal records of a finished request, written (and flushed) together.
 local function journal_done(run, list, request_id, clear)
   if not run.journal or (#list == 0 and not clear) then return end
   local recs = {}
-  for i, r in ipairs(list) do
+  for i, r in ipairs(list) do -- rows with their outcome set
     local err = r.err
     recs[i] = { type = "done", request_id = request_id, user_id = r.user_id,
                 instance_id = r.instance_id, outcome = r.outcome, task_id = r.task_id,
@@ -116,20 +114,21 @@ local function journal_done(run, list, request_id, clear)
   if not ok then error({ journal = problem }) end
 end
 
--- Every pair of the job gets `outcome`; f(item) gives the per-pair fields.
-local function finish_items(run, job, outcome, fields, clear)
-  local list = {}
-  for i, item in ipairs(job.items) do
-    list[i] = emit(run, item, outcome, fields(item))
-    list[i].tainted = item.tainted
+-- Every pair of the job gets `outcome` (set(item, k) adds per-pair fields); the pairs are
+-- journaled together, then reported.
+local function finish_items(run, job, outcome, err, reason, clear, set)
+  local items = job.items
+  for k, item in ipairs(items) do
+    item.outcome, item.request_id, item.err = outcome, job.request_id, err
+    if reason then item.reason = reason end
+    if set then set(item, k) end
   end
-  journal_done(run, list, job.request_id, clear)
-  for _, r in ipairs(list) do r.tainted = nil end
+  journal_done(run, items, job.request_id, clear)
+  for _, item in ipairs(items) do report(run, item) end
 end
 
 local function fail_items(run, job, err, reason, clear)
-  finish_items(run, job, "failed", function() return { err = err, reason = reason,
-                                                       request_id = job.request_id } end, clear)
+  finish_items(run, job, "failed", err, reason, clear)
 end
 
 -- ------------------------------------------------------------------ jobs
@@ -161,27 +160,31 @@ local function bisect(run, job, err)
   run.ready[#run.ready + 1] = new_job(run, right)
 end
 
--- jobs of the server's answer, matched to the pairs by instance id, in order
-local function job_ids(res)
+-- instance id -> its job ids in the server's order
+local function instance_map(jobs)
   local by_instance = {}
-  for _, j in ipairs(res.jobs or {}) do
+  for _, j in ipairs(jobs) do
     local list = by_instance[j.instance_id] or {}
     list[#list + 1] = j.job_id
     by_instance[j.instance_id] = list
   end
-  return function(item)
-    local list = by_instance[item.instance_id]
-    return list and table.remove(list, 1)
-  end
+  return by_instance
 end
 
 local function succeeded(run, job, res)
   res = run.policy:finish(res, nil, job.attempt, job.state)
-  local job_id = job_ids(res)
-  finish_items(run, job, res.outcome, function(item)
-    return { task_id = res.task_id, job_id = job_id(item), request_id = res.request_id,
-             err = res.err }
-  end, false)
+  local jobs, by_instance = res.jobs or {}, nil
+  finish_items(run, job, res.outcome, res.err, nil, false, function(item, k)
+    item.task_id = res.task_id
+    local j = jobs[k]
+    if j and j.instance_id == item.instance_id then -- the server lists them in request order
+      item.job_id = j.job_id
+    else
+      by_instance = by_instance or instance_map(jobs)
+      local list = by_instance[item.instance_id]
+      item.job_id = list and table.remove(list, 1)
+    end
+  end)
 end
 
 local function abort(run, err)
@@ -203,9 +206,7 @@ local function failed(run, job, err)
     end
     local item = job.items[1]
     local outcome = (single == "not_bound" and item.tainted) and "assumed_unassigned" or single
-    return finish_items(run, job, outcome, function()
-      return { err = err, request_id = job.request_id }
-    end, clean)
+    return finish_items(run, job, outcome, err, nil, clean)
   end
   local again, delay = run.policy:decide(err, job.attempt, job.state)
   if again and not run.aborted then
@@ -254,12 +255,14 @@ local function read_job(run)
     if not e then break end
     local rec = not e.outcome and run.journal and run.journal:final(e.key)
     if e.outcome then
-      emit(run, e, e.outcome)
+      report(run, e)
     elseif rec then
-      emit(run, e, rec.outcome, { task_id = rec.task_id, job_id = rec.job_id, resumed = true,
-                                  request_id = rec.request_id, reason = rec.message })
+      e.outcome, e.task_id, e.job_id, e.request_id = rec.outcome, rec.task_id, rec.job_id, rec.request_id
+      e.reason, e.resumed = rec.message, true
+      report(run, e)
     elseif run.aborted then
-      emit(run, e, "failed", { err = run.aborted, reason = "not sent: the run stopped" })
+      e.outcome, e.err, e.reason = "failed", run.aborted, "not sent: the run stopped"
+      report(run, e)
     else
       e.tainted = run.journal and run.journal:tainted(e.key) or nil
       items[#items + 1] = e

@@ -17,8 +17,9 @@ local _M = {}
 
 local Policy = {}
 Policy.__index = Policy
--- random() in [0, 1) for the jitter; a field so a unit test can pin it on one policy
-Policy.random = math.random
+-- random() in [0, 1) for the jitter, from the OS (math.random is unseeded on 5.1 and LuaJIT);
+-- a field so a unit test can pin it on one policy
+Policy.random = require("koophone.core").random
 
 _M.defaults = {
   max_attempts = 3, base_delay = 0.5, max_delay = 20, throttle_base_delay = 2,
