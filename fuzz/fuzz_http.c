@@ -1,12 +1,15 @@
 /* libFuzzer harness: raw HTTP response bytes through libcurl, our transport
  * (kp_conn: body cap, Retry-After, resends) and the response mapping. The
- * "server" is a loopback TCP listener of the harness: once libcurl has
- * connected (the kernel completes it in the backlog), its pre-request
- * callback accepts and writes the whole answer before libcurl reads, so one
- * thread does it all.
+ * "server" is a thread of the harness on a loopback port: it accepts
+ * libcurl's connection, writes the whole answer, ends its side and reads
+ * until libcurl closes. No libcurl option of kp_conn is changed but the URL,
+ * the proxy (none) and connection reuse (off: one connection per input).
  *
  * Input: 1 byte picks max_response_bytes, then the bytes the "server" sends
  * (status line, headers such as Retry-After and X-Request-Id, body). */
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <string.h>
 #include <arpa/inet.h>
@@ -18,7 +21,7 @@
 
 static kp_conn conn;
 static kp_result result;
-static int listener = -1, server_fd = -1;
+static int listener = -1;
 static const uint8_t *answer;
 static size_t answer_len;
 
@@ -27,6 +30,8 @@ static void send_all(int fd, const uint8_t *data, size_t size)
 {
   while (size > 0) {
     ssize_t n = write(fd, data, size);
+    if (n < 0 && errno == EINTR)
+      continue;
     if (n <= 0)
       fz_fail("write to the connection", NULL);
     data += n;
@@ -46,26 +51,40 @@ static void listen_loopback(struct sockaddr_in *where)
     fz_fail("loopback listener", NULL);
 }
 
-static int answer_request(void *ud, char *ip, char *local_ip, int port, int local_port)
+/* The server thread: for each connection, the current answer; then it
+ * posts `served` so the next input waits until this one is done with. */
+static sem_t served;
+
+static void *serve(void *ud)
 {
-  int buffer = 1 << 20;
+  int fd, buffer = 1 << 20;
+  char sink[4096];
   (void)ud;
-  (void)ip;
-  (void)local_ip;
-  (void)port;
-  (void)local_port;
-  server_fd = accept(listener, NULL, NULL);
-  if (server_fd < 0)
-    fz_fail("accept", NULL);
-  setsockopt(server_fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
-  send_all(server_fd, answer, answer_len);
-  shutdown(server_fd, SHUT_WR); /* the end of the answer */
-  return CURL_PREREQFUNC_OK;
+  for (;;) {
+    do /* libFuzzer's timers interrupt system calls */
+      fd = accept(listener, NULL, NULL);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+      fz_fail("accept", NULL);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
+    send_all(fd, answer, answer_len);
+    shutdown(fd, SHUT_WR); /* the end of the answer */
+    /* the request, until libcurl closes: closing early could reset the answer */
+    for (;;) {
+      ssize_t n = read(fd, sink, sizeof sink);
+      if (n == 0 || (n < 0 && errno != EINTR))
+        break;
+    }
+    close(fd);
+    sem_post(&served);
+  }
+  return NULL;
 }
 
 static void init_conn(void)
 {
   CURL *e;
+  pthread_t server;
   struct sockaddr_in where;
   char url[64];
   if (conn.easy != NULL)
@@ -74,10 +93,11 @@ static void init_conn(void)
     fz_fail("kp_conn_init", NULL);
   e = conn.easy;
   listen_loopback(&where);
+  if (sem_init(&served, 0, 0) != 0 || pthread_create(&server, NULL, serve, NULL) != 0)
+    fz_fail("server thread", NULL);
   snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/instances/unassign", ntohs(where.sin_port));
   curl_easy_setopt(e, CURLOPT_URL, url);
   curl_easy_setopt(e, CURLOPT_PROXY, "");
-  curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, answer_request);
   curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
 }
 
@@ -120,9 +140,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                       sizeof FZ_REQUEST_ID - 1, body, sizeof body - 1, 5000) != 0)
     fz_fail("kp_conn_prepare", "no memory");
   kp_conn_perform(&conn, &result);
-  if (server_fd >= 0)
-    close(server_fd);
-  server_fd = -1;
+  /* every input connects once: the URL is fixed, reuse is off */
+  while (sem_wait(&served) != 0 && errno == EINTR)
+    ;
   if (result.body_len > conn.max_response_bytes)
     fz_fail("body cap", "more than max_response_bytes stored");
   if (result.retry_after < 0)
