@@ -48,24 +48,32 @@ function _M.new(opts)
   return _M.wrap(core.new(core_opts), retry_opts, core.sleep)
 end
 
+-- After a failed first attempt: the policy decides, every retry carries the first id.
+local function retry_failed_call(self, token, list, opts, err)
+  local call = {}
+  for k, v in pairs(opts or {}) do call[k] = v end
+  -- every attempt carries the first one's id, so the server can tell they are one call
+  call.request_id = err.request_id
+  local policy, state, attempt = self.policy, self.policy:new_state(), err.attempts
+  while true do
+    local again, delay = policy:decide(err, attempt, state)
+    if not again then return policy:finish(nil, err, attempt, state) end
+    self.sleep(delay)
+    local res
+    res, err = self.core:unassign(token, list, call)
+    attempt = attempt + (res or err).attempts
+    if res then return policy:finish(res, nil, attempt, state) end
+  end
+end
+
 function Client:unassign(token, list, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("koophone.unassign: bad argument #3 (opts): expected a table, got " .. type(opts), 2)
   end
-  local call = {}
-  for k, v in pairs(opts or {}) do call[k] = v end
-  local policy, state, attempt = self.policy, self.policy:new_state(), 0
-  while true do
-    local res, err = self.core:unassign(token, list, call)
-    local got = res or err
-    attempt = attempt + got.attempts
-    -- every attempt carries the first one's id, so the server can tell they are one call
-    call.request_id = got.request_id
-    if res then return policy:finish(res, nil, attempt, state) end
-    local again, delay = policy:decide(err, attempt, state)
-    if not again then return policy:finish(nil, err, attempt, state) end
-    self.sleep(delay)
-  end
+  -- the common case, a first attempt that succeeds, builds no retry state at all
+  local res, err = self.core:unassign(token, list, opts)
+  if res then return self.policy:finish(res, nil, res.attempts) end
+  return retry_failed_call(self, token, list, opts, err)
 end
 
 function Client:unassign_many(token, batches, opts)
