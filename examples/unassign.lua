@@ -14,7 +14,7 @@ local function die(msg) io.stderr:write("unassign: ", msg, "\n"); os.exit(2) end
 local function read_file(path)
   local f, err = io.open(path, "rb")
   if not f then die(err) end
-  local data = f:read("a")
+  local data = f:read("*a")
   f:close()
   return data
 end

@@ -24,7 +24,7 @@ end
 -- Peak resident memory of this process in KiB (Linux).
 local function peak_rss_kib()
   local f = assert(io.open("/proc/self/status"))
-  local text = f:read("a")
+  local text = f:read("*a")
   f:close()
   return tonumber(text:match("VmHWM:%s*(%d+)"))
 end
