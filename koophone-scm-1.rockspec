@@ -34,7 +34,7 @@ build = {
   modules = {
     ["koophone.core"] = {
       sources = {
-        "src/client.c", "src/clock.c", "src/errors.c", "src/koophone.c", "src/multi.c",
+        "src/client.c", "src/clock.c", "src/errors.c", "src/koophone.c", "src/multi.c", "src/pairset.c",
         "src/request.c", "src/response.c", "src/rng.c", "src/transport.c",
       },
       defines = { "_DEFAULT_SOURCE" },

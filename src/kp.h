@@ -162,6 +162,9 @@ int kp_lua_random(lua_State *L);
 /* adds sleep and now to the module table on the stack top (clock.c) */
 void kp_clock_open(lua_State *L);
 
+/* adds pairset (the duplicate set of a bulk run) to the module table on the stack top (pairset.c) */
+void kp_pairset_open(lua_State *L);
+
 LUALIB_API int luaopen_koophone_core(lua_State *L);
 
 #endif

@@ -10,7 +10,8 @@
 -- outcome after, so a resumed run never sends a finished pair again.
 local codes = require("koophone.codes").names
 local classify = require("koophone.classify").classify
-local rows_new = require("koophone.rows").new
+local rows = require "koophone.rows"
+local rows_new, rows_key = rows.new, rows.key
 local journal = require "koophone.journal"
 local bucket = require "koophone.bucket"
 local core = require "koophone.core"
@@ -91,7 +92,7 @@ end
 -- per row, whatever happens to it).
 local function report(run, e)
   local pos = e.pos
-  e.pos, e.key, e.tainted = nil, nil, nil
+  e.pos, e.tainted = nil, nil
   run.counts[e.outcome] = run.counts[e.outcome] + 1
   run.done = run.done + 1
   if run.results then run.results[pos] = e end
@@ -114,17 +115,16 @@ local function journal_done(run, list, request_id, clear)
   if not ok then error({ journal = problem }) end
 end
 
--- Every pair of the job gets `outcome` (set(item, k) adds per-pair fields); the pairs are
--- journaled together, then reported.
-local function finish_items(run, job, outcome, err, reason, clear, set)
-  local items = job.items
-  for k, item in ipairs(items) do
-    item.outcome, item.request_id, item.err = outcome, job.request_id, err
+-- Every pair of the job gets `outcome`; the pairs are journaled together, then reported.
+local function finish_items(run, job, outcome, err, reason, clear)
+  local items, request_id = job.items, job.request_id
+  for k = 1, #items do
+    local item = items[k]
+    item.outcome, item.request_id, item.err = outcome, request_id, err
     if reason then item.reason = reason end
-    if set then set(item, k) end
   end
-  journal_done(run, items, job.request_id, clear)
-  for _, item in ipairs(items) do report(run, item) end
+  journal_done(run, items, request_id, clear)
+  for k = 1, #items do report(run, items[k]) end
 end
 
 local function fail_items(run, job, err, reason, clear)
@@ -173,10 +173,10 @@ end
 
 local function succeeded(run, job, res)
   res = run.policy:finish(res, nil, job.attempt, job.state)
-  local jobs, by_instance = res.jobs or {}, nil
-  finish_items(run, job, res.outcome, res.err, nil, false, function(item, k)
-    item.task_id = res.task_id
-    local j = jobs[k]
+  local items, jobs, task_id, by_instance = job.items, res.jobs or {}, res.task_id, nil
+  for k = 1, #items do -- a plain loop: this runs for every pair sent
+    local item, j = items[k], jobs[k]
+    item.task_id = task_id
     if j and j.instance_id == item.instance_id then -- the server lists them in request order
       item.job_id = j.job_id
     else
@@ -184,7 +184,8 @@ local function succeeded(run, job, res)
       local list = by_instance[item.instance_id]
       item.job_id = list and table.remove(list, 1)
     end
-  end)
+  end
+  finish_items(run, job, res.outcome, res.err, nil, false)
 end
 
 local function abort(run, err)
@@ -249,11 +250,12 @@ end
 
 -- Reads rows into a new job of up to batch_size pairs; rows final already are reported on the way.
 local function read_job(run)
-  local items = {}
-  while #items < run.batch_size do
-    local e = run.rows:next()
+  local items, n, size, source, jnl = {}, 0, run.batch_size, run.rows, run.journal
+  while n < size do
+    local e = source:next()
     if not e then break end
-    local rec = not e.outcome and run.journal and run.journal:final(e.key)
+    local key = not e.outcome and jnl and rows_key(e.user_id, e.instance_id)
+    local rec = key and jnl:final(key)
     if e.outcome then
       report(run, e)
     elseif rec then
@@ -264,11 +266,12 @@ local function read_job(run)
       e.outcome, e.err, e.reason = "failed", run.aborted, "not sent: the run stopped"
       report(run, e)
     else
-      e.tainted = run.journal and run.journal:tainted(e.key) or nil
-      items[#items + 1] = e
+      e.tainted = key and jnl:tainted(key) or nil
+      n = n + 1
+      items[n] = e
     end
   end
-  return #items > 0 and new_job(run, items) or nil
+  return n > 0 and new_job(run, items) or nil
 end
 
 -- The jobs of the next round: bisection halves and due retries first, then new batches.

@@ -2,6 +2,7 @@
 -- koophone.validate_pair, keeps the rows of one shard, and spots rows that repeat an earlier pair.
 -- Nothing here sends anything; koophone.bulk turns the rows that pass into batches.
 local core = require "koophone.core"
+local validate_pair = core.validate_pair
 
 local _M = {}
 
@@ -23,16 +24,12 @@ function _M.shard_of(instance_id, count)
   return h % count
 end
 
--- user_id may be an integer (validate_pair accepts it); it travels as its decimal string.
-local function id_string(v)
-  if type(v) == "number" then return ("%d"):format(v) end
-  return v
-end
 
 -- new(input, opts): input is an array of pairs or an iterator function returning the next pair,
 -- `false, reason` for a row it could not parse, or nil at the end. opts.shard = { index, count }.
 function _M.new(input, opts)
-  local self = setmetatable({ row = 0, pos = 0, seen = {}, shard = opts.shard, ended = false }, Rows)
+  local self = setmetatable({ row = 0, pos = 0, seen = core.pairset(), shard = opts.shard,
+                              ended = false }, Rows)
   if type(input) == "function" then
     self.next_row = input
   else
@@ -40,8 +37,9 @@ function _M.new(input, opts)
     self.next_row = function()
       i = i + 1
       if i > n then return nil end
-      if input[i] == nil then return false, "missing row" end
-      return input[i]
+      local v = input[i]
+      if v == nil then return false, "missing row" end
+      return v
     end
     if not opts.shard then self.total = n end -- else known at the end, as for an iterator
   end
@@ -58,35 +56,42 @@ function Rows:mine(row)
   return _M.shard_of(id, s.count) == s.index
 end
 
--- next() -> entry, or nil at the end. entry = { pos, row, user_id, instance_id, key } for a pair
--- to send, or with `outcome` ("invalid" / "duplicate") and `reason` for a row that is final already.
+-- next() -> entry, or nil at the end. entry = { pos, row, user_id, instance_id } for a pair to
+-- send, or with `outcome` ("invalid" / "duplicate") and `reason` for a row that is final already.
 -- pos numbers the rows of this shard 1, 2, ...; row numbers every input row.
 function Rows:next()
+  local next_row, shard = self.next_row, self.shard
   while not self.ended do
-    local v, reason = self.next_row()
+    local v, reason = next_row()
     if v == nil then
       self.ended = true
       self.total = self.pos
       return nil
     end
-    self.row = self.row + 1
-    if self:mine(v) then
-      self.pos = self.pos + 1
-      local e = { pos = self.pos, row = self.row }
+    local row = self.row + 1
+    self.row = row
+    if not shard or self:mine(v) then
+      local pos = self.pos + 1
+      self.pos = pos
+      local user_id, instance_id
       if type(v) == "table" then
-        e.user_id, e.instance_id = id_string(v.user_id), v.instance_id
+        user_id, instance_id = v.user_id, v.instance_id
+        -- user_id may be an integer (validate_pair accepts it); it travels as its decimal string
+        if type(user_id) == "number" then user_id = ("%d"):format(user_id) end
       end
+      -- the nil fields size the table (8 slots) for what koophone.bulk sets on a sent pair: no
+      -- rehash per row (err and reason are nil then; other paths are rare)
+      local e = { pos = pos, row = row, user_id = user_id, instance_id = instance_id,
+                  outcome = nil, request_id = nil, task_id = nil, job_id = nil }
       local ok, why = false, reason
-      if v ~= false then ok, why = core.validate_pair(v) end
+      if v ~= false then ok, why = validate_pair(v) end
       if not ok then
         e.outcome, e.reason = "invalid", why
       else
-        e.key = _M.key(e.user_id, e.instance_id)
-        local first = self.seen[e.key]
+        -- an exact set in C: a Lua table keyed by pair costs ~80 bytes a row
+        local first = self.seen:add(user_id, instance_id, row)
         if first then
           e.outcome, e.reason, e.duplicate_of = "duplicate", ("repeats row %d"):format(first), first
-        else
-          self.seen[e.key] = e.row
         end
       end
       return e
