@@ -8,11 +8,7 @@ local bucket = require "koophone.bucket"
 
 local TOKEN = sim.token
 
-local function copy_pairs(list)
-  local out = {}
-  for i, p in ipairs(list) do out[i] = { user_id = p.user_id, instance_id = p.instance_id } end
-  return out
-end
+local copy_pairs = sim.copy_pairs
 
 -- a client whose retries do not sleep, recording the delays asked for
 local function new_client(retry)
@@ -23,11 +19,7 @@ local function new_client(retry)
   return c, slept
 end
 
-local function assert_no_pair_twice()
-  for key, n in pairs(sim.applied_counts()) do
-    assert(n == 1, ("pair %q applied %d times"):format(key, n))
-  end
-end
+local assert_no_pair_twice = sim.assert_no_pair_twice
 
 local function sum(counts)
   local n = 0

@@ -13,11 +13,7 @@ local TOKEN_FILE = DIR .. "/token"
 local CMD = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' KOOPHONE_TOKEN= %s bin/koophone")
             :format(BUILD, LUA)
 
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write_file = sim.write_file
 
 local function read_file(path)
   local f = io.open(path, "rb")

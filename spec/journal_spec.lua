@@ -6,11 +6,7 @@ local cjson = require "cjson.safe"
 
 local TOKEN = sim.token
 
-local function copy_pairs(list)
-  local out = {}
-  for i, p in ipairs(list) do out[i] = { user_id = p.user_id, instance_id = p.instance_id } end
-  return out
-end
+local copy_pairs = sim.copy_pairs
 
 local function records(path)
   local out = {}
@@ -18,17 +14,9 @@ local function records(path)
   return out
 end
 
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write_file = sim.write_file
 
-local function assert_no_pair_twice()
-  for key, n in pairs(sim.applied_counts()) do
-    assert(n == 1, ("pair %q applied %d times"):format(key, n))
-  end
-end
+local assert_no_pair_twice = sim.assert_no_pair_twice
 
 describe("unassign_all with a journal", function()
   local client, path

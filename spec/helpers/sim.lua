@@ -84,6 +84,26 @@ function _M.bindings(tenant)
   return out
 end
 
+-- Fresh tables with the same pairs (the bulk layer must not depend on the caller's tables).
+function _M.copy_pairs(list)
+  local out = {}
+  for i, p in ipairs(list) do out[i] = { user_id = p.user_id, instance_id = p.instance_id } end
+  return out
+end
+
+-- Fails when the simulator applied any pair more than once.
+function _M.assert_no_pair_twice()
+  for key, n in pairs(_M.applied_counts()) do
+    assert(n == 1, ("pair %q applied %d times"):format(key, n))
+  end
+end
+
+function _M.write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
 -- Options for koophone.new pointing at the simulator over "http" or "https".
 function _M.client_opts(scheme, extra)
   local o = scheme == "https" and { endpoint = _M.https_url, cafile = _M.ca } or { endpoint = _M.http_url }
