@@ -10,8 +10,14 @@ local DIR = os.tmpname()
 os.remove(DIR)
 assert(os.execute("mkdir -p " .. DIR))
 local TOKEN_FILE = DIR .. "/token"
-local CMD = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' KOOPHONE_TOKEN= %s bin/koophone")
-            :format(BUILD, LUA)
+-- Under make asan the CLI inherits the sanitizer runtime. Its leak check at exit is left to the
+-- spec runner's own process: LeakSanitizer's tracer at times crashes (SIGSEGV in its
+-- stop-the-world thread) in a short-lived child that exits while libcurl's resolver threads wind
+-- down, which turned a correct run into exit status 1.
+local NO_CHILD_LEAK_CHECK = (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true)
+  and "ASAN_OPTIONS=\"$ASAN_OPTIONS:detect_leaks=0\" " or ""
+local CMD = ("%sLUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' KOOPHONE_TOKEN= %s bin/koophone")
+            :format(NO_CHILD_LEAK_CHECK, BUILD, LUA)
 
 local write_file = sim.write_file
 
@@ -161,9 +167,9 @@ describe("bin/koophone unassign", function()
         if e.seq == delayed.seq and e.status ~= 0 then return true end
       end
     end)
-    local rc, out = run(("unassign --input %s --journal %s --resume --output jsonl --concurrency 4%s")
-                        :format(input, journal, endpoint))
-    assert.equals(0, rc)
+    local rc, out, err = run(("unassign --input %s --journal %s --resume --output jsonl --concurrency 4%s")
+                             :format(input, journal, endpoint))
+    assert.equals(0, rc, err)
     local by_instance, resumed, assumed = {}, 0, {}
     for _, r in ipairs(json_lines(out)) do
       assert.is_nil(by_instance[r.instance_id]) -- one outcome per pair
