@@ -22,4 +22,8 @@ void fz_check_no_token(lua_State *L, int idx);
 /* Checks what kp_push_outcome left on the stack: n results above base. */
 void fz_check_outcome(lua_State *L, int base, int n, long status, const char *request_id);
 
+/* Calls map (which pushes kp_push_outcome's results) in a protected call on a fresh stack, checks
+ * the outcome, and returns how many values it left. */
+int fz_run_mapping(lua_State *L, lua_CFunction map, long status);
+
 #endif

@@ -156,3 +156,15 @@ void fz_check_outcome(lua_State *L, int base, int n, long status, const char *re
     fz_fail("res.outcome", string_field(L, res, "outcome"));
   }
 }
+
+int fz_run_mapping(lua_State *L, lua_CFunction map, long status)
+{
+  int n;
+  lua_settop(L, 0);
+  fz_push_core_closure(L, map);
+  if (lua_pcall(L, 0, LUA_MULTRET, 0) != LUA_OK)
+    fz_fail("kp_push_outcome raised", lua_tostring(L, -1));
+  n = lua_gettop(L);
+  fz_check_outcome(L, 0, n, status, FZ_REQUEST_ID);
+  return n;
+}

@@ -148,12 +148,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   if (result.retry_after < 0)
     fz_fail("retry_after", "negative");
 
-  lua_settop(L, 0);
-  fz_push_core_closure(L, map);
-  if (lua_pcall(L, 0, LUA_MULTRET, 0) != LUA_OK)
-    fz_fail("kp_push_outcome raised", lua_tostring(L, -1));
-  n = lua_gettop(L);
-  fz_check_outcome(L, 0, n, result.status, FZ_REQUEST_ID);
+  n = fz_run_mapping(L, map, result.status);
   if (result.too_large) {
     lua_getfield(L, 2, "code");
     if (n != 2 || strcmp(lua_tostring(L, -1), "BODY_TOO_LARGE") != 0)

@@ -20,7 +20,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   lua_State *L = fz_state();
-  int n;
   if (size < 6)
     return 0;
   memset(&result, 0, sizeof result);
@@ -34,12 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   result.body = (const char *)data + 6;
   result.body_len = size - 6;
   result.curl_message = "transfer failed: " FZ_TOKEN; /* scrubbed like any text */
-  lua_settop(L, 0);
-  fz_push_core_closure(L, map);
-  if (lua_pcall(L, 0, LUA_MULTRET, 0) != LUA_OK)
-    fz_fail("kp_push_outcome raised", lua_tostring(L, -1));
-  n = lua_gettop(L);
-  fz_check_outcome(L, 0, n, result.status, FZ_REQUEST_ID);
+  fz_run_mapping(L, map, result.status);
   lua_settop(L, 0);
   return 0;
 }
