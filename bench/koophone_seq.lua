@@ -20,8 +20,10 @@ local function check(res, err)
 end
 
 local run
-if mode == "client" then
-  local client = koophone.new { endpoint = url, cafile = cafile }
+if mode == "client" or mode == "policy" then
+  -- "policy" is the same loop through koophone.client's retry layer
+  local make = mode == "policy" and koophone.client or koophone.new
+  local client = make { endpoint = url, cafile = cafile }
   run = function(n)
     for _ = 1, n do
       check(client:unassign(token, pairs_))
@@ -33,13 +35,6 @@ elseif mode == "module" then
   run = function(n)
     for _ = 1, n do
       check(unassign(token, pairs_))
-    end
-  end
-elseif mode == "policy" then
-  local client = koophone.client { endpoint = url, cafile = cafile }
-  run = function(n)
-    for _ = 1, n do
-      check(client:unassign(token, pairs_))
     end
   end
 else

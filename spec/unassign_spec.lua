@@ -64,6 +64,16 @@ describe("koophone.unassign", function()
     end)
   end
 
+  it("sends an integer user_id as its decimal string", function()
+    local list = { { user_id = "1123422", instance_id = "a44uhlf7" }, { user_id = "1099511627776", instance_id = "big00001" } }
+    sim.reset(list)
+    local c = koophone.new(sim.client_opts("http"))
+    assert(c:unassign(TOKEN, { { user_id = 1123422, instance_id = "a44uhlf7" },
+                               { user_id = 2 ^ 40, instance_id = "big00001" } }))
+    assert.same({ { "1123422", "a44uhlf7" }, { "1099511627776", "big00001" } }, sim.log()[1].pair_list)
+    assert.same({}, sim.bindings())
+  end)
+
   it("keeps bindings it was not asked to remove", function()
     local list = sim.make_pairs(3, "part")
     sim.reset(list)

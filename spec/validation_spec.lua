@@ -76,7 +76,7 @@ describe("argument checks of unassign", function()
       call, "t", sim.make_pairs(101))
   end)
 
-  it("sends an integer user_id as its decimal string", function()
+  it("accepts an integer user_id", function()
     assert.equals(true, (koophone.validate_pair { user_id = 1123422, instance_id = "a44uhlf7" }))
     assert.equals(true, (koophone.validate_pair { user_id = 2 ^ 40, instance_id = "a44uhlf7" }))
   end)
