@@ -36,6 +36,7 @@ TLS_LOG_PORT = int(os.environ.get("KOOPHONE_BENCH_TLS_LOG_PORT", "22144"))
 TOKEN = os.path.join(RUN, "token.txt")
 TOKEN_1K = os.path.join(RUN, "token1k.txt")
 CA = os.path.join(RUN, "ca.pem")
+ANSWER_100 = os.path.join(RUN, "answer100.json")  # the 100-job answer, for bench/cjson_cost.lua
 LUA_ENV = dict(os.environ,
                LUA_PATH=os.path.join(ROOT, "lua/?.lua") + ";" + os.path.join(ROOT, "lua/?/init.lua") + ";;",
                LUA_CPATH=os.path.join(os.environ.get("BENCH_BUILD", os.path.join(ROOT, "build", LUA)), "?.so") + ";;")
@@ -96,6 +97,8 @@ def start_nginx():
              "HTTP_PORT": str(HTTP_PORT), "HTTPS_PORT": str(HTTPS_PORT), "TLS_LOG_PORT": str(TLS_LOG_PORT),
              "ANSWER_1": answer(1)}
     big = answer(100)
+    with open(ANSWER_100, "w") as f:
+        f.write(big)
     chunks = [big[i:i + 3000] for i in range(0, len(big), 3000)]
     subst["ANSWER_100_MAPS"] = "\n".join("    map $host $answer100_%d { default '%s'; }" % (i, c)
                                           for i, c in enumerate(chunks))
@@ -307,6 +310,19 @@ def has_bulk():
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
 
 
+def seconds_ms(out):
+    """Every "seconds <s>" line of a bench program's output, in milliseconds."""
+    return [float(v) * 1000 for v in re.findall(r"seconds ([0-9.]+)", out)]
+
+
+def bulk_cmd(conc, *flags):
+    return [LUA, "bench/bulk.lua", BULK_ENDPOINT, TOKEN, str(conc), "10000"] + list(flags)
+
+
+def floor_cmd(conc, requests=100):
+    return [os.path.join(BIN, "multi_floor"), BULK_URL, str(requests), "100", str(conc), TOKEN]
+
+
 def bulk():
     say("## Bulk: 10,000 pairs in 100 requests of 100 pairs (median of %d interleaved rounds)" % ROUNDS)
     say()
@@ -315,26 +331,65 @@ def bulk():
             "yet (the bulk issue). The C curl_multi floor alone:")
         say()
     bulk_ok = has_bulk()
-    say("| concurrency | curl_multi floor (ms) | koophone unassign_all (ms) | × floor |")
-    say("|---:|---:|---:|---:|")
+    say("Each koophone process calls `unassign_all` twice on one client: the first call is what a "
+        "script started for the job sees (its heap grows page by page), the second what a "
+        "long-running process sees. *Counts only* is a fresh process with `keep_results = false` "
+        "(no per-pair result tables; `on_result` would stream them).")
+    say()
+    say("| concurrency | curl_multi floor (ms) | koophone, fresh process (ms) | × floor "
+        "| second call (ms) | × floor | counts only (ms) | × floor |")
+    say("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    floor8 = None
     for conc in (1, 4, 8):
-        floors, ours = [], []
+        floors, fresh, warm, counts = [], [], [], []
         for _ in range(ROUNDS):
-            out, _, _ = run([os.path.join(BIN, "multi_floor"), BULK_URL, "100", "100", str(conc), TOKEN])
-            floors.append(float(re.search(r"seconds ([0-9.]+)", out).group(1)) * 1000)
+            floors += seconds_ms(run(floor_cmd(conc))[0])
             if bulk_ok:
-                out, _, _ = run([LUA, "bench/bulk.lua", BULK_ENDPOINT, TOKEN, str(conc), "10000"], LUA_ENV)
-                ours.append(float(re.search(r"seconds ([0-9.]+)", out).group(1)) * 1000)
-        f = statistics.median(floors)
+                first, second = seconds_ms(run(bulk_cmd(conc, "--runs", "2"), LUA_ENV)[0])
+                fresh.append(first)
+                warm.append(second)
+                counts += seconds_ms(run(bulk_cmd(conc, "--counts-only"), LUA_ENV)[0])
+        f = floor8 = statistics.median(floors)
         if bulk_ok:
-            o = statistics.median(ours)
-            say("| %d | %.1f | %.1f | %.2f |" % (conc, f, o, o / f))
+            cells = []
+            for values in (fresh, warm, counts):
+                o = statistics.median(values)
+                cells += ["%.1f" % o, "%.2f" % (o / f)]
+            say("| %d | %.1f | %s |" % (conc, f, " | ".join(cells)))
         else:
-            say("| %d | %.1f | — | — |" % (conc, f))
+            say("| %d | %.1f | — | — | — | — | — | — |" % (conc, f))
     say()
     if bulk_ok:
+        bulk_bounds(floor8)
         bulk_instructions()
     return bulk_ok
+
+
+def bulk_bounds(floor_ms):
+    """What any run must spend beyond the floor's work, measured here: lua-cjson, and memory."""
+    cjson = statistics.median(seconds_ms(run([LUA, "bench/cjson_cost.lua", ANSWER_100, "100"], LUA_ENV)[0])[0]
+                              for _ in range(ROUNDS))
+    page_us = float(re.search(r"us_per_page ([0-9.]+)", run([os.path.join(BIN, "page_touch")])[0]).group(1))
+    kept = [float(v) for v in re.search(r"allocated_kib (\d+) live_kib (\d+)",
+                                         run(bulk_cmd(8, "--alloc"), LUA_ENV)[0]).groups()]
+    counted = float(re.search(r"allocated_kib (\d+)", run(bulk_cmd(8, "--alloc", "--counts-only"),
+                                                          LUA_ENV)[0]).group(1))
+    results_ms = kept[1] * 1024 / 4096 * page_us / 1000
+    say("What a run must spend beyond the floor's work, measured on this machine in this run "
+        "(concurrency 8, floor %.1f ms):" % floor_ms)
+    say()
+    say("- lua-cjson encoding the 100 request bodies and decoding the 100 answers, nothing else "
+        "(bench/cjson_cost.lua, fresh process): %.1f ms, %.0f%% of the floor. The floor writes its "
+        "bodies with snprintf and checks its answers with strstr." % (cjson, 100 * cjson / floor_ms))
+    say("- Memory: one `unassign_all` of 10,000 pairs allocates %.1f MiB (Lua's count, collector "
+        "stopped), of which %.1f MiB are the per-pair results that stay live; counts only, %.1f MiB. "
+        "A fresh page costs this machine %.1f µs (bench/page_touch.c), so a fresh process spends "
+        "about %.1f ms only on first touching the results' pages (%.0f%% of the floor)."
+        % (kept[0] / 1024, kept[1] / 1024, counted / 1024, page_us, results_ms, 100 * results_ms / floor_ms))
+    say("- Together: %.2f× the floor before koophone has done any work of its own, with results "
+        "kept; %.2f× for counts only (cjson alone)."
+        % (1 + (cjson + results_ms) / floor_ms, 1 + cjson / floor_ms))
+    say()
 
 
 def inclusive(out_file, function):
@@ -346,19 +401,37 @@ def inclusive(out_file, function):
     return max(counts, default=0)
 
 
+def per_unit(cmd_of, env, name, small, large, functions=()):
+    """Instructions of one unit of work: (I(large) - I(small)) / (large - small) under callgrind,
+    so process start and set-up cancel out; also each function's inclusive count, per unit."""
+    totals = [callgrind_total(cmd_of(n), env, "%s-%d" % (name, n)) for n in (small, large)]
+    files = [os.path.join(RUN, "callgrind", "%s-%d.out" % (name, n)) for n in (small, large)]
+    units = large - small
+    return (totals[1] - totals[0]) / units, {
+        f: (inclusive(files[1], f) - inclusive(files[0], f)) / units for f in functions}
+
+
 def bulk_instructions():
-    """Where the instructions of the concurrency-8 run go, under callgrind."""
-    floor = callgrind_total([os.path.join(BIN, "multi_floor"), BULK_URL, "100", "100", "8", TOKEN], None, "bulk-floor")
-    ours = callgrind_total([LUA, "bench/bulk.lua", BULK_ENDPOINT, TOKEN, "8", "10000"], LUA_ENV, "bulk-koophone")
-    out_file = os.path.join(RUN, "callgrind", "bulk-koophone.out")
-    many, lua_cb = inclusive(out_file, "kp_client_unassign_many"), inclusive(out_file, "call_back")
-    outcome, body = inclusive(out_file, "kp_push_outcome"), inclusive(out_file, "kp_push_request_body")
-    say("Instructions for the whole concurrency-8 run (callgrind, process start included): curl_multi floor "
-        "%.0fM, koophone %.0fM (%.2f×). Of koophone's: C `unassign_many` %.0fM, of which Lua callbacks "
-        "(on_start/on_done, the bulk layer's bookkeeping) %.0fM, answers decoded by cjson and turned into "
-        "results %.0fM, bodies checked and encoded %.0fM; the Lua bulk layer outside `unassign_many` %.0fM."
-        % (floor / 1e6, ours / 1e6, ours / floor, many / 1e6, lua_cb / 1e6, outcome / 1e6, body / 1e6,
-           (ours - many) / 1e6))
+    """Where the instructions of a concurrency-8 run go, under callgrind."""
+    floor, _ = per_unit(lambda n: floor_cmd(8, 100 * n), None, "bulk-floor", 1, 3)
+    parts = ("curl_multi_perform", "kp_push_outcome", "kp_push_request_body", "kp_row_entry",
+             "call_back", "kp_client_unassign_many")
+    ours, part = per_unit(lambda n: bulk_cmd(8, "--runs", str(n)), LUA_ENV, "bulk-koophone", 1, 3, parts)
+    cjson, _ = per_unit(lambda n: [LUA, "bench/cjson_cost.lua", ANSWER_100, str(100 * n)], LUA_ENV,
+                        "bulk-cjson", 1, 3)
+    lua_layer = ours - part["kp_client_unassign_many"] - part["kp_row_entry"] + part["call_back"]
+    say("Instructions per 10,000 pairs at concurrency 8 (callgrind, (I(3 calls) − I(1 call)) / 2 in "
+        "one process, so neither process start nor building the input counts): curl_multi floor "
+        "%.0fM, koophone %.0fM (%.2f×). Of koophone's: libcurl (`curl_multi_perform`) %.0fM; answers "
+        "decoded by cjson and checked (`kp_push_outcome`) %.0fM; pairs checked again and bodies "
+        "encoded by cjson (`kp_push_request_body`) %.0fM; row entries checked, deduplicated and made "
+        "(`kp_row_entry`, with the collector work their allocation drives) %.0fM; the Lua bulk layer "
+        "(`koophone.bulk`, `koophone.rows`, their callbacks) %.0fM. lua-cjson alone, encoding 100 "
+        "bodies and decoding 100 answers (bench/cjson_cost.lua, same method): %.0fM, %.0f%% of the "
+        "floor's instructions."
+        % (floor / 1e6, ours / 1e6, ours / floor, part["curl_multi_perform"] / 1e6,
+           part["kp_push_outcome"] / 1e6, part["kp_push_request_body"] / 1e6, part["kp_row_entry"] / 1e6,
+           lua_layer / 1e6, cjson / 1e6, 100 * cjson / floor))
     say()
 
 
@@ -378,7 +451,7 @@ def memory(bulk_ok):
         path = os.path.join(RUN, "pairs.csv")
         with open(path, "w") as f:
             f.write("".join("u%d-%d,bench%04d\n" % (i // 100, i % 100 + 1, i % 100 + 1) for i in range(rows)))
-        out, peak, _ = run([LUA, "bench/bulk.lua", BULK_ENDPOINT, TOKEN, "8", str(rows), path], LUA_ENV)
+        out, peak, _ = run([LUA, "bench/bulk.lua", BULK_ENDPOINT, TOKEN, "8", str(rows), "--csv", path], LUA_ENV)
         secs = float(re.search(r"seconds ([0-9.]+)", out).group(1))
         say("- `unassign_all` streaming %d pairs from a file (concurrency 8): peak RSS %.1f MiB, %.1f s."
             % (rows, peak / 1024, secs))

@@ -1,7 +1,8 @@
 # make bench: koophone against the C libcurl floor and what users pick instead (bench/bench.py).
 # Not part of `make test`: numbers, not assertions. Writes bench/results.md; runs in bench/run.
 BENCH_BIN   := bench/run/bin
-BENCH_PROGS := $(BENCH_BIN)/floor $(BENCH_BIN)/multi_floor $(BENCH_BIN)/peak_rss
+BENCH_PROGS := $(BENCH_BIN)/floor $(BENCH_BIN)/multi_floor $(BENCH_BIN)/peak_rss \
+               $(BENCH_BIN)/page_touch
 BENCH_CC    := $(CC) -std=c99 -D_DEFAULT_SOURCE -O2 -g $(WARN)
 
 .PHONY: bench
@@ -15,6 +16,6 @@ $(BENCH_BIN)/floor $(BENCH_BIN)/multi_floor: $(BENCH_BIN)/%: bench/%.c bench/flo
 	@mkdir -p $(dir $@)
 	$(BENCH_CC) -o $@ $< bench/floor_common.c $(shell pkg-config --cflags --libs libcurl)
 
-$(BENCH_BIN)/peak_rss: bench/peak_rss.c
+$(BENCH_BIN)/peak_rss $(BENCH_BIN)/page_touch: $(BENCH_BIN)/%: bench/%.c
 	@mkdir -p $(dir $@)
 	$(BENCH_CC) -o $@ $<

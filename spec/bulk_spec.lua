@@ -119,6 +119,26 @@ describe("client:unassign_all", function()
     assert_no_pair_twice()
   end)
 
+  it("reports an integer user_id as its decimal string, and an invalid row's ids as given", function()
+    sim.reset({ { user_id = "4242", instance_id = "int0001" } })
+    local bad = { 1 }
+    local input = { { user_id = 4242, instance_id = "int0001" },
+                    { user_id = 1.5, instance_id = "int0002" },
+                    { user_id = "u", instance_id = bad },
+                    { user_id = "4242", instance_id = "int0001" } } -- the first row again
+    local report = client:unassign_all(TOKEN, input, { batch_size = 10 })
+    local r = report.results
+    assert.same({ "unassigned", "invalid", "invalid", "duplicate" },
+                { r[1].outcome, r[2].outcome, r[3].outcome, r[4].outcome })
+    assert.equals("4242", r[1].user_id)
+    assert.equals(1.5, r[2].user_id)
+    assert.equals("user_id: expected a string or an integer, got a fractional number", r[2].reason)
+    assert.equals(bad, r[3].instance_id)
+    assert.equals("instance_id: expected a string, got table", r[3].reason)
+    assert.equals(1, r[4].duplicate_of)
+    assert.same({}, sim.bindings())
+  end)
+
   it("streams an iterator; progress is monotonic, total unknown until the end", function()
     local list = sim.make_pairs(250, "it")
     sim.reset(list)

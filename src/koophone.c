@@ -134,6 +134,7 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
     { "configure", module_configure },
     { "validate_pair", kp_validate_pair },
     { "random", kp_lua_random },
+    { "row_entry", kp_row_entry },
     { NULL, NULL }
   };
   kp_global_init();

@@ -164,6 +164,14 @@ void kp_clock_open(lua_State *L);
 
 /* adds pairset (the duplicate set of a bulk run) to the module table on the stack top (pairset.c) */
 void kp_pairset_open(lua_State *L);
+typedef struct kp_pairset kp_pairset;
+kp_pairset *kp_check_pairset(lua_State *L, int idx);
+/* Adds the pair (ids without NUL) unless the set has it: 0 when added (with
+ * row), 1 when present (*first = its row), -1 when out of memory. */
+int kp_pairset_add(kp_pairset *s, const char *u, size_t ul, const char *inst, size_t il,
+                   uint64_t row, uint64_t *first);
+/* core.row_entry(set, v, pos, row) (rows.c) */
+int kp_row_entry(lua_State *L);
 
 LUALIB_API int luaopen_koophone_core(lua_State *L);
 

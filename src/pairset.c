@@ -1,5 +1,6 @@
 /* core.pairset(): the set of (user_id, instance_id) pairs a bulk run has
- * seen, to spot rows that repeat an earlier pair.
+ * seen, to spot rows that repeat an earlier pair. core.row_entry (rows.c)
+ * adds each row's pair; #set is the number of pairs.
  *
  * A Lua table keyed by "user_id\0instance_id" costs ~80 bytes a pair (the
  * key string plus the table slot); a million-row file then needs ~80 MiB.
@@ -18,12 +19,12 @@
 #define MAX_OFFSET ((size_t)(UINT32_MAX - 1) * ALIGN)
 #define MIN_SLOTS 1024
 
-typedef struct kp_pairset {
+struct kp_pairset {
   uint32_t *slots; /* 0: empty, else offset / ALIGN + 1 of a record */
   size_t nslots, count;
   unsigned char *arena; /* records: varint row, varint key length, key bytes */
   size_t len, cap;
-} kp_pairset;
+};
 
 /* FNV-1a over user_id, a NUL, instance_id: the same bytes the key holds. */
 static uint64_t hash_bytes(uint64_t h, const unsigned char *s, size_t n)
@@ -144,49 +145,44 @@ static size_t append(kp_pairset *s, uint64_t row, const char *u, size_t ul, cons
   return offset;
 }
 
-/* set:add(user_id, instance_id, row) -> nil when the pair is new (it is
- * kept with row), else the row it was first added with. The ids must hold
- * no NUL (koophone.validate_pair guarantees it). */
-static int pairset_add(lua_State *L)
+kp_pairset *kp_check_pairset(lua_State *L, int idx)
 {
-  kp_pairset *s = luaL_checkudata(L, 1, KP_PAIRSET_MT);
-  size_t ul, il, i, offset, key_len;
-  const char *u = luaL_checklstring(L, 2, &ul), *inst = luaL_checklstring(L, 3, &il);
-  lua_Integer row = luaL_checkinteger(L, 4);
-  uint64_t h, first;
+  return luaL_checkudata(L, idx, KP_PAIRSET_MT);
+}
+
+int kp_pairset_add(kp_pairset *s, const char *u, size_t ul, const char *inst, size_t il,
+                   uint64_t row, uint64_t *first)
+{
+  size_t i, offset, key_len;
+  uint64_t h;
   const unsigned char *key;
-  luaL_argcheck(L, row >= 0, 4, "expected a row number >= 0");
-  luaL_argcheck(L, memchr(u, 0, ul) == NULL, 2, "contains NUL");
   if ((s->count + 1) * 4 > s->nslots * 3 && grow_index(s) != 0)
-    return luaL_error(L, "koophone.pairset: not enough memory");
+    return -1;
   h = hash_pair(u, ul, inst, il);
   for (i = (size_t)h & (s->nslots - 1); s->slots[i] != 0; i = (i + 1) & (s->nslots - 1)) {
-    first = record(s, slot_offset(s->slots[i]), &key, &key_len);
+    *first = record(s, slot_offset(s->slots[i]), &key, &key_len);
     if (key_len == ul + 1 + il && memcmp(key, u, ul) == 0 && key[ul] == 0 &&
-        memcmp(key + ul + 1, inst, il) == 0) {
-      lua_pushinteger(L, (lua_Integer)first);
+        memcmp(key + ul + 1, inst, il) == 0)
       return 1;
-    }
   }
-  offset = append(s, (uint64_t)row, u, ul, inst, il);
+  offset = append(s, row, u, ul, inst, il);
   if (offset == (size_t)-1 || offset > MAX_OFFSET)
-    return luaL_error(L, "koophone.pairset: not enough memory");
+    return -1;
   s->slots[i] = (uint32_t)(offset / ALIGN + 1);
   s->count++;
-  lua_pushnil(L);
-  return 1;
+  return 0;
 }
 
 static int pairset_len(lua_State *L)
 {
-  kp_pairset *s = luaL_checkudata(L, 1, KP_PAIRSET_MT);
+  kp_pairset *s = kp_check_pairset(L, 1);
   lua_pushinteger(L, (lua_Integer)s->count);
   return 1;
 }
 
 static int pairset_gc(lua_State *L)
 {
-  kp_pairset *s = luaL_checkudata(L, 1, KP_PAIRSET_MT);
+  kp_pairset *s = kp_check_pairset(L, 1);
   free(s->slots);
   free(s->arena);
   memset(s, 0, sizeof *s);
@@ -205,14 +201,7 @@ static int pairset_new(lua_State *L)
 
 void kp_pairset_open(lua_State *L)
 {
-  static const luaL_Reg methods[] = {
-    { "add", pairset_add },
-    { NULL, NULL }
-  };
   if (luaL_newmetatable(L, KP_PAIRSET_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, pairset_len);
     lua_setfield(L, -2, "__len");
     lua_pushcfunction(L, pairset_gc);

@@ -88,15 +88,19 @@ local function progress(run)
                     elapsed = run.now() - run.started, requests = run.requests }
 end
 
--- Reports a row whose outcome is set: the entry of koophone.rows becomes its result (one table
--- per row, whatever happens to it).
-local function report(run, e)
-  local pos = e.pos
-  e.pos, e.tainted = nil, nil
-  run.counts[e.outcome] = run.counts[e.outcome] + 1
-  run.done = run.done + 1
-  if run.results then run.results[pos] = e end
-  if run.on_result then run.on_result(e) end
+-- Reports rows whose outcome is set: the entry of koophone.rows becomes its result (one table per
+-- row, whatever happens to it). One loop for a whole list: this runs for every row.
+local function report(run, list)
+  local counts, results, on_result, n = run.counts, run.results, run.on_result, #list
+  for k = 1, n do
+    local e = list[k]
+    local outcome = e.outcome
+    counts[outcome] = counts[outcome] + 1
+    if results then results[e.pos] = e end
+    e.pos, e.tainted = nil, nil
+    if on_result then on_result(e) end
+  end
+  run.done = run.done + n
 end
 
 -- The journal records of a finished request, written (and flushed) together.
@@ -124,7 +128,7 @@ local function finish_items(run, job, outcome, err, reason, clear)
     if reason then item.reason = reason end
   end
   journal_done(run, items, request_id, clear)
-  for k = 1, #items do report(run, items[k]) end
+  report(run, items)
 end
 
 local function fail_items(run, job, err, reason, clear)
@@ -257,14 +261,14 @@ local function read_job(run)
     local key = not e.outcome and jnl and rows_key(e.user_id, e.instance_id)
     local rec = key and jnl:final(key)
     if e.outcome then
-      report(run, e)
+      report(run, { e })
     elseif rec then
       e.outcome, e.task_id, e.job_id, e.request_id = rec.outcome, rec.task_id, rec.job_id, rec.request_id
       e.reason, e.resumed = rec.message, true
-      report(run, e)
+      report(run, { e })
     elseif run.aborted then
       e.outcome, e.err, e.reason = "failed", run.aborted, "not sent: the run stopped"
-      report(run, e)
+      report(run, { e })
     else
       e.tainted = key and jnl:tainted(key) or nil
       n = n + 1

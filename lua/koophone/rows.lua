@@ -1,8 +1,9 @@
--- Input rows of a bulk run: reads an array or an iterator one row at a time, checks each row with
--- koophone.validate_pair, keeps the rows of one shard, and spots rows that repeat an earlier pair.
+-- Input rows of a bulk run: reads an array or an iterator one row at a time, checks each row as
+-- koophone.validate_pair does, keeps the rows of one shard, and spots rows that repeat an earlier
+-- pair.
 -- Nothing here sends anything; koophone.bulk turns the rows that pass into batches.
 local core = require "koophone.core"
-local validate_pair = core.validate_pair
+local row_entry = core.row_entry
 
 local _M = {}
 
@@ -57,8 +58,9 @@ function Rows:mine(row)
 end
 
 -- next() -> entry, or nil at the end. entry = { pos, row, user_id, instance_id } for a pair to
--- send, or with `outcome` ("invalid" / "duplicate") and `reason` for a row that is final already.
--- pos numbers the rows of this shard 1, 2, ...; row numbers every input row.
+-- send, or with `outcome` ("invalid" / "duplicate") and `reason` for a row that is final already
+-- (core.row_entry makes it). pos numbers the rows of this shard 1, 2, ...; row numbers every
+-- input row.
 function Rows:next()
   local next_row, shard = self.next_row, self.shard
   while not self.ended do
@@ -73,28 +75,10 @@ function Rows:next()
     if not shard or self:mine(v) then
       local pos = self.pos + 1
       self.pos = pos
-      local user_id, instance_id
-      if type(v) == "table" then
-        user_id, instance_id = v.user_id, v.instance_id
-        -- user_id may be an integer (validate_pair accepts it); it travels as its decimal string
-        if type(user_id) == "number" then user_id = ("%d"):format(user_id) end
+      if v == false then
+        return { pos = pos, row = row, outcome = "invalid", reason = reason }
       end
-      -- the nil fields size the table (8 slots) for what koophone.bulk sets on a sent pair: no
-      -- rehash per row (err and reason are nil then; other paths are rare)
-      local e = { pos = pos, row = row, user_id = user_id, instance_id = instance_id,
-                  outcome = nil, request_id = nil, task_id = nil, job_id = nil }
-      local ok, why = false, reason
-      if v ~= false then ok, why = validate_pair(v) end
-      if not ok then
-        e.outcome, e.reason = "invalid", why
-      else
-        -- an exact set in C: a Lua table keyed by pair costs ~80 bytes a row
-        local first = self.seen:add(user_id, instance_id, row)
-        if first then
-          e.outcome, e.reason, e.duplicate_of = "duplicate", ("repeats row %d"):format(first), first
-        end
-      end
-      return e
+      return row_entry(self.seen, v, pos, row)
     end
   end
   return nil
