@@ -390,8 +390,8 @@ def bulk_bounds(floor_ms):
         "A fresh page costs this machine %.1f µs (bench/page_touch.c), so a fresh process spends "
         "about %.1f ms only on first touching the results' pages (%.0f%% of the floor)."
         % (kept[0] / 1024, kept[1] / 1024, counted / 1024, page_us, results_ms, 100 * results_ms / floor_ms))
-    say("- Together: %.2f× the floor before koophone has done any work of its own, with results "
-        "kept; %.2f× for counts only (cjson alone)."
+    say("- Together, these two alone come to about %.2f× the floor with results kept and %.2f× for "
+        "counts only (cjson alone): the sum of the separate measurements above."
         % (1 + (cjson + results_ms) / floor_ms, 1 + cjson / floor_ms))
     say()
 

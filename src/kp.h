@@ -113,11 +113,13 @@ struct kp_pair_ref {
 void kp_push_request_body(lua_State *L, kp_client *c, int pairs, const char *fname,
                           const char *arg);
 const char *kp_check_token(lua_State *L, int idx, size_t *len);
-/* 0 when the pair at idx is valid, its two id strings pushed; else 1 with
- * the reason pushed and *field naming the field (NULL: not a table). */
 /* 1 when table t holds exactly the keys 1..#t (JSON objects decode to tables too) */
 int kp_is_array(lua_State *L, int t);
+/* 0 when the pair at idx is valid, its two id strings pushed; else 1 with
+ * the reason pushed and *field naming the field (NULL: not a table). */
 int kp_pair_problem(lua_State *L, int idx, const char **field);
+/* The same, with the message "field: reason" (or the reason) on top. */
+int kp_pair_message(lua_State *L, int idx);
 int kp_validate_pair(lua_State *L);
 
 /* ---- response.c: the answer as a Lua result or error ---- */

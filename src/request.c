@@ -122,21 +122,27 @@ int kp_pair_problem(lua_State *L, int idx, const char **field)
   return 0;
 }
 
+int kp_pair_message(lua_State *L, int idx)
+{
+  const char *field;
+  if (!kp_pair_problem(L, idx, &field))
+    return 0;
+  if (field != NULL)
+    lua_pushfstring(L, "%s: %s", field, lua_tostring(L, -1));
+  return 1;
+}
+
 /* koophone.validate_pair(p) -> true | false, message */
 int kp_validate_pair(lua_State *L)
 {
-  const char *field;
   luaL_checkany(L, 1);
   lua_settop(L, 1);
-  if (!kp_pair_problem(L, 1, &field)) {
+  if (!kp_pair_message(L, 1)) {
     lua_pushboolean(L, 1);
     return 1;
   }
   lua_pushboolean(L, 0);
-  if (field != NULL)
-    lua_pushfstring(L, "%s: %s", field, lua_tostring(L, -2));
-  else
-    lua_pushvalue(L, -2);
+  lua_insert(L, -2);
   return 2;
 }
 

@@ -29,7 +29,7 @@ int kp_row_entry(lua_State *L)
 {
   kp_pairset *set = kp_check_pairset(L, 1);
   lua_Integer row = luaL_checkinteger(L, 4);
-  const char *field, *u, *inst;
+  const char *u, *inst;
   size_t ul, il;
   uint64_t first;
   char reason[40];
@@ -44,9 +44,7 @@ int kp_row_entry(lua_State *L)
   lua_setfield(L, entry, "pos");
   lua_pushvalue(L, 4);
   lua_setfield(L, entry, "row");
-  if (kp_pair_problem(L, 2, &field)) { /* the reason is on top */
-    if (field != NULL)
-      lua_pushfstring(L, "%s: %s", field, lua_tostring(L, -1));
+  if (kp_pair_message(L, 2)) {
     lua_setfield(L, entry, "reason");
     if (lua_type(L, 2) == LUA_TTABLE) {
       set_raw_field(L, entry, 2, "user_id");
