@@ -265,6 +265,18 @@ static int client_unassign(lua_State *L)
   return kp_unassign(L, c, 2);
 }
 
+/* client:request_id() -> a fresh UUIDv4, for a caller that must fix a call's
+ * x-request-id before its first attempt (the retry policy, the journal). */
+static int client_request_id(lua_State *L)
+{
+  kp_client *c = kp_check_client(L, 1);
+  char uuid[KP_UUID_LEN + 1];
+  if (kp_uuid4(&c->rng, uuid) != 0)
+    return luaL_error(L, "koophone.client:request_id: the OS random source failed");
+  lua_pushlstring(L, uuid, KP_UUID_LEN);
+  return 1;
+}
+
 /* client:close(), also __gc and __close: idempotent */
 static int client_close(lua_State *L)
 {
@@ -287,6 +299,7 @@ void kp_client_open(lua_State *L)
   static const luaL_Reg methods[] = {
     { "unassign", client_unassign },
     { "unassign_many", kp_client_unassign_many },
+    { "request_id", client_request_id },
     { "close", client_close },
     { NULL, NULL }
   };
