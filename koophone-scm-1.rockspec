@@ -48,6 +48,7 @@ build = {
     ["koophone.classify"] = "lua/koophone/classify.lua",
     ["koophone.client"] = "lua/koophone/client.lua",
     ["koophone.codes"] = "lua/koophone/codes.lua",
+    ["koophone.jobs"] = "lua/koophone/jobs.lua",
     ["koophone.journal"] = "lua/koophone/journal.lua",
     ["koophone.ngx"] = "lua/koophone/ngx.lua",
     ["koophone.retry"] = "lua/koophone/retry.lua",

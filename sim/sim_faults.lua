@@ -1,7 +1,8 @@
 -- KooPhone simulator: fault injection.
 -- `types` is THE fault table: name -> function(params, r). `r` is the request object from
 -- koophone_sim (r:read() body, r:process() normal checks + apply, r:json/r:send answer, r:close()).
--- Every fault except `reset` reads the request body first, so the log shows the pairs sent.
+-- Every fault except `reset` (and `stale_connection` when it closes) reads the request body
+-- first, so the log shows the pairs sent.
 local st = require "sim_state"
 
 local M = {}
@@ -102,6 +103,13 @@ M.types = {
       if i + step <= #body then ngx.sleep(interval) end
     end
     return ngx.exit(ngx.HTTP_OK)
+  end,
+  -- on a kept-alive connection (not its first request): close before reading the body, as a
+  -- server does whose keep-alive timeout ran out while the request was on its way; nothing
+  -- applied. On a new connection: normal processing.
+  stale_connection = function(p, r)
+    if (r.entry.connection_requests or 1) > 1 then return r:close() end
+    return r:json(r:process())
   end,
   -- 3xx to the redirect target server (to = "target", default) or to any URL; nothing applied
   redirect = function(p, r)

@@ -12,11 +12,16 @@
 
 #define KP_DEFAULT_ENDPOINT "https://koophone.myhuaweicloud.com"
 #define KP_PATH "/v1/instances/unassign"
+/* Seconds a kept-alive connection may idle and still be reused: below the
+ * 5 s keep-alive timeout of common servers and gateways (Apache, Node.js),
+ * so that a request never crosses the server's close (libcurl would resend
+ * it silently, and the first copy may have been applied). */
+#define KP_DEFAULT_MAX_IDLE 2L
 
 static const char *const option_names[] = {
   "endpoint", "timeout", "connect_timeout", "cafile", "capath", "insecure", "proxy",
   "user_agent", "max_response_bytes", "max_pairs", "low_speed_limit", "low_speed_time",
-  NULL
+  "max_idle", NULL
 };
 
 void kp_check_option_names(lua_State *L, int t, const char *const names[], const char *what)
@@ -161,6 +166,23 @@ static void apply_proxy(lua_State *L, kp_client *c, int opts, const char *what)
   lua_pop(L, 1);
 }
 
+/* max_idle: whole seconds, as libcurl counts them (CURLOPT_MAXAGE_CONN): a
+ * connection idle for max_idle + 1 s or more is closed instead of reused. */
+static long check_max_idle(lua_State *L, int idx, const char *what)
+{
+  lua_Number s;
+  if (lua_isnil(L, idx))
+    return KP_DEFAULT_MAX_IDLE;
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    luaL_error(L, "%s: option 'max_idle': expected whole seconds, got %s", what,
+               luaL_typename(L, idx));
+  s = lua_tonumber(L, idx);
+  if (s != floor(s) || s < 0 || s > 3600)
+    luaL_error(L, "%s: option 'max_idle': expected whole seconds from 0 to 3600, got %f", what,
+               (double)s);
+  return (long)s;
+}
+
 static void apply_limits(lua_State *L, kp_client *c, int opts, const char *what)
 {
   lua_Integer max_bytes = 1024 * 1024, speed_time = 10;
@@ -185,7 +207,9 @@ static void apply_limits(lua_State *L, kp_client *c, int opts, const char *what)
                      (long)kp_check_count(L, -1, what, "low_speed_limit", 1 << 30));
     curl_easy_setopt(c->conn.easy, CURLOPT_LOW_SPEED_TIME, (long)speed_time);
   }
-  lua_pop(L, 6);
+  lua_getfield(L, opts, "max_idle");
+  curl_easy_setopt(c->conn.easy, CURLOPT_MAXAGE_CONN, check_max_idle(L, -1, what));
+  lua_pop(L, 7);
 }
 
 static void close_client(lua_State *L, kp_client *c)

@@ -153,16 +153,21 @@ static void prepare_batches(lua_State *L, kp_client *c, lua_Integer n)
 }
 
 /* Calls the function at slot fn with the values on top of the stack (which
- * it pops). An error ends the call: the other transfers are abandoned, as
- * when the process dies (they may have been sent), and the error goes on. */
-static void call_back(lua_State *L, kp_multi *m, int fn, int nargs)
+ * it pops); 1 when it returned false. An error ends the call: the other
+ * transfers are abandoned, as when the process dies (they may have been
+ * sent), and the error goes on. */
+static int call_back(lua_State *L, kp_multi *m, int fn, int nargs)
 {
+  int stop;
   lua_pushvalue(L, fn);
   lua_insert(L, -1 - nargs);
-  if (lua_pcall(L, nargs, 0, 0) != 0) {
+  if (lua_pcall(L, nargs, 1, 0) != 0) {
     detach_all(m);
     lua_error(L);
   }
+  stop = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return stop;
 }
 
 /* Starts batch b on pool handle i, after on_start(b, request_id) (the
@@ -180,7 +185,7 @@ static void start(lua_State *L, kp_multi *m, int i, lua_Integer b, const char *t
   if (!lua_isnil(L, SLOT_ON_START)) {
     lua_pushinteger(L, b);
     lua_pushvalue(L, -2);
-    call_back(L, m, SLOT_ON_START, 2);
+    (void)call_back(L, m, SLOT_ON_START, 2);
   }
   lua_pop(L, 2);
   if (kp_conn_prepare(k, token, token_len, id, id_len, body, body_len, timeout_ms) != 0) {
@@ -194,16 +199,17 @@ static void start(lua_State *L, kp_multi *m, int i, lua_Integer b, const char *t
   m->batch[i] = (int)b;
 }
 
-/* Stores the outcome of the transfer that ended on handle `easy`. */
-static void finish(lua_State *L, kp_multi *m, CURL *easy, CURLcode code, const char *token,
-                   size_t token_len)
+/* Stores the outcome of the transfer that ended on handle `easy`; 1 when
+ * on_done returned false (start no other batch). */
+static int finish(lua_State *L, kp_multi *m, CURL *easy, CURLcode code, const char *token,
+                  size_t token_len)
 {
-  int i, b, top, failed;
+  int i, b, top, failed, stop = 0;
   kp_result r;
   for (i = 0; i < KP_MULTI_MAX && (m->conns[i] == NULL || m->conns[i]->easy != easy); i++)
     ;
   if (i == KP_MULTI_MAX || m->batch[i] == 0)
-    return; /* not one of ours: cannot happen */
+    return 0; /* not one of ours: cannot happen */
   b = m->batch[i];
   kp_conn_finish(m->conns[i], code, &r);
   curl_multi_remove_handle(m->multi, easy);
@@ -224,15 +230,18 @@ static void finish(lua_State *L, kp_multi *m, CURL *easy, CURLcode code, const c
     lua_pushvalue(L, -2 - failed); /* the outcome */
     if (!failed)
       lua_pushnil(L);
-    call_back(L, m, SLOT_ON_DONE, 3);
+    stop = call_back(L, m, SLOT_ON_DONE, 3);
   }
   lua_settop(L, top);
+  return stop;
 }
 
 /* Runs batches 1..n with at most `concurrency` transfers in flight; a
- * finished transfer's handle takes the next batch at once. */
-static void run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency, const char *token,
-                size_t token_len, long timeout_ms)
+ * finished transfer's handle takes the next batch at once, until on_done
+ * returns false (n becomes the last batch started). Returns how many
+ * batches were started: 1..started, in order. */
+static lua_Integer run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency,
+                       const char *token, size_t token_len, long timeout_ms)
 {
   lua_Integer next = 1;
   int active = 0, i, running, queued, before;
@@ -245,12 +254,13 @@ static void run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency, const
         active++;
       }
     if (active == 0)
-      return;
+      return next - 1;
     mc = curl_multi_perform(m->multi, &running);
     before = active;
     while (mc == CURLM_OK && (msg = curl_multi_info_read(m->multi, &queued)) != NULL)
       if (msg->msg == CURLMSG_DONE) {
-        finish(L, m, msg->easy_handle, msg->data.result, token, token_len);
+        if (finish(L, m, msg->easy_handle, msg->data.result, token, token_len))
+          n = next - 1; /* stopped: the transfers in flight still end */
         active--;
       }
     if (mc == CURLM_OK && active == before) /* nothing ended: wait for the sockets */
@@ -274,12 +284,15 @@ static void push_option(lua_State *L, const char *name, int type, const char *ex
                luaL_typename(L, -1));
 }
 
-/* client:unassign_many(token, batches [, opts]) -> results, errors
+/* client:unassign_many(token, batches [, opts]) -> results, errors, started
  * results[i] is what client:unassign(token, batches[i]) would return as res
  * (or false), errors[i] its err (or false). opts: concurrency (1..64,
  * default 4), request_ids (array, holes get fresh UUIDs), timeout (seconds,
  * per request), on_start(i, request_id) called just before batch i is sent,
- * on_done(i, res, err) called as each batch ends. */
+ * on_done(i, res, err) called as each batch ends; when it returns false no
+ * further batch starts (those in flight end and are reported). started:
+ * batches 1..started were sent; the others have no result, no error and
+ * got no callback. */
 int kp_client_unassign_many(lua_State *L)
 {
   kp_client *c = kp_check_client(L, 1);
@@ -313,8 +326,9 @@ int kp_client_unassign_many(lua_State *L)
   push_option(L, "on_start", LUA_TFUNCTION, "a function");           /* SLOT_ON_START */
   prepare_batches(L, c, n);
   if (n > 0)
-    run(L, check_pool(L, c, (int)(concurrency < n ? concurrency : n)), n,
-        (int)(concurrency < n ? concurrency : n), token, token_len, timeout_ms);
+    n = run(L, check_pool(L, c, (int)(concurrency < n ? concurrency : n)), n,
+            (int)(concurrency < n ? concurrency : n), token, token_len, timeout_ms);
   lua_settop(L, SLOT_ERRORS);
-  return 2;
+  lua_pushinteger(L, n);
+  return 3;
 }

@@ -1,7 +1,8 @@
 -- Token bucket for a bulk run's request rate: `rate` tokens per second, at most `burst` saved.
--- A throttled answer halves the rate (down to a floor); every answered request then wins back a
--- small step of the configured rate, so the rate climbs back slowly (additive increase,
--- multiplicative decrease, as TCP does).
+-- A throttled answer halves the rate (down to a floor) and spends what was saved (no burst into
+-- a server that asked to slow down); every answered request then wins back a small step of the
+-- initial rate, so the rate climbs back slowly (additive increase, multiplicative decrease, as
+-- TCP does).
 local _M = {}
 
 local Bucket = {}
@@ -38,7 +39,9 @@ function Bucket:wait()
 end
 
 function Bucket:throttled()
+  self:refill()
   self.rate = math.max(self.max_rate * FLOOR, self.rate / 2)
+  self.tokens = math.min(self.tokens, 0)
 end
 
 function Bucket:answered()

@@ -14,12 +14,13 @@ local rows = require "koophone.rows"
 local rows_new, rows_key = rows.new, rows.key
 local journal = require "koophone.journal"
 local bucket = require "koophone.bucket"
+local match_jobs = require("koophone.jobs").match
 local core = require "koophone.core"
 
 local _M = {}
 
 _M.OUTCOMES = { "unassigned", "assumed_unassigned", "not_bound", "denied", "invalid", "duplicate",
-                "failed" }
+                "unconfirmed", "failed" }
 
 -- A batch that fails with one of these failed because of some of its pairs: bisect it. Alone,
 -- a pair's failure is its outcome.
@@ -164,32 +165,33 @@ local function bisect(run, job, err)
   run.ready[#run.ready + 1] = new_job(run, right)
 end
 
--- instance id -> its job ids in the server's order
-local function instance_map(jobs)
-  local by_instance = {}
-  for _, j in ipairs(jobs) do
-    local list = by_instance[j.instance_id] or {}
-    list[#list + 1] = j.job_id
-    by_instance[j.instance_id] = list
-  end
-  return by_instance
-end
+local UNCONFIRMED = "the answer did not confirm this pair"
 
+-- A success answer: a pair is unassigned only with its own job (koophone.jobs); the others are
+-- unconfirmed, and may have been applied.
 local function succeeded(run, job, res)
   res = run.policy:finish(res, nil, job.attempt, job.state)
-  local items, jobs, task_id, by_instance = job.items, res.jobs or {}, res.task_id, nil
+  local items, task_id = job.items, res.task_id
+  local ids, missing = {}, 0
+  if res.outcome == "unassigned" then ids, missing = match_jobs(items, res) end
   for k = 1, #items do -- a plain loop: this runs for every pair sent
-    local item, j = items[k], jobs[k]
-    item.task_id = task_id
-    if j and j.instance_id == item.instance_id then -- the server lists them in request order
-      item.job_id = j.job_id
+    local item = items[k]
+    item.task_id, item.job_id = task_id, ids[k]
+  end
+  if missing == 0 then return finish_items(run, job, res.outcome, res.err, nil, false) end
+  local confirmed, open = {}, {}
+  for k = 1, #items do
+    local item = items[k]
+    if ids[k] then
+      confirmed[#confirmed + 1] = item
     else
-      by_instance = by_instance or instance_map(jobs)
-      local list = by_instance[item.instance_id]
-      item.job_id = list and table.remove(list, 1)
+      item.maybe_applied = true
+      open[#open + 1] = item
     end
   end
-  finish_items(run, job, res.outcome, res.err, nil, false)
+  finish_items(run, { items = confirmed, request_id = job.request_id }, "unassigned", nil, nil, false)
+  finish_items(run, { items = open, request_id = job.request_id }, "unconfirmed", nil, UNCONFIRMED,
+               false)
 end
 
 local function abort(run, err)
@@ -228,15 +230,30 @@ local function failed(run, job, err)
   if fatal(err) and not run.aborted then abort(run, err) end
 end
 
+local function new_bucket(run, rate)
+  return bucket.new(rate, math.max(1, math.min(run.concurrency, math.floor(rate))), run.now)
+end
+
+-- A throttled answer slows the whole run. Without a configured rate the bucket starts from the
+-- rate the run has had so far (requests / elapsed), the rate the server just found too high:
+-- throttled() halves it, later answers win it back up to that rate.
+local function throttled(run)
+  if not run.bucket then
+    run.bucket = new_bucket(run, run.requests / math.max(run.now() - run.started, 0.001))
+  end
+  run.bucket:throttled()
+end
+
+-- Decides the pairs of an answered request; true when no further request of the round may start
+-- (the run stopped, or the server asked to slow down).
 local function answered(run, job, res, err)
   local got = res or err
+  local throttle = err and (err.status == 429 or err.code == codes.GW_THROTTLED)
   job.attempt = job.attempt + (got.attempts or 1)
-  if run.bucket then
-    if err and (err.status == 429 or err.code == codes.GW_THROTTLED) then
-      run.bucket:throttled()
-    else
-      run.bucket:answered()
-    end
+  if throttle then
+    throttled(run)
+  elseif run.bucket then
+    run.bucket:answered()
   end
   if res and res.outcome == "assumed_unassigned" and #job.items > 1 then
     -- libcurl resent it silently: the first copy may have done the work, or failed for one pair
@@ -248,6 +265,7 @@ local function answered(run, job, res, err)
     failed(run, job, err)
   end
   progress(run)
+  return throttle or run.aborted ~= nil
 end
 
 -- ------------------------------------------------------------------ rounds
@@ -303,7 +321,7 @@ end
 local function send(run, jobs)
   local batches, ids = {}, {}
   for i, job in ipairs(jobs) do batches[i], ids[i] = job.items, job.request_id end
-  run.client.core:unassign_many(run.token, batches, {
+  local _, _, started = run.client.core:unassign_many(run.token, batches, {
     concurrency = run.concurrency, request_ids = ids, timeout = run.timeout,
     on_start = function(i, request_id)
       local job = jobs[i]
@@ -319,8 +337,17 @@ local function send(run, jobs)
         if not ok then error({ journal = problem }) end
       end
     end,
-    on_done = function(i, res, err) answered(run, jobs[i], res, err) end,
+    on_done = function(i, res, err)
+      if answered(run, jobs[i], res, err) then return false end -- start no more of this round
+    end,
   })
+  for i = started + 1, #jobs do -- never sent: the run stopped, or waits for the bucket
+    if run.aborted then
+      fail_items(run, jobs[i], run.aborted, "not sent: the run stopped", false)
+    else
+      run.ready[#run.ready + 1] = jobs[i]
+    end
+  end
 end
 
 local function loop(run)
@@ -369,10 +396,7 @@ function _M.unassign_all(client, token, pairs, opts)
     ready = {}, waiting = {},
   }
   for _, o in ipairs(_M.OUTCOMES) do run.counts[o] = 0 end
-  if opts.rate then
-    run.bucket = bucket.new(opts.rate, math.max(1, math.min(concurrency, math.floor(opts.rate))),
-                            core.now)
-  end
+  if opts.rate then run.bucket = new_bucket(run, opts.rate) end
   local shard = opts.shard and ("%d/%d"):format(opts.shard.index, opts.shard.count)
   if opts.journal then
     local j, problem = journal.open(opts.journal, { resume = opts.resume, shard = shard })

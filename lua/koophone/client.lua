@@ -5,7 +5,8 @@
 --
 -- What other layers (koophone.bulk) may use:
 --   client:unassign(token, pairs, opts)   one call with the policy: retries, one x-request-id for
---                                          all its attempts, res.attempts / err.attempts = requests sent
+--                                          all its attempts, res.attempts / err.attempts = requests sent,
+--                                          res.unconfirmed = the pairs the answer has no job for
 --   client:unassign_many(token, batches, opts)   the core's unassign_many, as it is (no policy)
 --   client:unassign_all(token, pairs, opts)      koophone.bulk.unassign_all(client, ...)
 --   client.core     the koophone.core client userdata (one libcurl handle, kept-alive connection)
@@ -17,6 +18,7 @@
 -- The client never stores a token; tostring shows the endpoint and the policy only.
 local core = require "koophone.core"
 local retry = require "koophone.retry"
+local unconfirmed = require("koophone.jobs").unconfirmed
 
 local _M = {}
 
@@ -66,14 +68,20 @@ local function retry_failed_call(self, token, list, opts, err)
   end
 end
 
+-- A success that lists no job for some pairs did not confirm them: res.unconfirmed lists them.
+local function confirm(list, res, err)
+  if res and res.outcome == "unassigned" then res.unconfirmed = unconfirmed(list, res) end
+  return res, err
+end
+
 function Client:unassign(token, list, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("koophone.unassign: bad argument #3 (opts): expected a table, got " .. type(opts), 2)
   end
   -- the common case, a first attempt that succeeds, builds no retry state at all
   local res, err = self.core:unassign(token, list, opts)
-  if res then return self.policy:finish(res, nil, res.attempts) end
-  return retry_failed_call(self, token, list, opts, err)
+  if res then return confirm(list, self.policy:finish(res, nil, res.attempts)) end
+  return confirm(list, retry_failed_call(self, token, list, opts, err))
 end
 
 function Client:unassign_many(token, batches, opts)

@@ -98,9 +98,14 @@ function Policy:new_state()
   return { retries = 0, ambiguous_retries = 0, maybe_applied = false }
 end
 
--- Seconds to wait before retry number n (1 = the first retry) after err.
+-- Seconds to wait before retry number n (1 = the first retry) after err. Retry-After is a
+-- minimum; up to a quarter more, at random, keeps the retries of many requests throttled at once
+-- from all going out at the same moment again.
 function Policy:delay(n, err, why)
-  if err.retry_after then return math.min(err.retry_after, self.max_retry_after) end
+  if err.retry_after then
+    local ra = math.min(err.retry_after, self.max_retry_after)
+    return ra + self.random() * ra / 4
+  end
   if why == "throttled" then -- equal jitter: never hammer a gateway that asked us to slow down
     local b = math.min(self.max_delay, self.throttle_base_delay * 2 ^ (n - 1))
     return b / 2 + self.random() * b / 2
