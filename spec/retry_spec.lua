@@ -97,11 +97,15 @@ describe("delays", function()
     assert.near(1.999, p:delay(1, throttled, "throttled"), 1e-9)
   end)
 
-  it("take Retry-After instead, clamped to max_retry_after and not to max_delay", function()
+  it("take Retry-After instead, clamped to max_retry_after and not to max_delay, plus up to 25%", function()
     local p = policy { max_delay = 1, max_retry_after = 60 }
+    p.random = function() return 0 end
     assert.equals(7, p:delay(1, E { kind = "api", status = 429, retry_after = 7 }, "throttled"))
     assert.equals(30, p:delay(5, E { kind = "api", status = 503, retry_after = 30 }, "unavailable"))
     assert.equals(60, p:delay(1, E { kind = "api", status = 429, retry_after = 3600 }, "throttled"))
+    p.random = function() return 0.5 end -- spread: the same Retry-After, another delay
+    assert.equals(7.875, p:delay(1, E { kind = "api", status = 429, retry_after = 7 }, "throttled"))
+    assert.equals(67.5, p:delay(1, E { kind = "api", status = 429, retry_after = 3600 }, "throttled"))
   end)
 end)
 
