@@ -6,8 +6,7 @@ local cjson = require "cjson.safe"
 local sim = require "helpers.sim"
 local shell = require "helpers.shell"
 
-local TOKEN = sim.token
-local copy_pairs = sim.copy_pairs
+local TOKEN, copy_pairs = sim.token, sim.copy_pairs
 
 -- a client whose sleeps are recorded (and do not sleep unless `sleep` says so)
 local function new_client(retry, extra, sleep)
