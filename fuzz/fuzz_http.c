@@ -103,7 +103,7 @@ static void init_conn(void)
 
 static int map(lua_State *L)
 {
-  return kp_push_outcome(L, &result, FZ_REQUEST_ID, FZ_TOKEN, sizeof FZ_TOKEN - 1);
+  return kp_push_outcome(L, &result, FZ_REQUEST_ID, fz_token, fz_token_len);
 }
 
 /* libcurl 7.88.1 (Debian 12) has a use-after-free of its own: when the

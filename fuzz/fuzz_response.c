@@ -12,7 +12,7 @@ static kp_result result;
 
 static int map(lua_State *L)
 {
-  return kp_push_outcome(L, &result, FZ_REQUEST_ID, FZ_TOKEN, sizeof FZ_TOKEN - 1);
+  return kp_push_outcome(L, &result, FZ_REQUEST_ID, fz_token, fz_token_len);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
