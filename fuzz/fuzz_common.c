@@ -53,8 +53,8 @@ static const char *const short_tokens[] = { "0", "t", "data", "job", "{", ":", N
 static int holds_secret(const char *s, size_t len, const char *secret, size_t n)
 {
   size_t piece = n < FZ_PIECE ? n : FZ_PIECE, i, o;
-  for (i = 0; piece <= len && i <= len - piece; i++)
-    for (o = 0; o <= n - piece; o++)
+  for (i = 0; i + piece <= len; i++)
+    for (o = 0; o + piece <= n; o++)
       if (memcmp(s + i, secret + o, piece) == 0)
         return 1;
   return 0;
