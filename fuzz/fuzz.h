@@ -12,7 +12,7 @@
 #define FZ_REQUEST_ID "fuzz-request-1"
 
 /* The token a mapping under fz_run_mapping passes to kp_push_outcome: FZ_TOKEN,
- * then each short token that occurs in an answer's syntax ("0", "data", "{"...). */
+ * then a short token that occurs in an answer's syntax ("0", "data", "{"...). */
 extern const char *fz_token;
 extern size_t fz_token_len;
 
@@ -28,8 +28,9 @@ void fz_check_no_token(lua_State *L, int idx);
 void fz_check_outcome(lua_State *L, int base, int n, long status, const char *request_id);
 
 /* Calls map (which pushes kp_push_outcome's results with fz_token) in a protected call on a
- * fresh stack, checks the outcome, and returns how many values it left; then again with each
- * short token, checking that the answer reads the same and its free text lost the token. */
-int fz_run_mapping(lua_State *L, lua_CFunction map, long status);
+ * fresh stack, checks the outcome, and returns how many values it left; then again with the
+ * short token `pick` chooses (a byte of the input), checking that the answer reads the same and
+ * its free text lost the token. */
+int fz_run_mapping(lua_State *L, lua_CFunction map, long status, unsigned pick);
 
 #endif
