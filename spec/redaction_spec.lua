@@ -101,7 +101,7 @@ describe("redaction", function()
       assert.equals(3, #sim.log()) -- sent once each
     end)
 
-    it("kept a success's ids as sent when they hold the token; its error_msg is redacted", function()
+    it("keeps a success's ids as sent when they hold the token; error_msg is redacted", function()
       sim.reset(list, { token = "abc" })
       sim.faults({ type = "respond", status = 200,
         body = '{"error_code":"0","error_msg":"ok abc","data":{"task_id":"RM_abc",'
@@ -142,6 +142,18 @@ describe("redaction", function()
         assert_error_clean(TOKEN, err, what)
       end)
     end
+
+    it("redacts a slice the server wrote with JSON escapes (redacted once decoded)", function()
+      local escaped = TOKEN:sub(500, 540):gsub(".", function(c)
+        return ("\\u%04x"):format(c:byte())
+      end)
+      sim.reset(list, { token = TOKEN })
+      sim.faults({ type = "respond", status = 400,
+        body = '{"error_code":"KOOPHONE.API.1000","error_msg":"token ' .. escaped .. '"}' })
+      local _, err = koophone.new(sim.client_opts("http")):unassign(TOKEN, list)
+      assert.equals("token [REDACTED]", err.message)
+      assert_error_clean(TOKEN, err, "escaped")
+    end)
 
     it("redacts a slice in the excerpt of a body that is not JSON", function()
       sim.reset(list, { token = TOKEN })

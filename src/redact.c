@@ -109,9 +109,10 @@ void kp_push_redacted(lua_State *L, const char *s, size_t len, const kp_secrets 
     if (end > covered)
       covered = end;
     if (i < covered) {
-      if (!in_run)
+      if (!in_run) {
         luaL_addstring(&b, KP_REDACTED);
-      out += in_run ? 0 : sizeof KP_REDACTED - 1;
+        out += sizeof KP_REDACTED - 1;
+      }
       in_run = 1;
     } else {
       unsigned char ch = (unsigned char)s[i];
