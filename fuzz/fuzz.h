@@ -11,19 +11,26 @@
 #define FZ_TOKEN "SECRET-TOKEN-fuzz-5f3c2a9e"
 #define FZ_REQUEST_ID "fuzz-request-1"
 
+/* The token a mapping under fz_run_mapping passes to kp_push_outcome: FZ_TOKEN,
+ * then a short token that occurs in an answer's syntax ("0", "data", "{"...). */
+extern const char *fz_token;
+extern size_t fz_token_len;
+
 /* The state, made on first use; the module table is in the registry as "fz.core". */
 lua_State *fz_state(void);
 /* Pushes f as a C closure with the module's upvalues, as the core's own functions have. */
 void fz_push_core_closure(lua_State *L, lua_CFunction f);
 /* Aborts (a finding for libFuzzer) with a message. */
 void fz_fail(const char *what, const char *detail);
-/* Aborts when any string reachable from the value at idx contains FZ_TOKEN. */
+/* Aborts when any string reachable from the value at idx holds 16 bytes of FZ_TOKEN. */
 void fz_check_no_token(lua_State *L, int idx);
 /* Checks what kp_push_outcome left on the stack: n results above base. */
 void fz_check_outcome(lua_State *L, int base, int n, long status, const char *request_id);
 
-/* Calls map (which pushes kp_push_outcome's results) in a protected call on a fresh stack, checks
- * the outcome, and returns how many values it left. */
-int fz_run_mapping(lua_State *L, lua_CFunction map, long status);
+/* Calls map (which pushes kp_push_outcome's results with fz_token) in a protected call on a
+ * fresh stack, checks the outcome, and returns how many values it left; then again with the
+ * short token `pick` chooses (a byte of the input), checking that the answer reads the same and
+ * its free text lost the token. */
+int fz_run_mapping(lua_State *L, lua_CFunction map, long status, unsigned pick);
 
 #endif

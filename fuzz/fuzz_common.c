@@ -40,13 +40,23 @@ void fz_fail(const char *what, const char *detail)
   abort();
 }
 
-/* memmem is not C99: strings from the core may hold NUL bytes. */
-static int contains(const char *s, size_t len, const char *needle, size_t n)
+#define FZ_PIECE 16 /* bytes of a long secret that must never come back */
+
+const char *fz_token = FZ_TOKEN;
+size_t fz_token_len = sizeof FZ_TOKEN - 1;
+
+/* Tokens that occur in the syntax or values of an answer: they must change nothing it says. */
+static const char *const short_tokens[] = { "0", "t", "data", "job", "{", ":" };
+
+/* 1 when s holds 16 bytes from anywhere in the secret (all of a shorter one); memmem is not C99
+ * and the strings may hold NUL bytes. */
+static int holds_secret(const char *s, size_t len, const char *secret, size_t n)
 {
-  size_t i;
-  for (i = 0; n <= len && i <= len - n; i++)
-    if (memcmp(s + i, needle, n) == 0)
-      return 1;
+  size_t piece = n < FZ_PIECE ? n : FZ_PIECE, i, o;
+  for (i = 0; i + piece <= len; i++)
+    for (o = 0; o + piece <= n; o++)
+      if (memcmp(s + i, secret + o, piece) == 0)
+        return 1;
   return 0;
 }
 
@@ -59,7 +69,7 @@ static void check_no_token(lua_State *L, int idx, int depth)
   idx = lua_absindex(L, idx);
   if (lua_type(L, idx) == LUA_TSTRING) {
     s = lua_tolstring(L, idx, &len);
-    if (contains(s, len, FZ_TOKEN, sizeof FZ_TOKEN - 1))
+    if (holds_secret(s, len, FZ_TOKEN, sizeof FZ_TOKEN - 1))
       fz_fail("token leaked", s);
     return;
   }
@@ -76,6 +86,18 @@ static void check_no_token(lua_State *L, int idx, int depth)
 void fz_check_no_token(lua_State *L, int idx)
 {
   check_no_token(L, idx, 0);
+}
+
+/* The free text field `name` of table t, when a string, must not hold fz_token. */
+static void check_free_text(lua_State *L, int t, const char *name)
+{
+  size_t len;
+  const char *s;
+  lua_getfield(L, t, name);
+  s = lua_tolstring(L, -1, &len);
+  if (lua_type(L, -1) == LUA_TSTRING && holds_secret(s, len, fz_token, fz_token_len))
+    fz_fail("token leaked into free text", name);
+  lua_pop(L, 1);
 }
 
 static const char *string_field(lua_State *L, int t, const char *name)
@@ -115,13 +137,18 @@ static void check_error(lua_State *L, int err, long status, const char *request_
   if (status > 0 ? lua_tointeger(L, -1) != status : !lua_isnil(L, -1))
     fz_fail("err.status", "differs from the HTTP status");
   lua_pop(L, 1);
-  /* tostring(err) must work and must not leak either */
+  check_free_text(L, err, "code");
+  check_free_text(L, err, "message");
+  /* tostring(err) must work and must not leak either (its own ": " and "request_id" hold
+   * some short tokens: only FZ_TOKEN is looked for there) */
   lua_getglobal(L, "tostring");
   lua_pushvalue(L, err);
   lua_call(L, 1, 1);
-  fz_check_no_token(L, -1);
+  if (fz_token_len >= FZ_PIECE) {
+    fz_check_no_token(L, -1);
+    fz_check_no_token(L, err);
+  }
   lua_pop(L, 1);
-  fz_check_no_token(L, err);
 }
 
 void fz_check_outcome(lua_State *L, int base, int n, long status, const char *request_id)
@@ -143,6 +170,7 @@ void fz_check_outcome(lua_State *L, int base, int n, long status, const char *re
   if (lua_type(L, -1) != LUA_TTABLE)
     fz_fail("res.jobs", "not a table");
   lua_pop(L, 1);
+  check_free_text(L, res, "error_msg"); /* task_id and the jobs are data, kept as sent */
   if (strcmp(string_field(L, res, "outcome"), "unassigned") == 0) {
     if (status < 200 || status > 299)
       fz_fail("res", "unassigned outcome from a non-2xx status");
@@ -157,14 +185,58 @@ void fz_check_outcome(lua_State *L, int base, int n, long status, const char *re
   }
 }
 
-int fz_run_mapping(lua_State *L, lua_CFunction map, long status)
+/* Pushes what an outcome at base+1..base+n says: result or error, outcome or kind, status,
+ * task_id and the number of jobs (not the free text, which depends on the token). */
+static void push_summary(lua_State *L, int base, int n)
 {
-  int n;
-  lua_settop(L, 0);
+  static const char *const fields[] = { "outcome", "kind", "status", "task_id", "sent", NULL };
+  int t = base + n, i;
+  lua_pushstring(L, n == 2 ? "err|" : "res|");
+  for (i = 0; fields[i] != NULL; i++) {
+    lua_getfield(L, t, fields[i]);
+    if (lua_type(L, -1) == LUA_TBOOLEAN) {
+      int b = lua_toboolean(L, -1);
+      lua_pop(L, 1);
+      lua_pushstring(L, b ? "true" : "false");
+    } else if (!lua_isstring(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushliteral(L, "-");
+    }
+    lua_pushliteral(L, "|");
+  }
+  lua_getfield(L, t, "jobs");
+  lua_pushinteger(L, lua_type(L, -1) == LUA_TTABLE ? (lua_Integer)lua_rawlen(L, -1) : -1);
+  lua_remove(L, -2);
+  lua_concat(L, 2 + 2 * i);
+}
+
+/* Runs map once with token, checks its outcome, and returns how many values it left. */
+static int map_once(lua_State *L, lua_CFunction map, long status, const char *token, size_t len)
+{
+  int top = lua_gettop(L), n;
+  fz_token = token;
+  fz_token_len = len;
   fz_push_core_closure(L, map);
   if (lua_pcall(L, 0, LUA_MULTRET, 0) != LUA_OK)
     fz_fail("kp_push_outcome raised", lua_tostring(L, -1));
-  n = lua_gettop(L);
-  fz_check_outcome(L, 0, n, status, FZ_REQUEST_ID);
+  n = lua_gettop(L) - top;
+  fz_check_outcome(L, top, n, status, FZ_REQUEST_ID);
+  return n;
+}
+
+int fz_run_mapping(lua_State *L, lua_CFunction map, long status, unsigned pick)
+{
+  const char *token = short_tokens[pick % (sizeof short_tokens / sizeof short_tokens[0])];
+  int n, m;
+  lua_settop(L, 0);
+  n = map_once(L, map, status, FZ_TOKEN, sizeof FZ_TOKEN - 1);
+  push_summary(L, 0, n);
+  m = map_once(L, map, status, token, strlen(token));
+  push_summary(L, n + 1, m);
+  if (!lua_rawequal(L, -1, n + 1))
+    fz_fail("the answer reads differently with the token", token);
+  lua_settop(L, n);
+  fz_token = FZ_TOKEN;
+  fz_token_len = sizeof FZ_TOKEN - 1;
   return n;
 }

@@ -5,8 +5,9 @@
  * until libcurl closes. No libcurl option of kp_conn is changed but the URL,
  * the proxy (none) and connection reuse (off: one connection per input).
  *
- * Input: 1 byte picks max_response_bytes, then the bytes the "server" sends
- * (status line, headers such as Retry-After and X-Request-Id, body). */
+ * Input: 1 byte picks max_response_bytes (mod 3) and the short token (/ 3),
+ * then the bytes the "server" sends (status line, headers such as Retry-After
+ * and X-Request-Id, body). */
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -103,7 +104,7 @@ static void init_conn(void)
 
 static int map(lua_State *L)
 {
-  return kp_push_outcome(L, &result, FZ_REQUEST_ID, FZ_TOKEN, sizeof FZ_TOKEN - 1);
+  return kp_push_outcome(L, &result, FZ_REQUEST_ID, fz_token, fz_token_len);
 }
 
 /* libcurl 7.88.1 (Debian 12) has a use-after-free of its own: when the
@@ -148,7 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   if (result.retry_after < 0)
     fz_fail("retry_after", "negative");
 
-  n = fz_run_mapping(L, map, result.status);
+  n = fz_run_mapping(L, map, result.status, data[0] / 3u); /* the short token */
   if (result.too_large) {
     lua_getfield(L, 2, "code");
     if (n != 2 || strcmp(lua_tostring(L, -1), "BODY_TOO_LARGE") != 0)

@@ -1,9 +1,9 @@
 /* libFuzzer harness: the response-to-Lua mapping (kp_push_outcome) with any
  * body, status, attempt count and transfer outcome, without a network.
  *
- * Input: 2 bytes status (mod 1000), 1 byte attempts, 1 byte flags
- * (bit 0 too_large, bit 1 out_of_memory, bits 2..7 CURLcode), 2 bytes
- * retry_after, then the body. */
+ * Input: 2 bytes status (mod 1000), 1 byte attempts (mod 3; / 3 picks the
+ * short token), 1 byte flags (bit 0 too_large, bit 1 out_of_memory, bits 2..7
+ * CURLcode), 2 bytes retry_after, then the body. */
 #include <string.h>
 
 #include "fuzz.h"
@@ -12,7 +12,7 @@ static kp_result result;
 
 static int map(lua_State *L)
 {
-  return kp_push_outcome(L, &result, FZ_REQUEST_ID, FZ_TOKEN, sizeof FZ_TOKEN - 1);
+  return kp_push_outcome(L, &result, FZ_REQUEST_ID, fz_token, fz_token_len);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   result.body = (const char *)data + 6;
   result.body_len = size - 6;
   result.curl_message = "transfer failed: " FZ_TOKEN; /* scrubbed like any text */
-  fz_run_mapping(L, map, result.status);
+  fz_run_mapping(L, map, result.status, data[2] / 3u); /* the short token */
   lua_settop(L, 0);
   return 0;
 }

@@ -2,13 +2,7 @@
  *
  * libcurl has no function that returns a CURLE_* name, so the names, and the
  * error kind each code stands for, live in this one table. */
-#include <string.h>
-
 #include "kp.h"
-
-#define KP_REDACTED "[REDACTED]"
-#define KP_MESSAGE_MAX 512 /* server text quoted in a message, at most */
-#define KP_TOKEN_PIECE 16  /* this many leading token bytes already count as the token */
 
 static const struct curl_code_info {
   CURLcode code;
@@ -90,70 +84,7 @@ const char *kp_curl_code_kind(CURLcode code)
   return info != NULL ? info->kind : "network";
 }
 
-/* Length of the run at s that repeats the token from its start, when it is long
- * enough to be the secret (all of a short token, 16 bytes or more of a long one,
- * so a server that echoes the token cut short does not leak most of it); else 0. */
-static size_t token_run(const char *s, size_t len, const char *token, size_t token_len)
-{
-  size_t n = 0, enough = token_len < KP_TOKEN_PIECE ? token_len : KP_TOKEN_PIECE;
-  while (n < len && n < token_len && s[n] == token[n])
-    n++;
-  return n >= enough && n > 0 ? n : 0;
-}
-
-/* Pushes s with every run of the token replaced by KP_REDACTED, nothing else
- * changed: a response body is redacted before it is decoded, so no field of
- * a result (error_msg, task_id, jobs) can carry the secret back. */
-void kp_push_redacted(lua_State *L, const char *s, size_t len, const char *token,
-                      size_t token_len)
-{
-  luaL_Buffer b;
-  const char *p = token_len > 0 ? memchr(s, token[0], len) : NULL;
-  size_t i = 0, run;
-  while (p != NULL && token_run(p, len - (size_t)(p - s), token, token_len) == 0)
-    p = memchr(p + 1, token[0], len - (size_t)(p + 1 - s));
-  if (p == NULL) { /* the usual case: no copy */
-    lua_pushlstring(L, s, len);
-    return;
-  }
-  luaL_buffinit(L, &b);
-  while (i < len) {
-    if (s[i] == token[0] && (run = token_run(s + i, len - i, token, token_len)) > 0) {
-      luaL_addstring(&b, KP_REDACTED);
-      i += run;
-    } else {
-      luaL_addchar(&b, s[i++]);
-    }
-  }
-  luaL_pushresult(&b);
-}
-
-/* Pushes s with the token redacted and control characters turned into
- * spaces, cut at about KP_MESSAGE_MAX bytes: server text must not smuggle
- * the secret or forge log lines. Redaction runs over the whole text first so
- * that the cut can never leave a piece of the token behind. */
-static void push_clean(lua_State *L, const char *s, size_t len,
-                       const char *token, size_t token_len)
-{
-  luaL_Buffer b;
-  size_t i = 0, out = 0, run;
-  luaL_buffinit(L, &b);
-  while (i < len && out < KP_MESSAGE_MAX) {
-    unsigned char ch = (unsigned char)s[i];
-    if (token_len > 0 && (run = token_run(s + i, len - i, token, token_len)) > 0) {
-      luaL_addstring(&b, KP_REDACTED);
-      out += sizeof KP_REDACTED - 1;
-      i += run;
-      continue;
-    }
-    luaL_addchar(&b, (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch);
-    out++;
-    i++;
-  }
-  luaL_pushresult(&b);
-}
-
-void kp_push_error(lua_State *L, const kp_error *e, const char *token, size_t token_len)
+void kp_push_error(lua_State *L, const kp_error *e, const kp_secrets *sec)
 {
   lua_createtable(L, 0, 9);
   lua_pushstring(L, e->kind);
@@ -162,9 +93,9 @@ void kp_push_error(lua_State *L, const kp_error *e, const char *token, size_t to
     lua_pushinteger(L, (lua_Integer)e->status);
     lua_setfield(L, -2, "status");
   }
-  push_clean(L, e->code, e->code_len, token, token_len);
+  kp_push_redacted(L, e->code, e->code_len, sec);
   lua_setfield(L, -2, "code");
-  push_clean(L, e->message, e->message_len, token, token_len);
+  kp_push_redacted(L, e->message, e->message_len, sec);
   lua_setfield(L, -2, "message");
   lua_pushstring(L, e->request_id);
   lua_setfield(L, -2, "request_id");

@@ -122,7 +122,27 @@ int kp_pair_problem(lua_State *L, int idx, const char **field);
 int kp_pair_message(lua_State *L, int idx);
 int kp_validate_pair(lua_State *L);
 
+/* ---- redact.c: secrets out of the text that leaves the library ---- */
+#define KP_SECRETS_MAX 4 /* the token; the credentials issue adds SK, security token, password */
+typedef struct kp_secrets {
+  struct {
+    const char *s;
+    size_t len;
+  } item[KP_SECRETS_MAX];
+  int n;
+} kp_secrets;
+
+/* Adds a secret (kept by pointer, not copied; an empty one is ignored). */
+void kp_secrets_add(kp_secrets *sec, const char *s, size_t len);
+/* Pushes text that leaves the library as free text (a server message, code or
+ * body excerpt, a libcurl message): every run made of 16-byte pieces of a
+ * secret, or of a whole shorter secret, becomes "[REDACTED]", control
+ * characters become spaces, cut at about 512 bytes. */
+void kp_push_redacted(lua_State *L, const char *s, size_t len, const kp_secrets *sec);
+
 /* ---- response.c: the answer as a Lua result or error ---- */
+/* The body is decoded as received; only its free text is redacted (the token
+ * is the one secret of a call today). */
 int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
                     const char *token, size_t token_len);
 
@@ -139,11 +159,8 @@ typedef struct kp_error {
   int sent, attempts;
 } kp_error;
 
-/* Pushes an error table; the token is scrubbed from every string. */
-void kp_push_error(lua_State *L, const kp_error *e, const char *token, size_t token_len);
-/* Pushes s with the token redacted (a response body, before it is decoded). */
-void kp_push_redacted(lua_State *L, const char *s, size_t len, const char *token,
-                      size_t token_len);
+/* Pushes an error table; code and message go through kp_push_redacted. */
+void kp_push_error(lua_State *L, const kp_error *e, const kp_secrets *sec);
 const char *kp_curl_code_name(CURLcode code);
 const char *kp_curl_code_kind(CURLcode code);
 void kp_errors_open(lua_State *L); /* registers the koophone.Error metatable */

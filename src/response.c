@@ -1,8 +1,14 @@
 /* Response mapping: a finished transfer becomes `res` or `nil, err`.
  *
  * KooPhone answers many errors with HTTP 200, so the body's error_code
- * decides, not the status. The decoded tables are reused for the result
- * (the jobs array is the server's cmd_jobs, checked in place). */
+ * decides, not the status. The body is decoded exactly as received: a secret
+ * that happens to occur in its syntax or values (a token "0", "data" or "{")
+ * must not change what the answer says. What leaves as free text (error_msg,
+ * an error's code and message, a body excerpt) goes through kp_push_redacted.
+ * The identifiers of an answer (task_id, the jobs' instance_id and job_id) are
+ * data the caller needs byte for byte: they are kept as sent, never scanned,
+ * and never put into a message by the library. The decoded tables are reused
+ * for the result (the jobs array is the server's cmd_jobs, checked in place). */
 #include <stdio.h>
 #include <string.h>
 
@@ -66,10 +72,13 @@ static void copy_field(lua_State *L, int from, int to, const char *name)
     lua_pop(L, 1);
 }
 
-/* Pushes the result table; the jobs are data.cmd_jobs itself. */
-static void push_result(lua_State *L, int decoded, const kp_result *r,
-                        const char *request_id, const char *outcome)
+/* Pushes the result table; the jobs are data.cmd_jobs itself. error_code is
+ * the code the answer was recognised by (it cannot carry text of its own). */
+static void push_result(lua_State *L, int decoded, const kp_result *r, const char *request_id,
+                        const char *outcome, const char *error_code, const kp_secrets *sec)
 {
+  size_t len;
+  const char *msg;
   int res, data;
   lua_createtable(L, 0, 9);
   res = lua_gettop(L);
@@ -87,8 +96,14 @@ static void push_result(lua_State *L, int decoded, const kp_result *r,
   }
   lua_setfield(L, res, "jobs");
   lua_pop(L, 1);
-  copy_field(L, decoded, res, "error_code");
-  copy_field(L, decoded, res, "error_msg");
+  set_string(L, res, "error_code", error_code);
+  lua_getfield(L, decoded, "error_msg");
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    msg = lua_tolstring(L, -1, &len);
+    kp_push_redacted(L, msg, len, sec);
+    lua_setfield(L, res, "error_msg");
+  }
+  lua_pop(L, 1);
   set_string(L, res, "request_id", request_id);
   set_string(L, res, "outcome", outcome);
   lua_pushinteger(L, (lua_Integer)r->status);
@@ -97,10 +112,10 @@ static void push_result(lua_State *L, int decoded, const kp_result *r,
   lua_setfield(L, res, "attempts");
 }
 
-static int push_failure(lua_State *L, kp_error *e, const char *token, size_t token_len)
+static int push_failure(lua_State *L, kp_error *e, const kp_secrets *sec)
 {
   lua_pushnil(L);
-  kp_push_error(L, e, token, token_len);
+  kp_push_error(L, e, sec);
   return 2;
 }
 
@@ -119,8 +134,11 @@ int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
                     const char *token, size_t token_len)
 {
   kp_error e;
+  kp_secrets sec;
   char http_code[32];
   int decoded, ok_status = r->status >= 200 && r->status < 300;
+  sec.n = 0;
+  kp_secrets_add(&sec, token, token_len);
   memset(&e, 0, sizeof e);
   e.request_id = request_id;
   e.status = r->status;
@@ -140,11 +158,11 @@ int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
   if (e.code != NULL) {
     e.code_len = strlen(e.code);
     e.message_len = strlen(e.message);
-    return push_failure(L, &e, token, token_len);
+    return push_failure(L, &e, &sec);
   }
 
   lua_pushvalue(L, KP_UV_DECODE);
-  kp_push_redacted(L, r->body, r->body_len, token, token_len);
+  lua_pushlstring(L, r->body, r->body_len);
   lua_call(L, 1, 1);
   decoded = lua_gettop(L);
   if (lua_type(L, decoded) == LUA_TTABLE) {
@@ -160,16 +178,16 @@ int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
           e.message = "";
         if (r->attempts > 1 && strcmp(e.code, KP_BINDING_NOT_FOUND) == 0) {
           /* The first copy, sent before libcurl's silent resend, did the work. */
-          push_result(L, decoded, r, request_id, "assumed_unassigned");
-          kp_push_error(L, &e, token, token_len);
+          push_result(L, decoded, r, request_id, "assumed_unassigned", KP_BINDING_NOT_FOUND, &sec);
+          kp_push_error(L, &e, &sec);
           lua_setfield(L, -2, "err");
           return 1;
         }
-        return push_failure(L, &e, token, token_len);
+        return push_failure(L, &e, &sec);
       }
       lua_getfield(L, decoded, "data");
       if (ok_status && data_has_expected_shape(L, lua_gettop(L))) {
-        push_result(L, decoded, r, request_id, "unassigned");
+        push_result(L, decoded, r, request_id, "unassigned", "0", &sec);
         return 1;
       }
     }
@@ -184,5 +202,5 @@ int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
     e.code = http_code;
   }
   body_as_message(&e, r);
-  return push_failure(L, &e, token, token_len);
+  return push_failure(L, &e, &sec);
 }
