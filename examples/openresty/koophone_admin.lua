@@ -17,9 +17,8 @@ local _M = {}
 local MAX_PAIRS = 100 -- the client's max_pairs default: more would be a raised error
 local client, token
 
--- Called from init_by_lua: a bad option stops nginx from starting instead of failing requests.
--- `overrides` replace options of the client below (spec/openresty_load_spec.lua uses it).
-function _M.init(overrides)
+-- The client's options; `overrides` replace some (spec/openresty_load_spec.lua uses them).
+function _M.options(overrides)
   -- the default retry policy: only failures that certainly did not apply, and throttling;
   -- its delays are ngx.sleep, so the worker keeps serving while it waits
   local opts = {
@@ -33,7 +32,12 @@ function _M.init(overrides)
     retry = { max_attempts = 3, base_delay = 0.05, throttle_base_delay = 0.1, max_retry_after = 1 },
   }
   for k, v in pairs(overrides or {}) do opts[k] = v end
-  client = kngx.client(opts)
+  return opts
+end
+
+-- Called from init_by_lua: a bad option stops nginx from starting instead of failing requests.
+function _M.init(overrides)
+  client = kngx.client(_M.options(overrides))
   token = os.getenv("KOOPHONE_TOKEN")
 end
 
