@@ -70,17 +70,25 @@ local function not_started_error(message, call_opts)
   }, core.Error)
 end
 
--- Refusals are logged at most once a second per worker, with their count since the last line:
--- under overload one line per refusal would fill the disk.
+-- Refusals are logged at most once a second per worker, with their count since the last line
+-- (a timer writes the last ones): under overload one line per refusal would fill the disk.
 local refused = { count = 0, last = -math.huge }
 
+local function flush_refusals()
+  refused.timer = false
+  if refused.count == 0 then return end
+  ngx.log(ngx.WARN, "koophone.ngx: ", refused.count, " call(s) not started (latest: ", refused.why,
+          "); see max_in_flight, queue_timeout and the thread_pool")
+  refused.count, refused.last = 0, ngx.now()
+end
+
 local function log_refusal(why)
-  refused.count = refused.count + 1
-  local now = ngx.now()
-  if now - refused.last >= 1 then
-    ngx.log(ngx.WARN, "koophone.ngx: ", refused.count, " call(s) not started since the last such line (",
-            "latest: ", why, "); see max_in_flight, queue_timeout and the thread_pool")
-    refused.count, refused.last = 0, now
+  refused.count, refused.why = refused.count + 1, why
+  local wait = refused.last + 1 - ngx.now()
+  if wait <= 0 then
+    flush_refusals()
+  elseif not refused.timer then
+    refused.timer = ngx.timer.at(wait, flush_refusals) and true
   end
 end
 
