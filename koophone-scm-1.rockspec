@@ -50,6 +50,7 @@ build = {
     ["koophone.codes"] = "lua/koophone/codes.lua",
     ["koophone.journal"] = "lua/koophone/journal.lua",
     ["koophone.ngx"] = "lua/koophone/ngx.lua",
+    ["koophone.ngx.inflight"] = "lua/koophone/ngx/inflight.lua",
     ["koophone.retry"] = "lua/koophone/retry.lua",
     ["koophone.rows"] = "lua/koophone/rows.lua",
   },
