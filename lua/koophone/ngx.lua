@@ -169,14 +169,16 @@ local function post(self, token, list, call_opts)
   local slots = self.slots
   local slot = slots:take()
   if not slot then return false, IN_FLIGHT_FULL end
-  local ok, done, res, err = ngx.run_worker_thread(self.pool, THREAD_MODULE, "thread_unassign",
-    self.key, self.opts, token, list, call_opts, slots.addr, slot)
-  if ok then
+  -- protected: a raise (e.g. called from a phase that cannot yield) must not keep the slot
+  local called, ok, done, res, err = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
+    "thread_unassign", self.key, self.opts, token, list, call_opts, slots.addr, slot)
+  if called and ok then
     if self.freed and self.freed:count() < 0 then self.freed:post(1) end
     return true, done, res, err
   end
   slots:release(slot)
-  if not not_started[done] then error("koophone.ngx: " .. tostring(done), 3) end
+  if not called then done = ok end
+  if not (called and not_started[done]) then error("koophone.ngx: " .. tostring(done), 3) end
   return false, done
 end
 

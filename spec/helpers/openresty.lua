@@ -50,6 +50,7 @@ function Nginx:start()
   -- nginx runs LuaJIT: it needs the LuaJIT build whatever runtime runs these specs
   shell.make("build LUA=luajit")
   shell.read("mkdir -p " .. shell.quote(self.dir .. "/tmp"))
+  assert(io.open(self.dir .. "/error.log", "w")):close() -- this run's lines only
   self:render()
   shell.read(("env KOOPHONE_TOKEN=%s KOOPHONE_ENDPOINT=%s KOOPHONE_CAFILE=%s %s -p %s -c %s -e %s")
     :format(shell.quote(sim.token), shell.quote(sim.https_url), shell.quote(sim.ca), shell.quote(NGINX),
