@@ -71,7 +71,7 @@ end
 
 describe("the example with one thread and one VM", function()
   local nginx = example(1, 1, 1,
-    "{ max_in_flight = 1, queue_timeout = 0, timeout = 0.5, retry = { max_attempts = 3, base_delay = 0.01 } }")
+    "{ max_in_flight = 1, queue_timeout = 0, timeout = 0.5, retry = { max_attempts = 3, base_delay = 0.001 } }")
   setup(function() nginx:start() end)
   teardown(function() nginx:stop() end)
   after_each(settle)
@@ -91,6 +91,8 @@ describe("the example with one thread and one VM", function()
     assert.is_true(sent >= 1)
     assert.is_true(refused >= 1)
     assert.equals(4, sent + refused)
+    -- the refused calls' retry delays (under 1 ms here) were slept as 1 ms, not as ngx.sleep(0)
+    assert.is_nil(nginx:error_log():find("ngx.sleep(0)", 1, true))
   end)
 end)
 
