@@ -4,9 +4,10 @@
 --   200 {"outcome":"unassigned","task_id":"…","request_id":"…","jobs":[{"instance_id":"…","job_id":"…"}]}
 --   400 {"error":{"message":"…"}}                  the body is not a valid request; nothing was sent
 --   409 {"error":{kind, code, message, …}}         KooPhone refused it (e.g. KOOPHONE.API.2210)
---   502 {"error":{kind, code, message, sent, …}}   no usable answer; sent=false: certainly not applied
+--   502 {"error":{kind, code, message, sent, maybe_applied, …}}   no usable answer;
+--       maybe_applied: an attempt may have been applied, else sent=false: certainly not applied
 --   503 {"error":{code = "WORKER_THREAD_UNAVAILABLE", sent = false, …}} + Retry-After: overloaded,
---       nothing was sent: try again later
+--       the last attempt was not started and no attempt may have been applied: try again later
 -- The token comes from KOOPHONE_TOKEN; put this location behind your own authentication.
 local cjson = require "cjson.safe"
 local koophone = require "koophone"
@@ -75,8 +76,8 @@ function _M.unassign()
   local res, err = client:unassign(token, list, opts_or_reason)
   if not res then
     local status = err.kind == "api" and 409 or 502
-    if err.code == "WORKER_THREAD_UNAVAILABLE" then
-      -- overload, nothing sent: koophone.ngx logs these itself, at most once a second
+    if err.code == "WORKER_THREAD_UNAVAILABLE" and not err.maybe_applied then
+      -- overload, nothing applied: koophone.ngx logs these itself, at most once a second
       status = 503
       ngx.header["Retry-After"] = "1"
     else
@@ -85,7 +86,8 @@ function _M.unassign()
     end
     return reply(status, { error = {
       kind = err.kind, code = err.code, status = err.status, message = err.message,
-      request_id = err.request_id, sent = err.sent, attempts = err.attempts, text = tostring(err),
+      request_id = err.request_id, sent = err.sent, attempts = err.attempts,
+      maybe_applied = err.maybe_applied, text = tostring(err),
     } })
   end
   return reply(200, { outcome = res.outcome, task_id = res.task_id, request_id = res.request_id,

@@ -48,12 +48,6 @@ function Slots:release(i)
   self.bytes[i] = 0
 end
 
-function Slots:busy()
-  local count = 0
-  for i = 0, self.n - 1 do count = count + self.bytes[i] end
-  return count
-end
-
 -- Thread side: the call holding slot i of the array at addr has ended.
 function _M.clear(addr, i)
   ffi.cast("uint8_t *", addr)[i] = 0
