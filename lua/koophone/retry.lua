@@ -122,7 +122,8 @@ function Policy:withdraw(err)
 end
 
 -- decide(err, attempt, state) -> again, delay, why. `attempt`: requests sent so far in this call,
--- err's included (not the attempts refused before sending: state.not_started counts those). `why` is the classification reason when again, else why the retries stop:
+-- err's included (attempts refused before sending are not requests: state.not_started counts
+-- them). `why` is the classification reason when again, else why the retries stop:
 -- "final", "max_attempts", "ambiguous" (ambiguous_attempts used up) or "budget".
 function Policy:decide(err, attempt, state)
   local class, why, maybe_applied, note = classify(err)
