@@ -1,6 +1,6 @@
 -- koophone: `luarocks --lua-version=5.X make --deps-mode=none` in this directory builds and installs
 -- it for Lua 5.1 .. 5.4 (Debian: install lua-cjson and libcurl4-openssl-dev with apt-get first).
--- spec/rockspec_spec.lua checks that every src/*.c and lua/koophone/*.lua is listed here.
+-- spec/rockspec_spec.lua checks that every src/*.c and every lua/**/*.lua is listed here.
 rockspec_format = "3.0"
 package = "koophone"
 version = "scm-1"
@@ -52,6 +52,7 @@ build = {
     ["koophone.jobs"] = "lua/koophone/jobs.lua",
     ["koophone.journal"] = "lua/koophone/journal.lua",
     ["koophone.ngx"] = "lua/koophone/ngx.lua",
+    ["koophone.ngx.inflight"] = "lua/koophone/ngx/inflight.lua",
     ["koophone.retry"] = "lua/koophone/retry.lua",
     ["koophone.rows"] = "lua/koophone/rows.lua",
   },

@@ -6,9 +6,10 @@ microseconds per call, ratio to the C floor, peak RSS. Then callgrind instructio
 TLS handshakes, bulk runs and memory. Writes the same report to bench/results.md.
 
 Environment: LUA (default lua5.4), BENCH_ROUNDS (default 9), BENCH_QUICK=1 (fewer calls),
-BENCH_PARTS (default seq,callgrind,tls,bulk,memory), BENCH_BUILD (default build/$LUA),
+BENCH_PARTS (default seq,callgrind,tls,bulk,memory,openresty), BENCH_BUILD (default build/$LUA),
 Flags: --write (bench/results.md), --serve (start the server and leave it running), --stop.
-KOOPHONE_BENCH_HTTP_PORT / _HTTPS_PORT / _TLS_LOG_PORT (defaults 22180 / 22143 / 22144).
+KOOPHONE_BENCH_HTTP_PORT / _HTTPS_PORT / _TLS_LOG_PORT / _OPENRESTY_PORT (defaults 22180 / 22143 /
+22144 / 22181).
 """
 import datetime
 import json
@@ -33,10 +34,11 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "9"))
 # median that such a stretch does not move.
 BULK_ROUNDS = 3 * ROUNDS
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-PARTS = os.environ.get("BENCH_PARTS", "seq,callgrind,tls,bulk,memory").split(",")
+PARTS = os.environ.get("BENCH_PARTS", "seq,callgrind,tls,bulk,memory,openresty").split(",")
 HTTP_PORT = int(os.environ.get("KOOPHONE_BENCH_HTTP_PORT", "22180"))
 HTTPS_PORT = int(os.environ.get("KOOPHONE_BENCH_HTTPS_PORT", "22143"))
 TLS_LOG_PORT = int(os.environ.get("KOOPHONE_BENCH_TLS_LOG_PORT", "22144"))
+OPENRESTY_PORT = int(os.environ.get("KOOPHONE_BENCH_OPENRESTY_PORT", "22181"))
 TOKEN = os.path.join(RUN, "token.txt")
 TOKEN_1K = os.path.join(RUN, "token1k.txt")
 CA = os.path.join(RUN, "ca.pem")
@@ -122,14 +124,18 @@ def start_nginx():
 
 
 def stop_nginx():
-    pidfile = os.path.join(RUN, "nginx.pid")
+    stop_pidfile(os.path.join(RUN, "nginx.pid"))
+
+
+def stop_pidfile(pidfile):
+    """SIGQUIT (graceful stop) to the nginx whose master pid is in pidfile, and wait for it to go."""
     try:
         with open(pidfile) as f:
             pid = int(f.read().strip())
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             if b"nginx" not in f.read():
                 return
-        os.kill(pid, 3)  # SIGQUIT: graceful stop
+        os.kill(pid, 3)
         for _ in range(50):
             if not os.path.exists("/proc/%d" % pid):
                 break
@@ -464,6 +470,70 @@ def memory(bulk_ok):
     say()
 
 
+# ---- OpenResty: the example admin endpoint under concurrent load ----------------------------
+
+def start_example():
+    """examples/openresty in Debian's nginx, calling the canned server; returns its run directory."""
+    d = os.path.join(RUN, "openresty")
+    os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+    with open(os.path.join(ROOT, "examples", "openresty", "nginx.conf")) as f:
+        conf = f.read()
+    subst = {"PREFIX": d, "PORT": str(OPENRESTY_PORT), "USER": "user root;" if os.getuid() == 0 else "",
+             "LUA_PATH": os.path.join(ROOT, "lua/?.lua") + ";" + os.path.join(ROOT, "examples/openresty/?.lua"),
+             "LUA_CPATH": os.path.join(ROOT, "build", "luajit", "?.so")}
+    for k, v in subst.items():
+        conf = conf.replace("@%s@" % k, v)
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write(conf)
+    stop_pidfile(os.path.join(d, "nginx.pid"))
+    with open(TOKEN) as t:
+        env = dict(os.environ, KOOPHONE_TOKEN=t.read().strip(), KOOPHONE_ENDPOINT=ENDPOINT["http"])
+    subprocess.run([shutil.which("nginx") or "/usr/sbin/nginx", "-p", d + "/", "-c", os.path.join(d, "nginx.conf"),
+                    "-e", os.path.join(d, "error.log")], check=True, env=env)
+    for _ in range(50):
+        if subprocess.run(["curl", "-fs", "-o", "/dev/null", "http://127.0.0.1:%d/health" % OPENRESTY_PORT]).returncode == 0:
+            return d
+        time.sleep(0.1)
+    raise SystemExit("the example nginx did not answer on port %d" % OPENRESTY_PORT)
+
+
+def openresty_load():
+    d = start_example()
+    body = os.path.join(RUN, "admin_body.json")
+    with open(body, "w") as f:
+        f.write(json.dumps({"pairs": [{"user_id": "u-1", "instance_id": "bench0001"}]}))
+    targets = [("example `POST /admin/unassign` (koophone.ngx, threads=4, max_in_flight=16)",
+                "http://127.0.0.1:%d/admin/unassign" % OPENRESTY_PORT),
+               ("plain nginx location (`return 200`, the canned KooPhone answer)", URL["http"])]
+    requests = 400 if QUICK else 2000
+    rps, p99 = {}, {}
+    try:
+        for _ in range(ROUNDS):
+            for conc in (8, 32):
+                for name, url in targets:  # interleaved: both targets once per round
+                    out = run([os.path.join(BIN, "load"), url, body, str(conc), str(requests)])[0]
+                    fields = dict(line.split() for line in out.splitlines())
+                    if fields["non200"] != "0":
+                        raise RuntimeError("load: %s answers that were not 200 from %s" % (fields["non200"], url))
+                    rps.setdefault((name, conc), []).append(float(fields["rps"]))
+                    p99.setdefault((name, conc), []).append(float(fields["p99_ms"]))
+    finally:
+        stop_pidfile(os.path.join(d, "nginx.pid"))
+    say("## OpenResty: the example admin endpoint under concurrent load (median of %d rounds)" % ROUNDS)
+    say()
+    say("bench/load.c (curl_multi, closed loop: each client sends its next request when its answer "
+        "is in), %d requests per run over kept-alive loopback connections, one nginx worker each; "
+        "the example calls the canned server over HTTP. Every answer must be 200." % requests)
+    say()
+    say("| target | clients | requests/s | p99 (ms) |")
+    say("|---|---:|---:|---:|")
+    for conc in (8, 32):
+        for name, _ in targets:
+            say("| %s | %d | %.0f | %.2f |" % (name, conc, statistics.median(rps[(name, conc)]),
+                                              statistics.median(p99[(name, conc)])))
+    say()
+
+
 def machine():
     cpu = "unknown CPU"
     try:
@@ -501,6 +571,8 @@ def main():
         bulk_ok = bulk() if "bulk" in PARTS else has_bulk()
         if "memory" in PARTS:
             memory(bulk_ok)
+        if "openresty" in PARTS:
+            openresty_load()
     finally:
         stop_nginx()
     if "--write" in sys.argv:

@@ -422,3 +422,106 @@ describe("koophone.client calls", function()
     assert.equals(log[1].connection, log[3].connection)
   end)
 end)
+
+-- A transport that refuses to start the calls whose numbers are in `refused` (as koophone.ngx does
+-- when its thread pool is full: attempts = 0, sent = false) and hands every other call to a real
+-- core client against the simulator. It records the request id each call was given.
+local function refusing_transport(refused)
+  local core = koophone.new(sim.client_opts("http"))
+  local t = { ids = {}, refused = {} }
+  for _, n in ipairs(refused) do t.refused[n] = true end
+  function t.unassign(_, token, list, opts)
+    local n = #t.ids + 1
+    t.ids[n] = opts and opts.request_id or "none"
+    if t.refused[n] then
+      return nil, setmetatable({ kind = "network", code = "WORKER_THREAD_UNAVAILABLE",
+                                 message = "the call was not started: test", sent = false, attempts = 0,
+                                 request_id = opts and opts.request_id }, koophone.Error)
+    end
+    return core:unassign(token, list, opts)
+  end
+  function t.request_id() return core:request_id() end
+  function t.close() core:close() end
+  return t
+end
+
+local function refused_call(refused, policy, faults)
+  local list = sim.make_pairs(1, "ref")
+  sim.reset(list)
+  local rec = { sleeps = {}, infos = {} }
+  local retry = { sleep = function(s) rec.sleeps[#rec.sleeps + 1] = s end,
+                  on_retry = function(info) rec.infos[#rec.infos + 1] = info end }
+  for k, v in pairs(policy or {}) do retry[k] = v end
+  local transport = refusing_transport(refused)
+  local client = require("koophone.client").wrap(transport, retry)
+  if faults then sim.faults(unpack(faults)) end
+  local res, err = client:unassign(TOKEN, list)
+  client:close()
+  return res, err, transport.ids, sim.log(), rec
+end
+
+-- every call the transport saw, and every request the simulator logged, carry one id
+local function one_id(ids, log, want)
+  assert.is_string(want)
+  for _, id in ipairs(ids) do assert.equals(want, id) end
+  for _, e in ipairs(log) do assert.equals(want, e.request_id) end
+end
+
+describe("a transport that refuses to start a call", function()
+  it("counts the refusals against max_attempts and sends nothing", function()
+    local res, err, ids, log, rec = refused_call({ 1, 2, 3, 4 }, { max_attempts = 3 })
+    assert.is_nil(res)
+    assert.equals("WORKER_THREAD_UNAVAILABLE", err.code)
+    assert.equals(0, err.attempts)
+    assert.is_false(err.sent)
+    assert.equals("max_attempts", err.retry_stopped)
+    assert.is_false(err.maybe_applied)
+    assert.matches("gave up after 3 attempts, 3 of them not started", tostring(err), 1, true)
+    assert.equals(3, #ids)
+    assert.equals(2, #rec.sleeps)
+    assert.same({}, log)
+    one_id(ids, log, err.request_id)
+  end)
+
+  it("sends the call after refusals under the id fixed before the first attempt; attempts = requests sent", function()
+    local res, err, ids, log, rec = refused_call({ 1, 2 })
+    assert.is_nil(err, err and tostring(err))
+    assert.equals("unassigned", res.outcome)
+    assert.equals(1, res.attempts)
+    assert.equals(3, #ids)
+    assert.equals(1, #log)
+    one_id(ids, log, res.request_id)
+    for _, info in ipairs(rec.infos) do assert.equals(0, info.attempt) end
+  end)
+
+  it("does not retry an ambiguous failure after a refusal when ambiguous_attempts = 0", function()
+    local res, err, ids, log = refused_call({ 1 }, { max_attempts = 5 }, { always { type = "drop" } })
+    assert.is_nil(res)
+    assert.equals("ambiguous", err.class)
+    assert.equals("ambiguous", err.retry_stopped)
+    assert.is_true(err.maybe_applied)
+    assert.equals(1, err.attempts)
+    assert.equals(1, #log)
+    one_id(ids, log, err.request_id)
+  end)
+
+  it("does not spend ambiguous_attempts on a retry that was refused", function()
+    local res, err, ids, log = refused_call({ 2 }, { ambiguous_attempts = 1 }, { { type = "drop" } })
+    assert.is_nil(err, err and tostring(err))
+    assert.equals("unassigned", res.outcome)
+    assert.equals(2, res.attempts)
+    assert.equals(3, #ids)
+    assert.equals(2, #log)
+    one_id(ids, log, res.request_id)
+  end)
+
+  it("stops at max_attempts when refusals and requests together reach it", function()
+    local res, err, ids, log = refused_call({ 1, 3 }, { max_attempts = 3 }, { always { type = "unavailable" } })
+    assert.is_nil(res)
+    assert.equals("max_attempts", err.retry_stopped)
+    assert.equals(1, err.attempts)
+    assert.equals(3, #ids)
+    assert.equals(1, #log)
+    one_id(ids, log, err.request_id)
+  end)
+end)

@@ -2,94 +2,20 @@
 -- Proves the admin endpoint works end to end and that a call waiting on a slow KooPhone answer
 -- (koophone.ngx in a thread pool) leaves the single worker free to answer other requests.
 local sim = require "helpers.sim"
+local openresty = require "helpers.openresty"
 local socket = require "socket"
 local http = require "socket.http"
-local ltn12 = require "ltn12"
-local cjson = require "cjson.safe"
-local shell = require "helpers.shell"
 
-local ROOT = shell.read("pwd")
-local PORT = tonumber(os.getenv("KOOPHONE_OPENRESTY_PORT") or "") or sim.http_port + 20
-local DIR = os.getenv("KOOPHONE_OPENRESTY_DIR") or (sim.run_dir:sub(1, 1) == "/" and sim.run_dir
-  or ROOT .. "/" .. sim.run_dir) .. "/openresty"
-local NGINX = os.getenv("KOOPHONE_SIM_NGINX") or "/usr/sbin/nginx"
-local BASE = "http://127.0.0.1:" .. PORT
-
-local function render_conf()
-  local src = assert(io.open(ROOT .. "/examples/openresty/nginx.conf")):read("*a")
-  local values = {
-    PREFIX = DIR, PORT = tostring(PORT),
-    LUA_PATH = ROOT .. "/lua/?.lua;" .. ROOT .. "/examples/openresty/?.lua",
-    LUA_CPATH = ROOT .. "/build/luajit/?.so",
-    USER = shell.read("id -u") == "0" and "user root;" or "",
-  }
-  local conf = src:gsub("@([%u_]+)@", function(name) return assert(values[name], name) end)
-  local f = assert(io.open(DIR .. "/nginx.conf", "w"))
-  f:write(conf)
-  f:close()
-end
-
-local function start_nginx()
-  -- nginx runs LuaJIT: it needs the LuaJIT build whatever runtime runs these specs
-  shell.make("build LUA=luajit")
-  shell.read("mkdir -p " .. shell.quote(DIR .. "/tmp"))
-  render_conf()
-  shell.read(("env KOOPHONE_TOKEN=%s KOOPHONE_ENDPOINT=%s KOOPHONE_CAFILE=%s %s -p %s -c %s -e %s")
-    :format(shell.quote(sim.token), shell.quote(sim.https_url), shell.quote(sim.ca), shell.quote(NGINX),
-            shell.quote(DIR .. "/"), shell.quote(DIR .. "/nginx.conf"), shell.quote(DIR .. "/error.log")))
-  for _ = 1, 100 do
-    if http.request(BASE .. "/health") then return end
-    socket.sleep(0.05)
-  end
-  error("the example nginx does not answer on port " .. PORT)
-end
-
-local function stop_nginx()
-  shell.run(("p=$(cat %s 2>/dev/null) && kill -QUIT $p && "
-    .. "for i in $(seq 50); do kill -0 $p 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL $p")
-    :format(shell.quote(DIR .. "/nginx.pid")))
-end
-
--- POST to the admin endpoint; returns the status and the decoded body.
-local function admin(body)
-  local src = type(body) == "string" and body or assert(cjson.encode(body))
-  local out = {}
-  local _, status = http.request {
-    url = BASE .. "/admin/unassign", method = "POST", source = ltn12.source.string(src),
-    headers = { ["content-type"] = "application/json", ["content-length"] = tostring(#src) },
-    sink = ltn12.sink.table(out),
-  }
-  return status, cjson.decode(table.concat(out)), table.concat(out)
-end
-
--- The same request on a socket of its own, answer read later (HTTP/1.0: no chunking).
-local function admin_start(body)
-  local src = assert(cjson.encode(body))
-  local s = assert(socket.tcp())
-  s:settimeout(60)
-  assert(s:connect("127.0.0.1", PORT))
-  assert(s:send(("POST /admin/unassign HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json"
-    .. "\r\nContent-Length: %d\r\n\r\n%s"):format(#src, src)))
-  return s
-end
-
-local function admin_finish(s)
-  local raw = assert(s:receive("*a"))
-  s:close()
-  local status = tonumber(raw:match("^HTTP/1%.%d (%d+)"))
-  return status, cjson.decode(raw:match("\r\n\r\n(.*)$") or "")
-end
-
-local function in_flight(seq)
-  for _, e in ipairs(sim.log()) do
-    if e.seq == seq then return e.status == 0 end
-  end
-  return false
-end
+local example = openresty.new("openresty",
+  tonumber(os.getenv("KOOPHONE_OPENRESTY_PORT") or "") or sim.http_port + 20)
+local BASE = example.base
+local function admin(body) return example:admin(body) end
+local function admin_start(body) return example:admin_start(body) end
+local admin_finish, in_flight = openresty.admin_finish, openresty.in_flight
 
 describe("examples/openresty with koophone.ngx", function()
-  setup(start_nginx)
-  teardown(stop_nginx)
+  setup(function() example:start() end)
+  teardown(function() example:stop() end)
 
   it("unassigns the pairs of the JSON body and answers with the jobs", function()
     local list = sim.make_pairs(3, "or")
@@ -201,6 +127,45 @@ describe("examples/openresty with koophone.ngx", function()
   end)
 end)
 
+-- The rule next to the example's thread_pool line: lua-nginx-module up to 0.10.31 aborts the
+-- worker when a call finds the pool's max_queue full; neither the VM pool nor koophone.ngx's
+-- max_in_flight may let more calls be in flight than max_queue.
+describe("examples/openresty/nginx.conf", function()
+  -- directive name -> list of argument strings, comments dropped
+  local function directives(conf)
+    local found = {}
+    for line in conf:gmatch("[^\n]+") do
+      local name, args = line:gsub("#.*", ""):match("^%s*([%w_]+)%s+([^;]*);")
+      if name then
+        found[name] = found[name] or {}
+        table.insert(found[name], args)
+      end
+    end
+    return found
+  end
+
+  it("gives the thread pool a max_queue no smaller than the VM pool and max_in_flight", function()
+    local d = directives(openresty.example_conf())
+    local pools = {}
+    for _, args in ipairs(d.thread_pool) do
+      local name = args:match("^(%S+)")
+      -- nginx's defaults: threads=32 max_queue=65536
+      pools[name] = { threads = tonumber(args:match("threads=(%d+)") or 32),
+                      max_queue = tonumber(args:match("max_queue=(%d+)") or 65536) }
+    end
+    -- lua-nginx-module's default: 10 VMs
+    local vms = tonumber(d.lua_worker_thread_vm_pool_size and d.lua_worker_thread_vm_pool_size[1] or 10)
+    package.path = openresty.root .. "/examples/openresty/?.lua;" .. package.path
+    local opts = require("koophone_admin").options()
+    local pool = assert(pools[opts.thread_pool], "no thread_pool " .. opts.thread_pool)
+    assert.is_true(vms <= pool.max_queue, ("VM pool %d > max_queue %d"):format(vms, pool.max_queue))
+    assert.is_true(opts.max_in_flight <= pool.max_queue,
+                   ("max_in_flight %d > max_queue %d"):format(opts.max_in_flight, pool.max_queue))
+    -- the handler's client takes those options
+    assert.matches("max_in_flight " .. opts.max_in_flight, tostring(require("koophone.ngx").client(opts)), 1, true)
+  end)
+end)
+
 -- The parts of koophone.ngx that run without nginx: option checks, the thread-side function
 -- (called here directly, in this VM), close.
 describe("koophone.ngx outside nginx", function()
@@ -210,7 +175,21 @@ describe("koophone.ngx outside nginx", function()
     assert.has_error(function() kngx.new { retries = 3 } end, "koophone.new: unknown option 'retries'")
     assert.has_error(function() kngx.new { thread_pool = 1 } end,
       "koophone.ngx.new: option 'thread_pool': expected a thread_pool name")
+    assert.has_error(function() kngx.new { max_in_flight = 0 } end,
+      "koophone.ngx.new: option 'max_in_flight': expected an integer >= 1")
+    assert.has_error(function() kngx.new { queue_timeout = -1 } end,
+      "koophone.ngx.new: option 'queue_timeout': expected a number of seconds >= 0")
+    assert.matches("max_in_flight 10)", tostring(kngx.new {}), 1, true)
     assert.matches("thread_pool pool2", tostring(kngx.new { thread_pool = "pool2" }))
+  end)
+
+  it("gets koophone.client's retry rules, with request ids made in the request's VM", function()
+    local c = kngx.client(sim.client_opts("http"))
+    assert.equals(getmetatable(require("koophone").client(sim.client_opts("http"))), getmetatable(c))
+    local a, b = c.core:request_id(), c.core:request_id()
+    assert.matches("^%x+%-%x+%-4%x+%-%x+%-%x+$", a)
+    assert.are_not.equal(a, b)
+    c:close()
   end)
 
   it("raises on a closed client before reaching nginx", function()

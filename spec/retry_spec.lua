@@ -170,6 +170,48 @@ describe("decide", function()
     assert.is_true(s.maybe_applied)
   end)
 
+  local function not_started()
+    return err { kind = "network", code = "WORKER_THREAD_UNAVAILABLE", sent = false, attempts = 0 }
+  end
+
+  it("counts an attempt refused before sending against max_attempts, not as a request", function()
+    local p = policy { max_attempts = 3 }
+    local s = p:new_state()
+    assert.is_true((p:decide(not_started(), 0, s)))
+    assert.is_true((p:decide(not_started(), 0, s)))
+    local again, _, why = p:decide(not_started(), 0, s)
+    assert.is_false(again)
+    assert.equals("max_attempts", why)
+    assert.equals(3, s.not_started)
+    assert.equals(0, s.ambiguous_retries)
+    assert.is_false(s.maybe_applied)
+    local _, e = p:finish(nil, not_started(), 0, s)
+    assert.equals(0, e.attempts)
+    assert.matches("gave up after 3 attempts, 3 of them not started", e.message, 1, true)
+  end)
+
+  it("keeps ambiguous_attempts = 0 after refusals: an ambiguous failure then stops the call", function()
+    local p = policy { max_attempts = 9 }
+    local s = p:new_state()
+    p:decide(not_started(), 0, s)
+    p:decide(not_started(), 0, s)
+    local again, _, why = p:decide(timeout(), 1, s)
+    assert.is_false(again)
+    assert.equals("ambiguous", why)
+  end)
+
+  it("gives back the ambiguous retry that a refusal did not spend", function()
+    local p = policy { max_attempts = 9, ambiguous_attempts = 1 }
+    local s = p:new_state()
+    assert.is_true((p:decide(dropped(), 1, s)))
+    assert.equals(1, s.ambiguous_retries)
+    assert.is_true((p:decide(not_started(), 1, s)))
+    assert.equals(1, s.ambiguous_retries)
+    local again, _, why = p:decide(dropped(), 2, s)
+    assert.is_false(again)
+    assert.equals("ambiguous", why)
+  end)
+
   it("takes cost per retry and timeout_cost per timeout from a budget shared by calls", function()
     local p = policy { max_attempts = 9, ambiguous_attempts = 9,
                        budget = { capacity = 20, cost = 5, timeout_cost = 10, refund = 1 } }
@@ -346,6 +388,19 @@ describe("koophone.client", function()
     assert.matches("http://127.0.0.1:1/prefix/v1/instances/unassign", s, 1, true)
     assert.matches("max_attempts=1", s, 1, true)
     assert.is_nil(s:find("SECRET", 1, true))
+  end)
+
+  it("fixes the call's request id before its first attempt and leaves the caller's opts alone", function()
+    local seen = {}
+    local c = koophone.client { endpoint = opts.endpoint,
+                                retry = { sleep = function() end, on_retry = function(i) seen[#seen + 1] = i end } }
+    local call_opts = { timeout = 1 }
+    local _, err = c:unassign("t", { { user_id = "u", instance_id = "i" } }, call_opts)
+    assert.equals(3, err.attempts)
+    assert.matches("^%x+%-%x+%-4%x+%-%x+%-%x+$", err.request_id)
+    for _, info in ipairs(seen) do assert.equals(err.request_id, info.request_id) end
+    assert.same({ timeout = 1 }, call_opts)
+    assert.are_not.equal(err.request_id, c.core:request_id())
   end)
 
   it("closes, also as a to-be-closed value, and raises when used closed", function()

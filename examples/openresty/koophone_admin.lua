@@ -4,7 +4,10 @@
 --   200 {"outcome":"unassigned","task_id":"…","request_id":"…","jobs":[{"instance_id":"…","job_id":"…"}]}
 --   400 {"error":{"message":"…"}}                  the body is not a valid request; nothing was sent
 --   409 {"error":{kind, code, message, …}}         KooPhone refused it (e.g. KOOPHONE.API.2210)
---   502 {"error":{kind, code, message, sent, …}}   no usable answer; sent=false: certainly not applied
+--   502 {"error":{kind, code, message, sent, maybe_applied, …}}   no usable answer;
+--       maybe_applied: an attempt may have been applied, else sent=false: certainly not applied
+--   503 {"error":{code = "WORKER_THREAD_UNAVAILABLE", sent = false, …}} + Retry-After: overloaded,
+--       the last attempt was not started and no attempt may have been applied: try again later
 -- The token comes from KOOPHONE_TOKEN; put this location behind your own authentication.
 local cjson = require "cjson.safe"
 local koophone = require "koophone"
@@ -15,17 +18,27 @@ local _M = {}
 local MAX_PAIRS = 100 -- the client's max_pairs default: more would be a raised error
 local client, token
 
--- Called from init_by_lua: a bad option stops nginx from starting instead of failing requests.
-function _M.init()
+-- The client's options; `overrides` replace some (spec/openresty_load_spec.lua uses them).
+function _M.options(overrides)
   -- the default retry policy: only failures that certainly did not apply, and throttling;
   -- its delays are ngx.sleep, so the worker keeps serving while it waits
-  client = kngx.client {
+  local opts = {
     thread_pool = "koophone",
+    -- calls in the thread pool at once in this worker: at most the pool's max_queue (nginx.conf);
+    -- more wait up to queue_timeout seconds for one to end, then are answered 503
+    max_in_flight = 16, queue_timeout = 2,
     endpoint = os.getenv("KOOPHONE_ENDPOINT"),
     cafile = os.getenv("KOOPHONE_CAFILE"),
     timeout = 15,
     retry = { max_attempts = 3, base_delay = 0.05, throttle_base_delay = 0.1, max_retry_after = 1 },
   }
+  for k, v in pairs(overrides or {}) do opts[k] = v end
+  return opts
+end
+
+-- Called from init_by_lua: a bad option stops nginx from starting instead of failing requests.
+function _M.init(overrides)
+  client = kngx.client(_M.options(overrides))
   token = os.getenv("KOOPHONE_TOKEN")
 end
 
@@ -62,11 +75,19 @@ function _M.unassign()
   if not list then return reply(400, { error = { message = opts_or_reason } }) end
   local res, err = client:unassign(token, list, opts_or_reason)
   if not res then
-    -- err has its koophone.Error metatable: tostring gives the one-line form for the log
-    ngx.log(ngx.WARN, "unassign failed: ", tostring(err))
-    return reply(err.kind == "api" and 409 or 502, { error = {
+    local status = err.kind == "api" and 409 or 502
+    if err.code == "WORKER_THREAD_UNAVAILABLE" and not err.maybe_applied then
+      -- overload, nothing applied: koophone.ngx logs these itself, at most once a second
+      status = 503
+      ngx.header["Retry-After"] = "1"
+    else
+      -- err has its koophone.Error metatable: tostring gives the one-line form for the log
+      ngx.log(ngx.WARN, "unassign failed: ", tostring(err))
+    end
+    return reply(status, { error = {
       kind = err.kind, code = err.code, status = err.status, message = err.message,
-      request_id = err.request_id, sent = err.sent, attempts = err.attempts, text = tostring(err),
+      request_id = err.request_id, sent = err.sent, attempts = err.attempts,
+      maybe_applied = err.maybe_applied, text = tostring(err),
     } })
   end
   return reply(200, { outcome = res.outcome, task_id = res.task_id, request_id = res.request_id,

@@ -5,8 +5,9 @@
 --
 -- What other layers (koophone.bulk) may use:
 --   client:unassign(token, pairs, opts)   one call with the policy: retries, one x-request-id for
---                                          all its attempts, res.attempts / err.attempts = requests sent,
---                                          res.unconfirmed = the pairs the answer has no job for
+--                                          all its attempts (fixed before the first), res.attempts /
+--                                          err.attempts = requests sent, res.unconfirmed = the
+--                                          pairs the answer has no job for
 --   client:unassign_many(token, batches, opts)   the core's unassign_many, as it is (no policy)
 --   client:unassign_all(token, pairs, opts)      koophone.bulk.unassign_all(client, ...)
 --   client.core     the koophone.core client userdata (one libcurl handle, kept-alive connection)
@@ -26,7 +27,9 @@ local Client = {}
 Client.__index = Client
 
 -- wrap(transport, retry_opts, default_sleep): the policy around any object with koophone's
--- unassign/close contract, e.g. a koophone.ngx client with ngx.sleep.
+-- unassign/close contract plus request_id() (a fresh x-request-id), e.g. a koophone.ngx client
+-- with ngx.sleep. An attempt the transport refuses before sending returns an error with
+-- attempts = 0 and sent = false: the policy counts it against max_attempts, never as a request.
 function _M.wrap(transport, retry_opts, default_sleep)
   local policy = retry.new(retry_opts, default_sleep or core.sleep)
   return setmetatable({ core = transport, policy = policy, sleep = policy.sleep }, Client)
@@ -50,12 +53,8 @@ function _M.new(opts)
   return _M.wrap(core.new(core_opts), retry_opts, core.sleep)
 end
 
--- After a failed first attempt: the policy decides, every retry carries the first id.
-local function retry_failed_call(self, token, list, opts, err)
-  local call = {}
-  for k, v in pairs(opts or {}) do call[k] = v end
-  -- every attempt carries the first one's id, so the server can tell they are one call
-  call.request_id = err.request_id
+-- After a failed first attempt: the policy decides; `call` carries the call's request id.
+local function retry_failed_call(self, token, list, call, err)
   local policy, state, attempt = self.policy, self.policy:new_state(), err.attempts
   while true do
     local again, delay = policy:decide(err, attempt, state)
@@ -78,10 +77,17 @@ function Client:unassign(token, list, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("koophone.unassign: bad argument #3 (opts): expected a table, got " .. type(opts), 2)
   end
+  -- The call's id is fixed before its first attempt, so every attempt carries it (the server
+  -- can tell they are one call) even when the transport refused an attempt before sending it.
+  local call = opts
+  if not (opts and opts.request_id) then
+    call = { request_id = self.core:request_id() }
+    for k, v in pairs(opts or {}) do call[k] = v end
+  end
   -- the common case, a first attempt that succeeds, builds no retry state at all
-  local res, err = self.core:unassign(token, list, opts)
+  local res, err = self.core:unassign(token, list, call)
   if res then return confirm(list, self.policy:finish(res, nil, res.attempts)) end
-  return confirm(list, retry_failed_call(self, token, list, opts, err))
+  return confirm(list, retry_failed_call(self, token, list, call, err))
 end
 
 function Client:unassign_many(token, batches, opts)

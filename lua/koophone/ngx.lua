@@ -7,9 +7,11 @@
 -- the worker goes on serving everything else until the thread is done.
 --
 -- Needs, in the main context of nginx.conf (name = opts.thread_pool, default "koophone"):
---     thread_pool koophone threads=4 max_queue=256;
+--     thread_pool koophone threads=4 max_queue=64;
 -- and lua_package_path / lua_package_cpath that reach this file and the LuaJIT build of
 -- koophone/core.so: the thread side runs in a separate Lua VM that copies them.
+-- The rule (see koophone/ngx/inflight.lua): max_in_flight <= the pool's max_queue, for the sum
+-- of the clients that share the pool; and lua_worker_thread_vm_pool_size <= max_queue.
 --
 -- What crosses the thread boundary: ngx.run_worker_thread copies arguments and results between
 -- the request's VM and the thread's VM; only nil, booleans, numbers, strings and tables of those
@@ -28,9 +30,7 @@ local THREAD_MODULE = "koophone.ngx"
 -- its client keeps its connection (and TLS session) for the next call that VM takes.
 local clients = {}
 
--- Runs in the thread VM: true, res, err for an outcome, or false, message when the call raised
--- (a programmer mistake, re-raised in the request).
-function _M.thread_unassign(key, opts, token, list, call_opts)
+local function call_in_thread(key, opts, token, list, call_opts)
   local c = clients[key]
   if c == nil then
     local ok, made = pcall(core.new, opts)
@@ -43,14 +43,23 @@ function _M.thread_unassign(key, opts, token, list, call_opts)
   return true, res, err
 end
 
+-- Runs in the thread VM: true, res, err for an outcome, or false, message when the call raised
+-- (a programmer mistake, re-raised in the request). Then frees the call's in-flight slot.
+function _M.thread_unassign(key, opts, token, list, call_opts, slots_addr, slot)
+  local done, res, err = call_in_thread(key, opts, token, list, call_opts)
+  if slots_addr then require("koophone.ngx.inflight").clear(slots_addr, slot) end
+  return done, res, err
+end
+
 -- ---------------------------------------------------------------- request side
 
 -- ngx refusals that are about load, not about the caller's code: the call was not sent.
 local not_started = {
   ["no available Lua vm"] = true,          -- lua_worker_thread_vm_pool_size reached
-  ["ngx_thread_task_post failed"] = true,  -- the thread pool's max_queue is full
+  ["ngx_thread_task_post failed"] = true,  -- the pool's max_queue is full (see inflight.lua)
   ["no memory"] = true,
 }
+local IN_FLIGHT_FULL = "max_in_flight calls of this client in progress"
 
 local function not_started_error(message, call_opts)
   return setmetatable({
@@ -59,6 +68,28 @@ local function not_started_error(message, call_opts)
     request_id = type(call_opts) == "table" and call_opts.request_id or nil,
     sent = false, attempts = 0,
   }, core.Error)
+end
+
+-- Refusals are logged at most once a second per worker, with their count since the last line
+-- (a timer writes the last ones): under overload one line per refusal would fill the disk.
+local refused = { count = 0, last = -math.huge }
+
+local function flush_refusals()
+  refused.timer = false
+  if refused.count == 0 then return end
+  ngx.log(ngx.WARN, "koophone.ngx: ", refused.count, " call(s) not started (latest: ", refused.why,
+          "); see max_in_flight, queue_timeout and the thread_pool")
+  refused.count, refused.last = 0, ngx.now()
+end
+
+local function log_refusal(why)
+  refused.count, refused.why = refused.count + 1, why
+  local wait = refused.last + 1 - ngx.now()
+  if wait <= 0 then
+    flush_refusals()
+  elseif not refused.timer then
+    refused.timer = ngx.timer.at(wait, flush_refusals) and true
+  end
 end
 
 -- A string that names the option set: equal options give the same thread-side client.
@@ -78,36 +109,92 @@ end
 local Client = {}
 Client.__index = Client
 
--- new(opts): the options of koophone.new plus thread_pool (the nginx thread_pool name).
--- Options are checked here, now, by making and closing a client, so mistakes raise at startup.
+-- Options of this module, not of koophone.new: name -> check(value) -> ok
+local OWN = {
+  thread_pool = function(v) return type(v) == "string" and v ~= "", "a thread_pool name" end,
+  max_in_flight = function(v)
+    return type(v) == "number" and v >= 1 and v % 1 == 0 and v ~= math.huge, "an integer >= 1"
+  end,
+  queue_timeout = function(v)
+    return type(v) == "number" and v >= 0 and v < math.huge, "a number of seconds >= 0"
+  end,
+}
+
+-- The default max_in_flight is lua_worker_thread_vm_pool_size's default: with nginx's and
+-- lua-nginx-module's defaults (max_queue=65536, 10 VMs) it changes nothing, and it keeps any
+-- pool with max_queue >= 10 safe.
+_M.defaults = { thread_pool = "koophone", max_in_flight = 10, queue_timeout = 0 }
+
+-- new(opts): the options of koophone.new plus thread_pool, max_in_flight and queue_timeout.
+-- Options are checked here, now, by making a client, so mistakes raise at startup; that client
+-- stays, to make request ids in this VM.
 function _M.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("koophone.ngx.new: expected a table of options, got " .. type(opts), 2)
   end
-  local pool, copts = "koophone", {}
+  local self, copts = {}, {}
+  for name, default in pairs(_M.defaults) do self[name] = default end
   for name, v in pairs(opts or {}) do
-    if name == "thread_pool" then
-      if type(v) ~= "string" or v == "" then
-        error("koophone.ngx.new: option 'thread_pool': expected a thread_pool name", 2)
-      end
-      pool = v
+    if OWN[name] then
+      local ok, expected = OWN[name](v)
+      if not ok then error(("koophone.ngx.new: option '%s': expected %s"):format(name, expected), 2) end
+      self[name] = v
     else
       copts[name] = v
     end
   end
-  core.new(copts):close()
-  return setmetatable({ pool = pool, opts = copts, key = options_key(copts) }, Client)
+  self.ids = core.new(copts)
+  self.pool, self.opts, self.key = self.thread_pool, copts, options_key(copts)
+  return setmetatable(self, Client)
+end
+
+-- A fresh x-request-id, made in this VM (koophone.client fixes a call's id with it).
+function Client:request_id()
+  return self.ids:request_id()
+end
+
+-- Waits up to queue_timeout in all for a call of this client to end; false when the time is up.
+local function wait_for_slot(self, deadline)
+  local left = deadline - ngx.now()
+  if left <= 0 then return false end
+  if not self.freed then self.freed = require("ngx.semaphore").new() end
+  -- woken when a call of this client ends; the cap also catches slots that ended unseen (a call
+  -- whose request is gone) and VMs that nginx frees just after
+  self.freed:wait(math.min(left, 0.05))
+  return true
+end
+
+-- One try: true, done, res, err when the thread ran the call; false, why when it did not start.
+local function post(self, token, list, call_opts)
+  local slots = self.slots
+  local slot = slots:take()
+  if not slot then return false, IN_FLIGHT_FULL end
+  -- protected: a raise (e.g. called from a phase that cannot yield) must not keep the slot
+  local called, ok, done, res, err = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
+    "thread_unassign", self.key, self.opts, token, list, call_opts, slots.addr, slot)
+  if called and ok then
+    if self.freed and self.freed:count() < 0 then self.freed:post(1) end
+    return true, done, res, err
+  end
+  slots:release(slot)
+  if not called then done = ok end
+  if not (called and not_started[done]) then error("koophone.ngx: " .. tostring(done), 3) end
+  return false, done
 end
 
 -- client:unassign(token, pairs [, opts]): like koophone's, from rewrite/access/content
 -- handlers. The request waits (yields); the worker does not.
 function Client:unassign(token, list, call_opts)
   if self.closed then error("koophone: client is closed", 2) end
-  local ok, done, res, err = ngx.run_worker_thread(self.pool, THREAD_MODULE, "thread_unassign",
-                                                   self.key, self.opts, token, list, call_opts)
-  if not ok then
-    if not_started[done] then return nil, not_started_error(done, call_opts) end
-    error("koophone.ngx: " .. tostring(done), 2)
+  if not self.slots then self.slots = require("koophone.ngx.inflight").new(self.max_in_flight) end
+  local deadline = ngx.now() + self.queue_timeout
+  local started, done, res, err
+  repeat
+    started, done, res, err = post(self, token, list, call_opts)
+  until started or not wait_for_slot(self, deadline)
+  if not started then
+    log_refusal(done)
+    return nil, not_started_error(done, call_opts)
   end
   if not done then error(res, 2) end
   if res == nil then return nil, setmetatable(err, core.Error) end
@@ -119,10 +206,12 @@ end
 -- their VMs (no request can reach a given VM) and serve the next client with the same options.
 function Client:close()
   self.closed = true
+  self.ids:close()
 end
 
 function Client:__tostring()
-  return ("koophone.ngx client (thread_pool %s)%s"):format(self.pool, self.closed and " (closed)" or "")
+  return ("koophone.ngx client (thread_pool %s, max_in_flight %d)%s"):format(
+    self.pool, self.max_in_flight, self.closed and " (closed)" or "")
 end
 
 -- client(opts): like koophone.client (a retry policy around the call, option `retry`), with
@@ -133,9 +222,11 @@ function _M.client(opts)
   return wrapper.wrap(_M.new(transport_opts), retry_opts, _M.sleep)
 end
 
--- Retry delays in OpenResty: ngx.sleep yields, the core's sleep would block the worker.
+-- Retry delays in OpenResty: ngx.sleep yields, the core's sleep would block the worker. At least
+-- 1 ms: a shorter sleep is ngx.sleep(0), which nginx without the delayed-events patch (Debian's)
+-- logs every time.
 function _M.sleep(seconds)
-  return ngx.sleep(seconds)
+  return ngx.sleep(math.max(seconds, 0.001))
 end
 
 return _M

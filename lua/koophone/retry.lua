@@ -10,6 +10,9 @@
 --   return policy:finish(res, err, attempt, state)
 -- state.maybe_applied (read it, do not set it) is true once an attempt of the call may have been
 -- applied, libcurl's silent resends included.
+-- An attempt the transport refused before sending (err.attempts == 0, e.g. koophone.ngx's
+-- WORKER_THREAD_UNAVAILABLE) is no request: it does not add to `attempt`, but it counts against
+-- max_attempts (state.not_started) and never against ambiguous_attempts.
 local classify = require("koophone.classify").classify
 local BINDING_NOT_FOUND = require("koophone.codes").names.BINDING_NOT_FOUND
 
@@ -95,7 +98,7 @@ end
 
 -- State of one call: what its attempts so far did.
 function Policy:new_state()
-  return { retries = 0, ambiguous_retries = 0, maybe_applied = false }
+  return { retries = 0, ambiguous_retries = 0, not_started = 0, maybe_applied = false }
 end
 
 -- Seconds to wait before retry number n (1 = the first retry) after err. Retry-After is a
@@ -124,13 +127,21 @@ function Policy:withdraw(err)
 end
 
 -- decide(err, attempt, state) -> again, delay, why. `attempt`: requests sent so far in this call,
--- err's included. `why` is the classification reason when again, else why the retries stop:
+-- err's included (attempts refused before sending are not requests: state.not_started counts
+-- them). `why` is the classification reason when again, else why the retries stop:
 -- "final", "max_attempts", "ambiguous" (ambiguous_attempts used up) or "budget".
 function Policy:decide(err, attempt, state)
   local class, why, maybe_applied, note = classify(err)
   state.class, state.note = class, note
+  local sent = err.attempts or 1
+  if sent == 0 then
+    -- refused before sending: a try against max_attempts, and the ambiguous retry that the
+    -- previous decision counted for it (when there was one) was not spent
+    state.not_started = state.not_started + 1
+    if state.maybe_applied then state.ambiguous_retries = state.ambiguous_retries - 1 end
+  end
   -- libcurl's silent resend was a retry after an ambiguous failure (see transport.c)
-  local resends = (err.attempts or 1) - 1
+  local resends = math.max(sent - 1, 0)
   state.ambiguous_retries = state.ambiguous_retries + resends
   if maybe_applied or resends > 0 then
     state.maybe_applied = true
@@ -138,7 +149,7 @@ function Policy:decide(err, attempt, state)
   end
   local stop
   if class == "final" then stop = "final"
-  elseif attempt >= self.max_attempts then stop = "max_attempts"
+  elseif attempt + state.not_started >= self.max_attempts then stop = "max_attempts"
   elseif state.maybe_applied and state.ambiguous_retries >= self.ambiguous_attempts then stop = "ambiguous"
   elseif not self:withdraw(err) then stop = "budget"
   end
@@ -163,8 +174,10 @@ local function add_notes(err, attempt, state)
   end
   if state.stopped == "budget" then
     notes[#notes + 1] = "not retried: the client's retry budget is empty"
-  elseif state.stopped == "max_attempts" and attempt > 1 then
-    notes[#notes + 1] = ("gave up after %d attempts"):format(attempt)
+  elseif state.stopped == "max_attempts" and attempt + state.not_started > 1 then
+    notes[#notes + 1] = state.not_started == 0 and ("gave up after %d attempts"):format(attempt)
+      or ("gave up after %d attempts, %d of them not started"):format(attempt + state.not_started,
+                                                                     state.not_started)
   end
   if #notes > 0 then err.message = ("%s (%s)"):format(err.message or "", table.concat(notes, "; ")) end
 end
