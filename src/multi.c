@@ -208,6 +208,8 @@ static void finish(lua_State *L, kp_multi *m, CURL *easy, CURLcode code, const c
   kp_conn_finish(m->conns[i], code, &r);
   curl_multi_remove_handle(m->multi, easy);
   m->batch[i] = 0;
+  if (code == CURLE_ABORTED_BY_CALLBACK && kp_interrupted())
+    return; /* abandoned: no answer, it may or may not have been applied */
   top = lua_gettop(L);
   lua_rawgeti(L, SLOT_IDS, b);
   /* the outcome is on top: res, or nil and err (with work values below) */
@@ -239,6 +241,10 @@ static void run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency, const
   CURLMsg *msg;
   CURLMcode mc;
   for (;;) {
+    if (kp_interrupted()) { /* interrupt.c: start nothing, abandon what is in flight */
+      detach_all(m);
+      return;
+    }
     for (i = 0; i < concurrency && next <= n; i++)
       if (m->batch[i] == 0) {
         start(L, m, i, next++, token, token_len, timeout_ms);
@@ -274,9 +280,13 @@ static void push_option(lua_State *L, const char *name, int type, const char *ex
                luaL_typename(L, -1));
 }
 
-/* client:unassign_many(token, batches [, opts]) -> results, errors
+/* client:unassign_many(token, batches [, opts]) -> results, errors, interrupted
  * results[i] is what client:unassign(token, batches[i]) would return as res
- * (or false), errors[i] its err (or false). opts: concurrency (1..64,
+ * (or false), errors[i] its err (or false). When the interruption flag
+ * (interrupt.c) is raised, no batch starts any more and the transfers in
+ * flight are abandoned without on_done: their results[i] and errors[i] are
+ * nil, as those of the batches never started, and `interrupted` says why
+ * ("SIGINT", "SIGTERM", "interrupted"; nil when not interrupted). opts: concurrency (1..64,
  * default 4), request_ids (array, holes get fresh UUIDs), timeout (seconds,
  * per request), on_start(i, request_id) called just before batch i is sent,
  * on_done(i, res, err) called as each batch ends. */
@@ -316,5 +326,6 @@ int kp_client_unassign_many(lua_State *L)
     run(L, check_pool(L, c, (int)(concurrency < n ? concurrency : n)), n,
         (int)(concurrency < n ? concurrency : n), token, token_len, timeout_ms);
   lua_settop(L, SLOT_ERRORS);
-  return 2;
+  kp_push_interrupted(L);
+  return 3;
 }
