@@ -181,6 +181,7 @@ describe("interruption in the library", function()
     assert.is_nil(res)
     assert.equals("interrupted", err.kind)
     assert.is_false(err.sent)
+    assert.equals("final", err.class) -- not retried: a retry would stop the same way
     assert.same({}, sim.log())
   end)
 
