@@ -14,13 +14,13 @@
 static int clock_sleep(lua_State *L)
 {
   lua_Number s = luaL_checknumber(L, 1);
-  struct timespec ts, rem;
+  struct timespec ts, rem = { 0, 0 };
   luaL_argcheck(L, s >= 0 && s <= 86400, 1, "expected seconds between 0 and 86400");
   while (!kp_interrupted() && s > 0) {
     lua_Number slice = s < KP_SLEEP_SLICE ? s : KP_SLEEP_SLICE;
     ts.tv_sec = 0;
     ts.tv_nsec = (long)(slice * 1e9);
-    rem.tv_sec = rem.tv_nsec = 0;
+    rem.tv_nsec = 0; /* unchanged when the slice is slept whole */
     if (nanosleep(&ts, &rem) != 0 && errno != EINTR)
       break;
     s -= slice - (lua_Number)rem.tv_nsec / 1e9; /* EINTR: the flag, or another signal */
