@@ -5,9 +5,7 @@ local sim = require "helpers.sim"
 local cli = require "helpers.cli"
 
 local ctx = cli.new()
-local DIR = ctx.dir
-local TOKEN_FILE = DIR .. "/token"
-local ENDPOINT = " --endpoint " .. sim.http_url .. " --token-file " .. TOKEN_FILE
+local DIR, ENDPOINT = ctx.dir, ctx.endpoint
 
 -- Whether s is valid UTF-8 (no overlong forms, no surrogates), with patterns that work on 5.1.
 local UTF8 = {
@@ -47,7 +45,6 @@ local function run_with_env_token(token, args)
 end
 
 describe("bin/koophone input", function()
-  setup(function() sim.write_file(TOKEN_FILE, sim.token .. "\n") end)
   teardown(ctx.cleanup)
 
   it("usage and environment errors: one line, exit 2, no journal, no request", function()

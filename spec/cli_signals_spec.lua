@@ -7,9 +7,7 @@ local cjson = require "cjson.safe"
 local koophone = require "koophone"
 
 local ctx = cli.new()
-local DIR = ctx.dir
-local TOKEN_FILE = DIR .. "/token"
-local ENDPOINT = " --endpoint " .. sim.http_url .. " --token-file " .. TOKEN_FILE
+local DIR, ENDPOINT = ctx.dir, ctx.endpoint
 
 -- The records of a journal file, in order.
 local function journal_records(path)
@@ -56,7 +54,6 @@ local function applied_pairs(log)
 end
 
 describe("bin/koophone interrupted", function()
-  setup(function() sim.write_file(TOKEN_FILE, sim.token .. "\n") end)
   teardown(ctx.cleanup)
 
   it("SIGINT during a 60 s Retry-After sleep: stops at once, exit 130, summary and resume command; the resume sends no answered pair again", function()

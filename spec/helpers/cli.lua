@@ -2,6 +2,7 @@
 -- file (cli.new()), on the runtime and build the specs run with.
 local cjson = require "cjson.safe"
 local socket = require "socket"
+local sim = require "helpers.sim"
 
 local _M = {}
 
@@ -50,12 +51,14 @@ function _M.alive(pid)
   return _M.exit_code(os.execute("kill -0 " .. pid .. " 2>/dev/null")) == 0
 end
 
--- A scratch directory (ctx.dir) and the functions that use it.
+-- A scratch directory (ctx.dir) with the simulator's token in a file, ctx.endpoint the
+-- arguments that point the CLI at the simulator with it, and the functions that use them.
 function _M.new()
   local dir = os.tmpname()
   os.remove(dir)
   assert(os.execute("mkdir -p " .. dir))
-  local ctx = { dir = dir }
+  sim.write_file(dir .. "/token", sim.token .. "\n")
+  local ctx = { dir = dir, endpoint = " --endpoint " .. sim.http_url .. " --token-file " .. dir .. "/token" }
 
   -- run(args [, redirect]) -> exit status, stdout, stderr; redirect replaces ">dir/out".
   function ctx.run(args, redirect)
