@@ -70,6 +70,7 @@ describe("bin/koophone interrupted", function()
     assert.equals(130, rc)
     assert.matches("unassigned%s+20\n", out) -- the summary of what was done
     assert.matches("unfinished%s+10\n", out)
+    assert.matches("failed%s+0\n", out) -- the throttled batch is not done, not failed
     assert.matches("progress: 20/", err)
     assert.matches("stopped by SIGINT", err)
     assert.not_matches("traceback", err)
