@@ -160,6 +160,28 @@ describe("interruption in the library", function()
   after_each(koophone.clear_interrupt)
   teardown(lib.cleanup)
 
+  it("catch_signals: the first SIGINT raises the flag and ends a sleep, a second one kills", function()
+    local script = lib.dir .. "/sig.lua"
+    sim.write_file(script, [[
+      local koophone = require "koophone"
+      koophone.catch_signals()
+      io.stdout:write("ready\n")
+      io.stdout:flush()
+      io.stdout:write(tostring(koophone.sleep(60)), " ", koophone.interrupted(), "\n")
+      io.stdout:flush()
+      koophone.clear_interrupt()
+      koophone.sleep(60)
+      os.exit(0)
+    ]])
+    local pid = lib.start("", script)
+    cli.wait_for("the script to sleep", function() return lib.output():find("ready") end)
+    assert(os.execute("kill -INT " .. pid))
+    cli.wait_for("the sleep to end", function() return lib.output():find("false SIGINT") end, 5)
+    assert(os.execute("kill -INT " .. pid))
+    cli.wait_for("the script to die", function() return lib.status() end, 5)
+    assert.equals(130, lib.status()) -- killed by SIGINT: 128 + 2
+  end)
+
   it("core.sleep returns false at once when the flag is up", function()
     koophone.interrupt()
     assert.equals("interrupted", koophone.interrupted())

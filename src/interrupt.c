@@ -70,18 +70,22 @@ int kp_push_interrupted_error(lua_State *L, const char *request_id)
   return 2;
 }
 
-/* catch_signals(): SIGINT and SIGTERM raise the flag instead of killing the
- * process; SIGPIPE is ignored, so a write to a closed pipe fails with EPIPE
- * where the caller can see it. For command-line programs. */
+/* catch_signals(): the first SIGINT or SIGTERM raises the flag instead of
+ * killing the process, a second one kills it as usual (an operator's way
+ * out of a stop that hangs; the journal is written ahead, so it stays true);
+ * SIGPIPE is ignored, so a write to a closed pipe fails with EPIPE where the
+ * caller can see it. For command-line programs. */
 static int interrupt_catch_signals(lua_State *L)
 {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal; /* no SA_RESTART: a blocking call returns EINTR */
+  sa.sa_flags = SA_RESETHAND;
   sigemptyset(&sa.sa_mask);
   if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
     return luaL_error(L, "koophone.catch_signals: sigaction failed");
   sa.sa_handler = SIG_IGN;
+  sa.sa_flags = 0;
   if (sigaction(SIGPIPE, &sa, NULL) != 0)
     return luaL_error(L, "koophone.catch_signals: sigaction failed");
   return 0;

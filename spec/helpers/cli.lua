@@ -67,13 +67,15 @@ function _M.new()
     return rc, _M.read_file(dir .. "/out"), _M.read_file(dir .. "/err")
   end
 
-  -- start(args) -> pid of the CLI running in the background; ctx.status() then reads its exit
-  -- status once it ended (nil before), ctx.output() its stdout and stderr.
-  function ctx.start(args)
+  -- start(args [, script]) -> pid of the CLI (or of another Lua script, with the same paths)
+  -- running in the background; ctx.status() then reads its exit status once it ended (nil
+  -- before), ctx.output() its stdout and stderr.
+  function ctx.start(args, script)
     os.remove(dir .. "/rc")
+    local cmd = script and _M.CMD:gsub("bin/koophone$", script) or _M.CMD
     local p = io.popen(("(%s %s >%s/out 2>%s/err & echo $! >%s/pid; wait $!; echo $? >%s/rc) "
                         .. ">/dev/null 2>&1 & sleep 0.01; while [ ! -s %s/pid ]; do sleep 0.01; done; cat %s/pid")
-                       :format(_M.CMD, args, dir, dir, dir, dir, dir, dir))
+                       :format(cmd, args, dir, dir, dir, dir, dir, dir))
     local pid = tonumber(p:read("*l"))
     p:close()
     os.remove(dir .. "/pid")
