@@ -71,6 +71,9 @@ describe("bin/koophone input", function()
       "--input " .. DIR .. "/adir --format jsonl" .. ENDPOINT,
       "--input " .. DIR .. "/missing.csv" .. ENDPOINT,
       "--bogus" .. ENDPOINT .. " --input " .. input,
+      "--cafile " .. DIR .. "/nosuch.pem" .. ENDPOINT .. " --input " .. input,
+      "--cafile " .. DIR .. "/adir" .. ENDPOINT .. " --input " .. input,
+      "--endpoint ftp://x --token-file " .. DIR .. "/token --input " .. input,
     }
     for i, args in ipairs(cases) do
       local journal = ("%s/j%d.jsonl"):format(DIR, i)
@@ -79,6 +82,7 @@ describe("bin/koophone input", function()
       assert.equals("", out, args)
       assert.matches("^koophone: [^\n]+\n$", err, args) -- one line
       assert.not_matches("traceback", err, args)
+      assert.not_matches("%.lua:%d", err, args)
       assert.is_nil(err:find("s3cr3t", 1, true), args) -- no piece of a token
       assert.is_false(exists(journal), args)
     end
