@@ -15,6 +15,11 @@ local _M = {
   Error = core.Error,
   sleep = core.sleep,                -- blocking sleep(seconds) of the C core
   now = core.now,                    -- monotonic seconds
+  -- interruption (SIGINT, SIGTERM or interrupt()): stops sleeps, transfers and bulk runs
+  catch_signals = core.catch_signals, -- installs the handlers (the CLI does; a library never)
+  interrupt = core.interrupt,
+  interrupted = core.interrupted,     -- "SIGINT" | "SIGTERM" | "interrupted" | nil
+  clear_interrupt = core.clear_interrupt,
 }
 
 return _M

@@ -1,72 +1,18 @@
 -- bin/koophone run as a separate process against the running simulator: output, exit status,
 -- usage errors, and a run killed with SIGKILL in the middle, then resumed from its journal.
 local sim = require "helpers.sim"
+local cli = require "helpers.cli"
 local cjson = require "cjson.safe"
-local socket = require "socket"
 
-local LUA = os.getenv("KOOPHONE_LUA") or "lua5.4"
-local BUILD = os.getenv("KOOPHONE_BUILD") or "build/lua5.4"
-local DIR = os.tmpname()
-os.remove(DIR)
-assert(os.execute("mkdir -p " .. DIR))
+local ctx = cli.new()
+local DIR, CMD, run, csv = ctx.dir, cli.CMD, ctx.run, ctx.csv
 local TOKEN_FILE = DIR .. "/token"
--- Under make asan the CLI inherits the sanitizer runtime. Its leak check at exit is left to the
--- spec runner's own process: LeakSanitizer's tracer at times crashes (SIGSEGV in its
--- stop-the-world thread) in a short-lived child that exits while libcurl's resolver threads wind
--- down, which turned a correct run into exit status 1.
-local NO_CHILD_LEAK_CHECK = (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true)
-  and "ASAN_OPTIONS=\"$ASAN_OPTIONS:detect_leaks=0\" " or ""
-local CMD = ("%sLUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' KOOPHONE_TOKEN= %s bin/koophone")
-            :format(NO_CHILD_LEAK_CHECK, BUILD, LUA)
-
-local write_file = sim.write_file
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function exit_code(ok, how, code)
-  if type(ok) == "number" then return ok / 256 end -- Lua 5.1: the raw wait status
-  return code
-end
-
--- run(args) -> exit status, stdout, stderr
-local function run(args)
-  local rc = exit_code(os.execute(("%s %s >%s/out 2>%s/err"):format(CMD, args, DIR, DIR)))
-  return rc, read_file(DIR .. "/out"), read_file(DIR .. "/err")
-end
-
-local function csv(list, extra)
-  local lines = { "user_id,instance_id" }
-  for _, p in ipairs(list) do lines[#lines + 1] = p.user_id .. "," .. p.instance_id end
-  for _, l in ipairs(extra or {}) do lines[#lines + 1] = l end
-  local path = DIR .. "/in.csv"
-  write_file(path, table.concat(lines, "\n") .. "\n")
-  return path
-end
-
-local function json_lines(s)
-  local out = {}
-  for line in s:gmatch("[^\n]+") do out[#out + 1] = assert(cjson.decode(line), line) end
-  return out
-end
-
-local function wait_for(what, test)
-  for _ = 1, 600 do
-    local v = test()
-    if v then return v end
-    socket.sleep(0.05)
-  end
-  error("gave up waiting for " .. what)
-end
+local write_file, json_lines, wait_for, exit_code = sim.write_file, cli.json_lines, cli.wait_for,
+                                                     cli.exit_code
 
 describe("bin/koophone unassign", function()
   setup(function() write_file(TOKEN_FILE, sim.token .. "\n") end)
-  teardown(function() os.execute("rm -rf " .. DIR) end)
+  teardown(ctx.cleanup)
   local endpoint = " --endpoint " .. sim.http_url .. " --token-file " .. TOKEN_FILE
 
   it("prints a summary on stdout, progress on stderr, and exits 0 when all went well", function()

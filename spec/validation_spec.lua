@@ -53,6 +53,8 @@ describe("argument checks of unassign", function()
     { "bad argument #2 (pairs[1].user_id): contains a control character", "t", { { user_id = "a\r", instance_id = "i" } } },
     { "bad argument #2 (pairs[1].instance_id): contains a control character", "t", { { user_id = "a", instance_id = "i\0" } } },
     { "bad argument #2 (pairs[1].user_id): not valid UTF-8", "t", { { user_id = "\255\254", instance_id = "i" } } },
+    { "bad argument #2 (pairs[2].user_id): leading or trailing space", "t", { good, { user_id = " u2", instance_id = "i2" } } },
+    { "bad argument #2 (pairs[1].instance_id): leading or trailing space", "t", { { user_id = "u", instance_id = "i1 " } } },
     { "bad argument #2 (pairs[3]): repeats pairs[1]", "t",
       { good, { user_id = "u2", instance_id = "i2" }, { user_id = "u1", instance_id = "i1" } } },
     { "bad argument #3 (opts): unknown option 'retries'", "t", { good }, { retries = 3 } },

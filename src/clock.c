@@ -5,17 +5,28 @@
 
 #include "kp.h"
 
-/* sleep(seconds): blocks the calling OS thread; OpenResty code passes ngx.sleep instead. */
+#define KP_SLEEP_SLICE 0.05 /* seconds: how late an interruption may be seen */
+
+/* sleep(seconds) -> true, or false when interrupted (interrupt.c): blocks the
+ * calling OS thread, in slices, so that a signal that lands between the
+ * check and nanosleep still ends the sleep soon. OpenResty code passes
+ * ngx.sleep instead. */
 static int clock_sleep(lua_State *L)
 {
   lua_Number s = luaL_checknumber(L, 1);
-  struct timespec ts;
+  struct timespec ts, rem = { 0, 0 };
   luaL_argcheck(L, s >= 0 && s <= 86400, 1, "expected seconds between 0 and 86400");
-  ts.tv_sec = (time_t)s;
-  ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-    ;
-  return 0;
+  while (!kp_interrupted() && s > 0) {
+    lua_Number slice = s < KP_SLEEP_SLICE ? s : KP_SLEEP_SLICE;
+    ts.tv_sec = 0;
+    ts.tv_nsec = (long)(slice * 1e9);
+    rem.tv_nsec = 0; /* unchanged when the slice is slept whole */
+    if (nanosleep(&ts, &rem) != 0 && errno != EINTR)
+      break;
+    s -= slice - (lua_Number)rem.tv_nsec / 1e9; /* EINTR: the flag, or another signal */
+  }
+  lua_pushboolean(L, !kp_interrupted());
+  return 1;
 }
 
 /* now(): seconds from an arbitrary start, monotonic (never jumps with the wall clock). */

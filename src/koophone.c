@@ -55,6 +55,8 @@ int kp_unassign(lua_State *L, kp_client *c, int base)
       return luaL_error(L, KP_FNAME ": the OS random source failed");
     request_id = uuid;
   }
+  if (kp_interrupted()) /* e.g. a retry after a sleep cut short by SIGINT */
+    return kp_push_interrupted_error(L, request_id);
   if (kp_conn_prepare(&c->conn, token, token_len, request_id, request_id_len, body, body_len,
                       timeout_ms) != 0)
     return luaL_error(L, KP_FNAME ": not enough memory");
@@ -145,6 +147,7 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
   kp_client_open(L);
   luaL_setfuncs(L, functions, KP_NUPVALUES);
   kp_clock_open(L);
+  kp_interrupt_open(L);
   kp_pairset_open(L);
   lua_pushliteral(L, KP_VERSION);
   lua_setfield(L, -2, "_VERSION");

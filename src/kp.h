@@ -181,6 +181,16 @@ int kp_lua_random(lua_State *L);
 /* adds sleep and now to the module table on the stack top (clock.c) */
 void kp_clock_open(lua_State *L);
 
+/* ---- interrupt.c: the process-wide interruption flag (SIGINT, SIGTERM) ---- */
+int kp_interrupted(void); /* 1 once raised */
+void kp_push_interrupted(lua_State *L); /* "SIGINT", "SIGTERM", "interrupted" or nil */
+int kp_interrupt_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                          curl_off_t ulnow); /* aborts a transfer once raised */
+/* pushes nil, err (kind "interrupted", not sent) and returns 2 */
+int kp_push_interrupted_error(lua_State *L, const char *request_id);
+/* adds catch_signals, interrupt, interrupted, clear_interrupt to the module table */
+void kp_interrupt_open(lua_State *L);
+
 /* adds pairset (the duplicate set of a bulk run) to the module table on the stack top (pairset.c) */
 void kp_pairset_open(lua_State *L);
 typedef struct kp_pairset kp_pairset;

@@ -214,6 +214,8 @@ static int finish(lua_State *L, kp_multi *m, CURL *easy, CURLcode code, const ch
   kp_conn_finish(m->conns[i], code, &r);
   curl_multi_remove_handle(m->multi, easy);
   m->batch[i] = 0;
+  if (code == CURLE_ABORTED_BY_CALLBACK && kp_interrupted())
+    return; /* abandoned: no answer, it may or may not have been applied */
   top = lua_gettop(L);
   lua_rawgeti(L, SLOT_IDS, b);
   /* the outcome is on top: res, or nil and err (with work values below) */
@@ -248,6 +250,10 @@ static lua_Integer run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency
   CURLMsg *msg;
   CURLMcode mc;
   for (;;) {
+    if (kp_interrupted()) { /* interrupt.c: start nothing, abandon what is in flight */
+      detach_all(m);
+      return;
+    }
     for (i = 0; i < concurrency && next <= n; i++)
       if (m->batch[i] == 0) {
         start(L, m, i, next++, token, token_len, timeout_ms);
@@ -284,9 +290,14 @@ static void push_option(lua_State *L, const char *name, int type, const char *ex
                luaL_typename(L, -1));
 }
 
-/* client:unassign_many(token, batches [, opts]) -> results, errors, started
+/* client:unassign_many(token, batches [, opts]) -> results, errors, started,
+ *                                                  interrupted
  * results[i] is what client:unassign(token, batches[i]) would return as res
- * (or false), errors[i] its err (or false). opts: concurrency (1..64,
+ * (or false), errors[i] its err (or false). When the interruption flag
+ * (interrupt.c) is raised, no batch starts any more and the transfers in
+ * flight are abandoned without on_done: their results[i] and errors[i] are
+ * nil, as those of the batches never started, and `interrupted` says why
+ * ("SIGINT", "SIGTERM", "interrupted"; nil when not interrupted). opts: concurrency (1..64,
  * default 4), request_ids (array, holes get fresh UUIDs), timeout (seconds,
  * per request), on_start(i, request_id) called just before batch i is sent,
  * on_done(i, res, err) called as each batch ends; when it returns false no
@@ -330,5 +341,6 @@ int kp_client_unassign_many(lua_State *L)
             (int)(concurrency < n ? concurrency : n), token, token_len, timeout_ms);
   lua_settop(L, SLOT_ERRORS);
   lua_pushinteger(L, n);
-  return 3;
+  kp_push_interrupted(L);
+  return 4;
 }

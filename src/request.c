@@ -88,6 +88,8 @@ static int id_problem(lua_State *L, int number_ok)
     return lua_pushliteral(L, "empty"), 1;
   if (len > KP_ID_MAX)
     return lua_pushfstring(L, "longer than %d bytes (%d)", KP_ID_MAX, (int)len), 1;
+  if (s[0] == ' ' || s[len - 1] == ' ') /* a copy-paste slip: never sent as it is */
+    return lua_pushliteral(L, "leading or trailing space"), 1;
   for (i = 0; i < len; i += step) {
     if (s[i] < 0x20 || s[i] == 0x7f)
       return lua_pushliteral(L, "contains a control character"), 1;

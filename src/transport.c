@@ -112,7 +112,10 @@ int kp_conn_init(kp_conn *k)
       curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK ||
-      curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK)
+      curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK ||
+      /* an interruption (interrupt.c) aborts the transfer; copied by duphandle */
+      curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, kp_interrupt_xferinfo) != CURLE_OK ||
+      curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L) != CURLE_OK)
     return -1;
   return 0;
 }

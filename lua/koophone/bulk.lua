@@ -318,13 +318,25 @@ local function collect(run)
   return jobs
 end
 
+-- An interrupted round (SIGINT, SIGTERM, core.interrupt) starts nothing more and abandons the
+-- requests in flight: their `send` records stay open, so a resume treats them as maybe applied.
+local function interrupted(run, jobs, started, results, errors, why)
+  run.interrupted = why
+  for i, job in ipairs(jobs) do
+    if started[i] and not results[i] and not errors[i] then
+      run.in_flight = run.in_flight + #job.items
+    end
+  end
+end
+
 local function send(run, jobs)
-  local batches, ids = {}, {}
+  local batches, ids, started = {}, {}, {}
   for i, job in ipairs(jobs) do batches[i], ids[i] = job.items, job.request_id end
-  local _, _, started = run.client.core:unassign_many(run.token, batches, {
+  local results, errors, count, why = run.client.core:unassign_many(run.token, batches, {
     concurrency = run.concurrency, request_ids = ids, timeout = run.timeout,
     on_start = function(i, request_id)
       local job = jobs[i]
+      started[i] = true
       job.request_id = request_id
       run.requests = run.requests + 1
       if run.journal then
@@ -341,7 +353,8 @@ local function send(run, jobs)
       if answered(run, jobs[i], res, err) then return false end -- start no more of this round
     end,
   })
-  for i = started + 1, #jobs do -- never sent: the run stopped, or waits for the bucket
+  if why then return interrupted(run, jobs, started, results, errors, why) end
+  for i = count + 1, #jobs do -- never sent: the run stopped, or waits for the bucket
     if run.aborted then
       fail_items(run, jobs[i], run.aborted, "not sent: the run stopped", false)
     else
@@ -352,6 +365,8 @@ end
 
 local function loop(run)
   while true do
+    run.interrupted = run.interrupted or core.interrupted()
+    if run.interrupted then return end
     local jobs = collect(run)
     if #jobs > 0 then
       send(run, jobs)
@@ -371,7 +386,9 @@ local function loop(run)
 end
 
 -- unassign_all(client, token, pairs, opts) -> report, or nil, message when the journal fails.
--- client: a koophone.client (fields core, policy, sleep).
+-- client: a koophone.client (fields core, policy, sleep). An interrupted run (core.interrupted())
+-- returns early: report.interrupted says why, report.unfinished counts the rows read without an
+-- outcome (not reported), report.in_flight those of them abandoned in flight (maybe applied).
 function _M.unassign_all(client, token, pairs, opts)
   opts = check_options(opts)
   if type(client) ~= "table" or not client.core or not client.policy then
@@ -393,6 +410,7 @@ function _M.unassign_all(client, token, pairs, opts)
     timeout = opts.timeout, on_progress = opts.on_progress, on_result = opts.on_result,
     results = opts.keep_results ~= false and {} or nil,
     rows = rows_new(pairs, opts), counts = {}, done = 0, requests = 0, bisect_requests = 0,
+    in_flight = 0,
     ready = {}, waiting = {},
   }
   for _, o in ipairs(_M.OUTCOMES) do run.counts[o] = 0 end
@@ -414,6 +432,8 @@ function _M.unassign_all(client, token, pairs, opts)
   return { total = run.rows.total, counts = run.counts, results = run.results,
            requests = run.requests, bisect_requests = run.bisect_requests,
            elapsed = run.now() - run.started, aborted = run.aborted,
+           interrupted = run.interrupted, in_flight = run.in_flight,
+           unfinished = run.rows.pos - run.done,
            journal_skipped = run.journal and run.journal.skipped or nil }
 end
 

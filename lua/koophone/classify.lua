@@ -19,6 +19,8 @@ end
 
 local rules = {
   -- class, why, maybe_applied, test, note (said in err.message when the call fails with it)
+  -- not sent: SIGINT, SIGTERM or koophone.interrupt() came first (a retry would stop the same way)
+  { "final", "interrupted", false, function(e) return e.kind == "interrupted" end },
   -- DNS, connect, TLS handshake; an HTTP status proves the request arrived, whatever `sent` says
   { "safe", "not_sent", false, function(e) return e.sent == false and e.status == nil end },
   { "safe", "throttled", false, function(e) return e.status == 429 or e.code == codes.GW_THROTTLED end },
