@@ -54,7 +54,9 @@ void kp_push_interrupted(lua_State *L)
 int kp_push_interrupted_error(lua_State *L, const char *request_id)
 {
   kp_error e;
+  kp_secrets none;
   memset(&e, 0, sizeof e);
+  memset(&none, 0, sizeof none); /* a fixed message: nothing to redact */
   kp_push_interrupted(L);
   lua_pushfstring(L, "interrupted (%s): not sent", lua_tostring(L, -1));
   e.kind = "interrupted";
@@ -64,7 +66,7 @@ int kp_push_interrupted_error(lua_State *L, const char *request_id)
   e.request_id = request_id;
   e.attempts = 0;
   lua_pushnil(L);
-  kp_push_error(L, &e, NULL, 0);
+  kp_push_error(L, &e, &none);
   lua_remove(L, -3); /* the reason and the message, below nil and err */
   lua_remove(L, -3);
   return 2;

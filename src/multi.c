@@ -215,7 +215,7 @@ static int finish(lua_State *L, kp_multi *m, CURL *easy, CURLcode code, const ch
   curl_multi_remove_handle(m->multi, easy);
   m->batch[i] = 0;
   if (code == CURLE_ABORTED_BY_CALLBACK && kp_interrupted())
-    return; /* abandoned: no answer, it may or may not have been applied */
+    return 0; /* abandoned: no answer, it may or may not have been applied */
   top = lua_gettop(L);
   lua_rawgeti(L, SLOT_IDS, b);
   /* the outcome is on top: res, or nil and err (with work values below) */
@@ -252,7 +252,7 @@ static lua_Integer run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency
   for (;;) {
     if (kp_interrupted()) { /* interrupt.c: start nothing, abandon what is in flight */
       detach_all(m);
-      return;
+      return next - 1;
     }
     for (i = 0; i < concurrency && next <= n; i++)
       if (m->batch[i] == 0) {
