@@ -38,9 +38,9 @@ local function describe(r)
 end
 
 local function aksk_tenant(r)
+  r.entry.auth = "aksk"
   local key, msg = aksk.verify(describe(r), st.keys, st.now())
   if not key then return unauthorized(r, msg) end
-  r.entry.auth = "aksk"
   local pid = st.header(r.headers, "x-project-id")
   if not pid then return unauthorized(r, "x-project-id not found, a project-level API needs it") end
   if not key.projects[pid] then
