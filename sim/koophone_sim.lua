@@ -130,6 +130,7 @@ function R:start(status, headers)
   self.entry.status = status
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
+  ngx.header["Date"] = ngx.http_time(math.floor(st.now())) -- the simulated clock, as a skew hint
   if self.request_id or self.generated_id then
     ngx.header["X-Request-Id"] = self.request_id or self.generated_id
   end

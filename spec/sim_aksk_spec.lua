@@ -157,6 +157,11 @@ describe("simulator AK/SK", function()
       assert.truthy(doc.error_msg:find("signature expired", 1, true))
       assert.truthy(doc.error_msg:find("server time:" .. clock.sdk_date:sub(1, 11), 1, true))
       assert.equal(200, (unassign({ headers = { ["x-sdk-date"] = clock.sdk_date } })))
+      -- the Date header tells the simulated time (a client can estimate its skew from it)
+      local _, _, h = sim.request_json("POST", API, {}, "{}")
+      local hh, mm, ss = h.date:match(" (%d%d):(%d%d):(%d%d) GMT$")
+      local diff = (hh * 3600 + mm * 60 + ss - math.floor(clock.now) % 86400) % 86400
+      assert.is_true(diff < 60 or diff > 86400 - 60, h.date)
     end)
 
     it("requires X-Project-Id, of a project the key may act for", function()
