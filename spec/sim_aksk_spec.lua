@@ -190,6 +190,11 @@ describe("simulator AK/SK", function()
       assert.equal(401, code)
       assert.equal(PREFIX .. "verify aksk signature fail, x-security-token is not signed", doc.error_msg)
       assert.equal("u1", sim.bindings().i1)
+      -- like the gateway, the echo of a failed signature shows every signed header, the security
+      -- token included: a client must not pass such a message on unredacted
+      code, doc = unassign({ ak = "AK-TEMP", sk = "wrong", headers = { ["x-security-token"] = "sec-token-1" } })
+      assert.equal(401, code)
+      assert.truthy(doc.error_msg:find("|x-security-token:sec-token-1|", 1, true))
       code, doc = unassign({ ak = "AK-TEMP", sk = "SK-temp-secret", headers = { ["x-security-token"] = "sec-token-1" } })
       assert.equal(200, code)
       assert.equal("0", doc.error_code)
