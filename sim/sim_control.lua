@@ -29,7 +29,7 @@ local function tenant_from(spec)
   if not jobs then return nil, "tenant " .. spec.name .. ": " .. err end
   local t = { name = spec.name, exists = spec.exists ~= false, token = spec.token,
               project_id = spec.project_id, project_name = spec.project_name or "cn-north-4",
-              domain = spec.domain or spec.name, domain_id = st.hex(32), jobs = jobs,
+              domain = spec.domain or spec.name, domain_id = iam.domain_id(spec.domain or spec.name), jobs = jobs,
               instances = {}, bindings = {} }
   if spec.instances ~= nil and type(spec.instances) ~= "table" then
     return nil, "instances must be an array of strings"

@@ -1,6 +1,7 @@
 -- KooPhone simulator: IAM's `POST /v3/auth/tokens` (password method, project scope), the store
 -- of the tokens it issued, and its control endpoints. Never logs or shows a password or token.
 local st = require "sim_state"
+local crypto = require "sim_crypto"
 
 local M = {}
 
@@ -31,8 +32,12 @@ function M.user_from(spec)
   for _, k in ipairs({ "domain", "name", "password" }) do
     if type(spec[k]) ~= "string" or spec[k] == "" then return nil, "iam user needs a string " .. k end
   end
-  return { domain = spec.domain, name = spec.name, password = spec.password, id = st.hex(32) }
+  return { domain = spec.domain, name = spec.name, password = spec.password,
+           id = crypto.sha256_hex("user\0" .. spec.domain .. "\0" .. spec.name):sub(1, 32) }
 end
+
+-- The id of the domain (account) named `name`: stable, so every project of it agrees.
+function M.domain_id(name) return crypto.sha256_hex("domain\0" .. name):sub(1, 32) end
 
 function M.add_user(u) st.users[u.domain .. "\0" .. u.name] = u end
 
