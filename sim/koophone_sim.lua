@@ -1,8 +1,11 @@
--- KooPhone simulator: POST <prefix>/v1/instances/unassign semantics.
+-- KooPhone simulator: POST <prefix>/v1/instances/unassign semantics, and the request object
+-- both API calls (unassign and GetTask, sim_tasks) are served with.
 -- A request object `r` carries the log entry; the fault table (sim_faults) drives it through
 -- r:read(), r:process(), r:send()/r:json(), r:close().
 local st = require "sim_state"
 local faults = require "sim_faults"
+local gateway = require "sim_gateway"
+local tasks = require "sim_tasks"
 
 local M = {}
 local R = {}
@@ -10,12 +13,7 @@ R.__index = R
 
 local MAX_PAIRS = 1000
 
-local function header(h, name)
-  local v = h[name]
-  if type(v) == "table" then v = v[1] end
-  if v == "" then v = nil end
-  return v
-end
+local header = st.header
 
 local function nchars(s) -- UTF-8 characters
   return #s - select(2, s:gsub("[\128-\191]", ""))
@@ -59,26 +57,29 @@ function R:err(status, code, msg, with_request_id)
   return status, t
 end
 
+-- Checks 2..4 of both calls (credentials, tenant, x-request-id, method). Returns the tenant,
+-- or nil, status, answer table.
+function R:check(method)
+  local tenant, status, t = gateway.authenticate(self)
+  if not tenant then return nil, status, t end
+  self.entry.tenant = tenant.name
+  if not tenant.exists then
+    return nil, self:err(200, "KOOPHONE.API.0000", "The tenant does not exist.")
+  end
+  if not self.request_id then
+    return nil, self:err(200, "KOOPHONE.API.0002", "missing header x-request-id")
+  end
+  if ngx.req.get_method() ~= method then
+    return nil, self:err(404, "APIGW.0101", "The API does not exist or has not been published in the environment", true)
+  end
+  return tenant
+end
+
 -- Normal processing (checks 2..8). Applies the unassign when everything is valid.
 -- Returns status, response table.
 function R:process()
-  local h = self.headers
-  local token = header(h, "x-auth-token")
-  local tenant = token and st.tenants[st.tokens[token] or ""]
-  if not tenant then
-    return self:err(401, "APIGW.0301",
-      "Incorrect IAM authentication information: token missing or invalid", true)
-  end
-  self.entry.tenant = tenant.name
-  if not tenant.exists then
-    return self:err(200, "KOOPHONE.API.0000", "The tenant does not exist.")
-  end
-  if not self.request_id then
-    return self:err(200, "KOOPHONE.API.0002", "missing header x-request-id")
-  end
-  if ngx.req.get_method() ~= "POST" then
-    return self:err(404, "APIGW.0101", "The API does not exist or has not been published in the environment", true)
-  end
+  local tenant, status, t = self:check("POST")
+  if not tenant then return status, t end
 
   self:read()
   local doc, list = self.doc, nil
@@ -120,7 +121,7 @@ function R:process()
   end
   st.counters.applied_requests = st.counters.applied_requests + 1
   self.entry.applied = true
-  return 200, { data = { task_id = "RM_" .. st.hex(32), cmd_jobs = jobs },
+  return 200, { data = { task_id = tasks.create(tenant, jobs), cmd_jobs = jobs },
                 error_code = "0", error_msg = "ok" }
 end
 
@@ -129,6 +130,7 @@ function R:start(status, headers)
   self.entry.status = status
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
+  ngx.header["Date"] = ngx.http_time(math.floor(st.now())) -- the simulated clock, as a skew hint
   if self.request_id or self.generated_id then
     ngx.header["X-Request-Id"] = self.request_id or self.generated_id
   end
@@ -166,10 +168,19 @@ end
 
 -- ---------------------------------------------------------------- handlers
 
-function M.handle()
+-- The two API calls: request counter, request log, normal processing.
+local APIS = {
+  unassign = { counter = "unassign_requests", log = "log", process = R.process },
+  task = { counter = "task_requests", log = "task_log", process = tasks.process },
+}
+
+-- Serves one request of `api` ("unassign" by default, or "task").
+function M.handle(api)
+  api = api or "unassign"
+  local a = APIS[api]
   local c = st.counters
-  c.unassign_requests = c.unassign_requests + 1
-  local seq = c.unassign_requests
+  c[a.counter] = c[a.counter] + 1
+  local seq = c[a.counter]
   local h = ngx.req.get_headers(200)
   local rid = header(h, "x-request-id")
   local ssl_reused = ngx.var.https == "on" and ngx.var.ssl_session_reused or nil
@@ -192,17 +203,19 @@ function M.handle()
     applied = false,
     tenant = st.null,
     has_token = header(h, "x-auth-token") ~= nil,
+    auth = st.null,
     user_agent = nz(header(h, "user-agent")),
     content_type = nz(header(h, "content-type")),
     expect = nz(header(h, "expect")),
     ssl_session_reused = nz(ssl_reused),
   }
-  st.add_log(entry)
+  if api == "task" then entry.task_id = tasks.task_id() end
+  st.add_log(entry, a.log)
   ngx.ctx.entry = entry
-  local r = setmetatable({ entry = entry, headers = h, request_id = rid,
+  local r = setmetatable({ entry = entry, headers = h, request_id = rid, process = a.process,
                            generated_id = rid == nil and st.hex(32) or nil }, R)
 
-  local fault = faults.take(seq)
+  local fault = faults.take(api, seq)
   if fault then
     entry.fault = fault.type
     return faults.types[fault.type](fault.params, r)

@@ -1,32 +1,16 @@
 -- KooPhone simulator: control API under /_sim/ (JSON in and out). Never outputs tokens.
 local st = require "sim_state"
 local faults = require "sim_faults"
+local iam = require "sim_iam"
+local gateway = require "sim_gateway"
+local tasks = require "sim_tasks"
+local aksk = require "sim_aksk"
 
 local M = {}
 
-local function reply(status, t)
-  local body = st.encode(t)
-  ngx.status = status
-  ngx.header["Content-Type"] = "application/json"
-  ngx.header["Content-Length"] = #body
-  ngx.print(body)
-  return ngx.exit(ngx.HTTP_OK)
-end
+local reply, bad, body_json, log_view = st.reply, st.bad, st.body_json, st.log_view
 
-local function bad(msg) return reply(400, { ok = false, error = msg }) end
-
-local function body_json()
-  local data = st.read_body()
-  if data == "" then return {} end
-  return st.decode(data)
-end
-
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
-end
+local sorted_keys = st.keys_of
 
 -- ---------------------------------------------------------------- seed
 
@@ -35,8 +19,17 @@ local function is_id(v) return type(v) == "string" and v ~= "" end
 -- Validate one tenant spec; returns a tenant record or nil, err.
 local function tenant_from(spec)
   if type(spec) ~= "table" or not is_id(spec.name) then return nil, "tenant needs a string name" end
-  if not is_id(spec.token) then return nil, "tenant " .. spec.name .. " needs a string token" end
+  if spec.token ~= nil and not is_id(spec.token) or spec.token == nil and not is_id(spec.project_id) then
+    return nil, "tenant " .. spec.name .. " needs a string token or project_id"
+  end
+  for _, k in ipairs({ "project_id", "project_name", "domain" }) do
+    if spec[k] ~= nil and not is_id(spec[k]) then return nil, "tenant " .. spec.name .. ": " .. k .. " must be a string" end
+  end
+  local jobs, err = tasks.jobs_from(spec.jobs)
+  if not jobs then return nil, "tenant " .. spec.name .. ": " .. err end
   local t = { name = spec.name, exists = spec.exists ~= false, token = spec.token,
+              project_id = spec.project_id, project_name = spec.project_name or "cn-north-4",
+              domain = spec.domain or spec.name, domain_id = iam.domain_id(spec.domain or spec.name), jobs = jobs,
               instances = {}, bindings = {} }
   if spec.instances ~= nil and type(spec.instances) ~= "table" then
     return nil, "instances must be an array of strings"
@@ -63,28 +56,56 @@ local function tenant_from(spec)
   return t
 end
 
+-- Validates every entry of doc[field] with from(spec); returns the records or nil, err.
+local function records(doc, field, from)
+  if doc[field] == nil then return {} end
+  if type(doc[field]) ~= "table" then return nil, field .. " must be an array" end
+  local out = {}
+  for i, spec in ipairs(doc[field]) do
+    local rec, err = from(spec)
+    if not rec then return nil, err end
+    out[i] = rec
+  end
+  return out
+end
+
 local function seed()
   local doc = body_json()
-  if type(doc) ~= "table" or type(doc.tenants) ~= "table" then
-    return bad('body must be {"tenants":[...]}')
+  if type(doc) ~= "table" or not (doc.tenants or doc.iam_users or doc.access_keys) then
+    return bad('body must be {"tenants":[...], "iam_users":[...], "access_keys":[...]}')
   end
-  local list, names, tokens = {}, {}, {}
-  for _, spec in ipairs(doc.tenants) do
-    local t, err = tenant_from(spec)
-    if not t then return bad(err) end
-    if tokens[t.token] then return bad("two tenants in the seed share a token") end
-    local owner = st.tokens[t.token]
-    if owner and owner ~= t.name then return bad("token already used by tenant " .. owner) end
-    tokens[t.token] = true
-    list[#list + 1] = t
+  local list, err = records(doc, "tenants", tenant_from)
+  local users, keys
+  if list then users, err = records(doc, "iam_users", iam.user_from) end
+  if users then keys, err = records(doc, "access_keys", gateway.key_from) end
+  if not keys then return bad(err) end
+  local names, tokens, projects = {}, {}, {}
+  for _, t in ipairs(list) do
+    if t.token then
+      if tokens[t.token] then return bad("two tenants in the seed share a token") end
+      local owner = st.tokens[t.token]
+      if owner and owner ~= t.name then return bad("token already used by tenant " .. owner) end
+      tokens[t.token] = true
+    end
+    if t.project_id then
+      local owner = projects[t.project_id] or st.projects[t.project_id]
+      if owner and owner ~= t.name then return bad("project_id already used by tenant " .. owner) end
+      projects[t.project_id] = t.name
+    end
   end
   for _, t in ipairs(list) do
     local old = st.tenants[t.name]
-    if old then st.tokens[old.token] = nil end
-    st.tokens[t.token] = t.name
+    if old then
+      if old.token then st.tokens[old.token] = nil end
+      if old.project_id then st.projects[old.project_id] = nil end
+    end
+    if t.token then st.tokens[t.token] = t.name end
+    if t.project_id then st.projects[t.project_id] = t.name end
     st.tenants[t.name] = t
     names[#names + 1] = t.name
   end
+  for _, u in ipairs(users) do iam.add_user(u) end
+  for _, k in ipairs(keys) do st.keys[k.ak] = k end
   return reply(200, { ok = true, tenants = st.array(names) })
 end
 
@@ -98,26 +119,20 @@ local function state()
       bindings[#bindings + 1] = { instance_id = iid, user_id = t.bindings[iid] }
     end
     out[name] = { exists = t.exists, instances = st.array(sorted_keys(t.instances)),
-                  bindings = st.array(bindings) }
+                  bindings = st.array(bindings), project_id = t.project_id or st.null,
+                  project_name = t.project_name, domain = t.domain }
   end
   return reply(200, { tenants = out, counters = st.counters })
-end
-
-local function log_view(list)
-  local since = tonumber(ngx.var.arg_since) or 0
-  local out = {}
-  for _, e in ipairs(list) do
-    if e.seq > since then out[#out + 1] = e end
-  end
-  return reply(200, { requests = st.array(out) })
 end
 
 local function fault_view()
   local out = {}
   for _, f in ipairs(st.faults) do
-    out[#out + 1] = { id = f.id, type = f.type, first = f.first, last = f.last or -1, params = f.params }
+    out[#out + 1] = { id = f.id, type = f.type, api = f.api, first = f.first, last = f.last or -1,
+                      params = f.params }
   end
-  return reply(200, { faults = st.array(out), next_request = st.counters.unassign_requests + 1 })
+  return reply(200, { faults = st.array(out), next_request = st.counters.unassign_requests + 1,
+                      next_task_request = st.counters.task_requests + 1 })
 end
 
 local function add_faults()
@@ -133,7 +148,7 @@ local function add_faults()
   for _, spec in ipairs(list) do
     local f, err = faults.schedule(spec)
     if not f then return bad(err) end
-    out[#out + 1] = { id = f.id, type = f.type, first = f.first, last = f.last or -1 }
+    out[#out + 1] = { id = f.id, type = f.type, api = f.api, first = f.first, last = f.last or -1 }
   end
   return reply(200, { ok = true, scheduled = st.array(out) })
 end
@@ -156,6 +171,25 @@ local function info()
   })
 end
 
+-- The simulator's clock: {"advance": seconds} moves it forward, {"offset": seconds} sets it
+-- relative to the real time.
+local function clock_view()
+  local now = st.now()
+  return reply(200, { now = now, offset = st.clock_offset, sdk_date = aksk.format_date(now),
+                      iso = iam.iso(now) })
+end
+
+local function set_clock()
+  local doc = body_json()
+  if type(doc) ~= "table" then return bad("body must be a JSON object") end
+  for _, k in ipairs({ "advance", "offset" }) do
+    if doc[k] ~= nil and type(doc[k]) ~= "number" then return bad(k .. " must be a number of seconds") end
+  end
+  if doc.offset then st.clock_offset = doc.offset end
+  st.clock_offset = st.clock_offset + (doc.advance or 0)
+  return clock_view()
+end
+
 -- ---------------------------------------------------------------- routing
 
 local routes = {
@@ -163,13 +197,21 @@ local routes = {
   ["POST /_sim/seed"] = seed,
   ["GET /_sim/state"] = state,
   ["GET /_sim/log"] = function() return log_view(st.log) end,
-  ["DELETE /_sim/log"] = function() st.log, st.target_log = {}, {}; return reply(200, { ok = true }) end,
+  ["DELETE /_sim/log"] = function()
+    st.log, st.target_log, st.task_log, st.iam_log = {}, {}, {}, {}
+    return reply(200, { ok = true })
+  end,
   ["GET /_sim/target_log"] = function() return log_view(st.target_log) end,
   ["GET /_sim/faults"] = fault_view,
   ["POST /_sim/faults"] = add_faults,
   ["DELETE /_sim/faults"] = function() st.faults = {}; return reply(200, { ok = true }) end,
   ["GET /_sim/info"] = info,
+  ["GET /_sim/clock"] = clock_view,
+  ["POST /_sim/clock"] = set_clock,
 }
+for _, module in ipairs({ iam, gateway, tasks }) do
+  for route, fn in pairs(module.routes) do routes[route] = fn end
+end
 
 function M.handle()
   local route = routes[ngx.req.get_method() .. " " .. ngx.var.uri]

@@ -133,11 +133,16 @@ M.types = {
 
 local next_id = 0
 
--- spec: {type=..., at=1, count=1 (-1 = until reset), ...params}. Returns true or nil, err.
+-- The API a fault applies to -> the counter its `at` counts.
+local COUNTERS = { unassign = "unassign_requests", task = "task_requests" }
+
+-- spec: {type=..., at=1, count=1 (-1 = until reset), api="unassign"|"task", ...params}.
+-- Returns true or nil, err.
 function M.check(spec)
   if type(spec) ~= "table" or not M.types[spec.type] then
     return nil, "unknown fault type: " .. tostring(type(spec) == "table" and spec.type or spec)
   end
+  if spec.api ~= nil and not COUNTERS[spec.api] then return nil, "'api' must be \"unassign\" or \"task\"" end
   local at, count = tonumber(spec.at or 1), tonumber(spec.count or 1)
   if not at or at < 1 or at % 1 ~= 0 then return nil, "'at' must be an integer >= 1" end
   if not count or (count ~= -1 and count < 1) or count % 1 ~= 0 then
@@ -153,22 +158,25 @@ function M.schedule(spec)
   local at, count = tonumber(spec.at or 1), tonumber(spec.count or 1)
   local params = {}
   for k, v in pairs(spec) do
-    if k ~= "type" and k ~= "at" and k ~= "count" then params[k] = v end
+    if k ~= "type" and k ~= "at" and k ~= "count" and k ~= "api" then params[k] = v end
   end
   next_id = next_id + 1
-  local first = st.counters.unassign_requests + at
-  local f = { id = next_id, type = spec.type, first = first,
+  local api = spec.api or "unassign"
+  local first = st.counters[COUNTERS[api]] + at
+  local f = { id = next_id, type = spec.type, api = api, first = first,
               last = count ~= -1 and first + count - 1 or nil, params = params }
   st.faults[#st.faults + 1] = f
   st.counters.faults_scheduled = st.counters.faults_scheduled + 1
   return f
 end
 
--- The fault for unassign request number `seq` (first scheduled wins), dropping expired ones.
-function M.take(seq)
+-- The fault for request number `seq` of `api` (first scheduled wins), dropping expired ones.
+function M.take(api, seq)
   local keep, hit = {}, nil
   for _, f in ipairs(st.faults) do
-    if not f.last or f.last >= seq then
+    if f.api ~= api then
+      keep[#keep + 1] = f
+    elseif not f.last or f.last >= seq then
       if not hit and f.first <= seq then hit = f end
       if not f.last or f.last > seq then keep[#keep + 1] = f end
     end

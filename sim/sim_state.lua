@@ -1,5 +1,7 @@
--- KooPhone simulator: shared state of the single nginx worker, plus JSON and id helpers.
--- Never store a token anywhere except the `tokens` index (token -> tenant name).
+-- KooPhone simulator: shared state of the single nginx worker (plain Lua tables: nginx runs one
+-- worker, so every request sees the same tables and the same clock), plus JSON, id, time and
+-- control-reply helpers.
+-- Never store a token anywhere except the `tokens` index (token -> tenant name) and `iam_tokens`.
 local cjson = require "cjson.safe"
 
 local M = {
@@ -10,6 +12,7 @@ local M = {
   log = {},          -- unassign request log entries (oldest first)
   target_log = {},   -- redirect target server log entries
   counters = {},
+  -- see reset() for the IAM, AK/SK and task tables
 }
 
 M.null = cjson.null
@@ -34,7 +37,40 @@ end
 function M.reset()
   M.tenants, M.tokens, M.faults, M.log, M.target_log = {}, {}, {}, {}, {}
   M.counters = { unassign_requests = 0, applied_requests = 0, removed_bindings = 0,
-                 target_requests = 0, faults_scheduled = 0 }
+                 target_requests = 0, faults_scheduled = 0, iam_requests = 0, iam_tokens_issued = 0,
+                 task_requests = 0, tasks_created = 0 }
+  M.clock_offset = 0   -- seconds added to the real clock (POST /_sim/clock)
+  M.projects = {}      -- project_id -> tenant name
+  M.users = {}         -- "domain\0name" -> { domain, name, password }
+  M.keys = {}          -- ak -> { ak, sk, security_token, projects = {project_id=true} }
+  M.iam_tokens = {}    -- token -> { tenant, issued, expires, revoked }
+  M.iam = { lifetime = 86400, token_size = 2048, delay = 0, fail_status = nil, fail_count = 0 }
+  M.iam_log = {}
+  M.tasks = {}         -- task_id -> { id, tenant, jobs = {...} }
+  M.task_conf = { not_found = false, not_found_status = 400 }
+  M.task_log = {}
+end
+
+-- The simulator's clock: the real time plus the offset the control API set. Token expiry, the
+-- X-Sdk-Date window and job progress all use it.
+function M.now()
+  return ngx.now() + M.clock_offset
+end
+
+-- First value of request header `name` from ngx.req.get_headers(); nil when absent or empty.
+function M.header(h, name)
+  local v = h[name]
+  if type(v) == "table" then v = v[1] end
+  if v == "" then v = nil end
+  return v
+end
+
+-- The keys of t, sorted.
+function M.keys_of(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
 end
 
 -- Random lowercase hex string of n characters.
@@ -58,14 +94,45 @@ end
 
 M.decode = cjson.decode
 
-function M.add_log(entry)
-  local log, max = M.log, tonumber(M.config.log_max) or 10000
+-- Appends to the log M[name] (default "log").
+function M.add_log(entry, name)
+  name = name or "log"
+  local log, max = M[name], tonumber(M.config.log_max) or 10000
   log[#log + 1] = entry
   if #log > max + math.floor(max / 10) then  -- trim in batches, keep the newest `max`
     local keep = {}
     for i = #log - max + 1, #log do keep[#keep + 1] = log[i] end
-    M.log = keep
+    M[name] = keep
   end
+end
+
+-- Control API answer: JSON with Content-Length.
+function M.reply(status, t)
+  local body = M.encode(t)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json"
+  ngx.header["Content-Length"] = #body
+  ngx.print(body)
+  return ngx.exit(ngx.HTTP_OK)
+end
+
+function M.bad(msg) return M.reply(400, { ok = false, error = msg }) end
+
+-- Control API answer for GET /_sim/*log[?since=N]: the entries of `list` with seq > N.
+function M.log_view(list)
+  local since = tonumber(ngx.var.arg_since) or 0
+  local out = {}
+  for _, e in ipairs(list) do
+    if e.seq > since then out[#out + 1] = e end
+  end
+  return M.reply(200, { requests = M.array(out) })
+end
+
+-- The request body as JSON ({} when empty; nil when not JSON).
+function M.body_json()
+  local data = M.read_body()
+  if data == "" then return {} end
+  return M.decode(data)
 end
 
 -- The request body, also when nginx spooled a large one to a temporary file.

@@ -137,4 +137,82 @@ function _M.strings(v, out, seen)
   return out
 end
 
+-- ---------------------------------------------------------------- IAM, AK/SK, tasks
+
+-- One request to the simulator's HTTP port: returns status, headers (lower-case names), body.
+function _M.request(method, path, headers, body)
+  body = body or ""
+  local h, out = { ["content-length"] = tostring(#body) }, {}
+  for k, v in pairs(headers or {}) do h[k:lower()] = v end
+  local ok, code, rh = http.request {
+    url = _M.http_url .. path, method = method, headers = h,
+    source = ltn12.source.string(body), sink = ltn12.sink.table(out),
+  }
+  assert(ok, "request to the simulator failed: " .. tostring(code))
+  return code, rh, table.concat(out)
+end
+
+-- Like request(), with the body decoded as JSON (nulls become nil).
+function _M.request_json(method, path, headers, body)
+  local code, h, raw = _M.request(method, path, headers, body)
+  return code, strip_nulls(cjson.decode(raw)), h, raw
+end
+
+-- Hex SHA-256 (or HMAC-SHA256 with `key`) of data, computed by the openssl command line: a
+-- hash independent of the simulator's own (sim/sim_crypto.lua).
+function _M.openssl_sha256(data, key)
+  local path = os.tmpname()
+  _M.write_file(path, data)
+  local args = key and ("-hmac '" .. key:gsub("'", "'\\''") .. "' ") or ""
+  local p = assert(io.popen("openssl dgst -sha256 " .. args .. "< '" .. path .. "'"))
+  local out = p:read("*a")
+  p:close()
+  os.remove(path)
+  return (assert(out:match("(%x+)%s*$"), "openssl dgst failed: " .. out))
+end
+
+-- Signs a request as "SDK-HMAC-SHA256" with every header given plus host and x-sdk-date (now,
+-- real clock, unless given), hashing with openssl: a signer independent of the simulator's
+-- verifier. opts: method, path (unreserved characters only), headers, body, ak, sk,
+-- signature (to send a wrong one). Returns the headers to send and the canonical request.
+function _M.sign(opts)
+  assert(opts.path:match("^[/%w%-_%.~]*$"), "sign: keep paths to unreserved characters")
+  local headers, names, lines = {}, {}, {}
+  for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
+  headers["x-sdk-date"] = headers["x-sdk-date"] or os.date("!%Y%m%dT%H%M%SZ")
+  headers.host = headers.host or ("127.0.0.1:" .. _M.http_port)
+  for k in pairs(headers) do names[#names + 1] = k end
+  table.sort(names)
+  for i, k in ipairs(names) do lines[i] = k .. ":" .. headers[k] .. "\n" end
+  local uri = opts.path:sub(-1) == "/" and opts.path or opts.path .. "/"
+  local cr = table.concat({ opts.method, uri, "", table.concat(lines), table.concat(names, ";"),
+                            _M.openssl_sha256(opts.body or "") }, "\n")
+  local sts = "SDK-HMAC-SHA256\n" .. headers["x-sdk-date"] .. "\n" .. _M.openssl_sha256(cr)
+  headers.authorization = ("SDK-HMAC-SHA256 Access=%s, SignedHeaders=%s, Signature=%s"):format(
+    opts.ak, table.concat(names, ";"), opts.signature or _M.openssl_sha256(sts, opts.sk))
+  return headers, cr
+end
+
+-- A signed request (opts as for sign()); returns status, decoded body, the canonical request.
+function _M.signed_request(opts)
+  local headers, cr = _M.sign(opts)
+  local code, doc = _M.request_json(opts.method, opts.path, headers, opts.body)
+  return code, doc, cr
+end
+
+-- POST /v3/auth/tokens with the password method; scope = { id = .. } or { name = .. }.
+-- Returns status, decoded body, the X-Subject-Token header.
+function _M.iam_login(domain, user, password, scope)
+  local body = assert(cjson.encode({ auth = {
+    identity = { methods = { "password" },
+                 password = { user = { name = user, password = password, domain = { name = domain } } } },
+    scope = { project = scope } } }))
+  local code, doc, h = _M.request_json("POST", "/v3/auth/tokens?nocatalog=true",
+                                       { ["content-type"] = "application/json;charset=utf8" }, body)
+  return code, doc, h["x-subject-token"]
+end
+
+-- Moves the simulator's clock forward by `seconds` (token expiry, X-Sdk-Date window, jobs).
+function _M.advance(seconds) return control("POST", "/_sim/clock", { advance = seconds }) end
+
 return _M
