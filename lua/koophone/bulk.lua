@@ -209,7 +209,8 @@ local function failed(run, job, err)
   local single = SINGLE[err.code]
   -- certainly nothing changed: no silent resend (the answer is about this copy only), and no
   -- earlier copy that may have been applied
-  local clean = (err.attempts or 1) == 1 and not job.state.maybe_applied and not err.maybe_applied
+  local _, _, maybe = classify(err)
+  local clean = (err.attempts or 1) == 1 and not (maybe or err.maybe_applied or job.state.maybe_applied)
   if not clean then taint(job) end
   if single then
     if #job.items > 1 then

@@ -90,7 +90,7 @@ local function fold(self, rec, offset)
     if not (id_ok(u) and id_ok(i)) then return false end
     if _M.FINAL[rec.outcome] then
       self.finals:add(u, i, offset)
-    elseif rec.maybe_applied then
+    elseif rec.maybe_applied or MAYBE_APPLIED[rec.outcome] then
       self.taint:add(u, i, 0)
     end
     local open = self.open[rec.request_id]
