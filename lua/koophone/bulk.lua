@@ -314,8 +314,9 @@ local function collect(run)
 end
 
 -- Sends a round. Its request ids are fixed first (a retry keeps its job's), so that the journal
--- has every request of the round on the disk before the first one leaves; each request's outcomes
--- are written when it ends and are on the disk before the next round.
+-- has every request of the round on the disk before the first one leaves, with the outcomes of the
+-- round before (one fsync a round); each request's outcomes are written when it ends, which
+-- survives the death of the process.
 local function send(run, jobs)
   local batches, ids, jnl = {}, {}, run.journal
   for i, job in ipairs(jobs) do
@@ -340,7 +341,7 @@ local function send(run, jobs)
     for _, job in ipairs(jobs) do -- never left: changed nothing
       if not job.started then jnl:finished(job.request_id, {}, true) end
     end
-    journal_flush(run, true)
+    journal_flush(run, false)
   end
 end
 
@@ -354,6 +355,7 @@ local function loop(run)
     else -- only retries waiting: sleep until the first is due
       local first, waiting = math.huge, {}
       for _, job in ipairs(run.waiting) do first = math.min(first, job.ready_at) end
+      if run.journal then journal_flush(run, true) end -- the outcomes so far, before a long wait
       run.sleep(math.max(0, first - run.now()))
       -- due now, whether or not the sleep slept (an injected one may not)
       for _, job in ipairs(run.waiting) do

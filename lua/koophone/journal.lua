@@ -22,9 +22,9 @@
 -- The journal file is locked while a run uses it (core.jfile: flock, released when the process
 -- dies): a second run on it is refused. Records are buffered and written with one write: the bulk
 -- layer writes the outcomes of each request when it ends (they survive the death of the process)
--- and brings the file to the disk (fsync) with the sends of a round before its first request
--- leaves and after its last ended, so a power cut loses at most the round in flight, whose pairs
--- a resume treats as maybe applied.
+-- and brings the file to the disk (fsync) before each round's first request leaves (with the
+-- round's sends and the previous round's outcomes), before waiting for a retry and at the end,
+-- so a power cut loses at most the round in flight, whose pairs a resume treats as maybe applied.
 --
 -- Memory of a resume: per pair only the offset of its final line (in a core.pairset, ~25 bytes a
 -- pair) and, for tainted pairs, one entry of another; the final line is read again when the
