@@ -215,7 +215,7 @@ describe("unassign_all with a journal", function()
     assert(raw:unassign(TOKEN, { list[3] }))
     raw:close()
     write_file(path, RUN
-      .. '{"type":"send","request_id":"r1","pairs":[["' .. list[1].user_id .. '"\x00garbage\n'
+      .. '{"type":"send","request_id":"r1","pairs":[["' .. list[1].user_id .. '"\0garbage\n'
       .. line { type = "send", request_id = "r2", pairs = { { list[3].user_id, list[3].instance_id } } }
       .. line { type = "done", request_id = "r2", user_id = list[3].user_id, instance_id = list[3].instance_id,
                 outcome = "unassigned", job_id = "j3" }
@@ -229,7 +229,11 @@ describe("unassign_all with a journal", function()
     assert.is_true(report.results[3].resumed)
     assert.same({}, sim.bindings())
     -- the torn line is cut off: the journal reads cleanly after this run's records
-    for _, l in ipairs(read_lines(path)) do assert.is_not_nil(cjson.decode(l) or l:find("garbage", 1, true), l) end
+    local f = assert(io.open(path, "rb"))
+    local text = f:read("*a")
+    f:close()
+    assert.equals("\n", text:sub(-1))
+    for l in text:gmatch("([^\n]*)\n") do assert.is_not_nil(cjson.decode(l) or l:find("garbage", 1, true), l) end
   end)
 
   it("refuses a resume with another input, naming both", function()
@@ -323,8 +327,9 @@ describe("koophone.journal on resume", function()
     local j = assert(journal.open(path, { resume = true }))
     collectgarbage("collect")
     local kept = collectgarbage("count") - before
-    -- the lines alone are ~2.8 MB; the loader keeps a few tables, the rest is in C
-    assert.is_true(kept < 64, ("the loader keeps %.0f KiB"):format(kept))
+    -- the lines alone are ~2.8 MB (the loader kept ~5 MB of them); it keeps a few tables now, the
+    -- rest is in C
+    assert.is_true(kept < 256, ("the loader keeps %.0f KiB"):format(kept))
     assert.equals("j00001", j:final("u1", "m1").job_id)
     assert.equals("unassigned", j:final("u19900", "m19900").outcome)
     assert.is_nil(j:final("u19901", "m19901"))

@@ -134,26 +134,49 @@ local function damaged(self, number)
   if #d.lines < MAX_DAMAGED_LINES then d.lines[#d.lines + 1] = number end
 end
 
+-- The lines of file f from its current position: an iterator returning each line, its byte
+-- offset, and whether a newline ended it. f:lines() will not do: on LuaJIT it cuts a line at a NUL
+-- byte, which a power cut can leave in a file, and the offsets would go wrong.
+local function lines(f, chunk)
+  local buf, pos, base = "", 1, f:seek() -- base: the offset of buf's first byte
+  return function()
+    while true do
+      local nl = buf:find("\n", pos, true)
+      if nl then
+        local line, at = buf:sub(pos, nl - 1), base + pos - 1
+        pos = nl + 1
+        return line, at, true
+      end
+      local more = f:read(chunk)
+      if not more then
+        if pos > #buf then return nil end
+        local line, at = buf:sub(pos), base + pos - 1
+        pos = #buf + 1
+        return line, at, false
+      end
+      base = base + pos - 1
+      buf, pos = buf:sub(pos) .. more, 1
+    end
+  end
+end
+
 -- The record at byte offset of the reader, decoded.
 local function record_at(self, offset)
   self.reader:seek("set", offset)
-  local rec = cjson.decode(self.reader:read("*l") or "")
+  local rec = cjson.decode(lines(self.reader, 4096)() or "")
   if type(rec) ~= "table" then
     return nil, ("journal %s: the line at byte %d changed while in use"):format(self.path, offset)
   end
   return rec
 end
 
--- Reads the journal; returns the size of what stays (a torn last line is cut off), or nil and a
--- message.
+-- Reads the journal; returns the size of what stays (a line torn by a crash, the last one without
+-- its newline, is cut off), or nil and a message.
 local function load(self, size)
-  local f = self.reader
-  f:seek("set", size - 1)
-  local whole = f:read(1) == "\n" -- else the last write was torn by a crash
-  f:seek("set")
-  local offset, number = 0, 0
-  for line in f:lines() do
-    if not whole and offset + #line >= size then -- the torn line
+  local number = 0
+  self.reader:seek("set")
+  for line, offset, whole in lines(self.reader, 65536) do
+    if not whole then -- torn in the middle of a write
       self.skipped = 1
       size = offset
       break
@@ -163,7 +186,6 @@ local function load(self, size)
     if type(rec) == "table" then ok, problem = fold(self, rec, offset) end
     if ok == nil then return nil, problem end
     if not ok and line ~= "" then damaged(self, number) end
-    offset = offset + #line + 1
   end
   -- requests that never ended: their pairs may have been applied
   for _, open in pairs(self.open) do
