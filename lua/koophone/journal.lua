@@ -134,11 +134,11 @@ local function damaged(self, number)
   if #d.lines < MAX_DAMAGED_LINES then d.lines[#d.lines + 1] = number end
 end
 
--- The lines of file f from its current position: an iterator returning each line, its byte
+-- The lines of file f from its start: an iterator returning each line, its byte
 -- offset, and whether a newline ended it. f:lines() will not do: on LuaJIT it cuts a line at a NUL
 -- byte, which a power cut can leave in a file, and the offsets would go wrong.
-local function lines(f, chunk)
-  local buf, pos, base = "", 1, f:seek() -- base: the offset of buf's first byte
+local function lines(f)
+  local buf, pos, base = "", 1, 0 -- base: the offset of buf's first byte
   return function()
     while true do
       local nl = buf:find("\n", pos, true)
@@ -147,7 +147,7 @@ local function lines(f, chunk)
         pos = nl + 1
         return line, at, true
       end
-      local more = f:read(chunk)
+      local more = f:read(65536)
       if not more then
         if pos > #buf then return nil end
         local line, at = buf:sub(pos), base + pos - 1
@@ -160,10 +160,29 @@ local function lines(f, chunk)
   end
 end
 
+-- The line at byte offset of the reader. Lookups follow the input, whose pairs the journal holds
+-- in about the same order: a window of the file read at the last miss answers most of them.
+local WINDOW = 65536
+local function line_at(self, offset)
+  local w, at = self.window, self.window_at
+  if not (w and offset >= at and w:find("\n", offset - at + 1, true)) then
+    local f = self.reader
+    f:seek("set", offset)
+    w, at = f:read(WINDOW) or "", offset
+    while not w:find("\n", 1, true) do -- a line longer than the window
+      local more = f:read(WINDOW)
+      if not more then break end
+      w = w .. more
+    end
+    self.window, self.window_at = w, at
+  end
+  local from = offset - at + 1
+  return w:sub(from, (w:find("\n", from, true) or #w + 1) - 1)
+end
+
 -- The record at byte offset of the reader, decoded.
 local function record_at(self, offset)
-  self.reader:seek("set", offset)
-  local rec = cjson.decode(lines(self.reader, 4096)() or "")
+  local rec = cjson.decode(line_at(self, offset))
   if type(rec) ~= "table" then
     return nil, ("journal %s: the line at byte %d changed while in use"):format(self.path, offset)
   end
@@ -175,7 +194,7 @@ end
 local function load(self, size)
   local number = 0
   self.reader:seek("set")
-  for line, offset, whole in lines(self.reader, 65536) do
+  for line, offset, whole in lines(self.reader) do
     if not whole then -- torn in the middle of a write
       self.skipped = 1
       size = offset
@@ -228,6 +247,7 @@ function _M.open(path, opts)
       if not ok then return fail(problem) end
     end
   end
+  self.window = nil -- what load read may since have been cut off
   if #self.finals == 0 then
     reader:close()
     self.reader = nil
@@ -324,7 +344,7 @@ function Journal:close()
     self.file:close()
   end
   if self.reader then self.reader:close() end
-  self.file, self.reader = nil, nil
+  self.file, self.reader, self.window = nil, nil, nil
   return ok, err
 end
 
