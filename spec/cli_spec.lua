@@ -64,6 +64,21 @@ local function wait_for(what, test)
   error("gave up waiting for " .. what)
 end
 
+-- Starts the CLI in the background; its pid.
+local function spawn(args)
+  local p = io.popen(("%s %s >/dev/null 2>&1 & echo $!"):format(CMD, args))
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  return pid
+end
+
+local function kill9(pid)
+  assert(os.execute("kill -9 " .. pid))
+  wait_for("the process to die", function()
+    return exit_code(os.execute("kill -0 " .. pid .. " 2>/dev/null")) ~= 0
+  end)
+end
+
 describe("bin/koophone unassign", function()
   setup(function() write_file(TOKEN_FILE, sim.token .. "\n") end)
   teardown(function() os.execute("rm -rf " .. DIR) end)
@@ -149,20 +164,15 @@ describe("bin/koophone unassign", function()
     sim.reset(list)
     local input, journal = csv(list), DIR .. "/lock.jsonl"
     sim.faults({ type = "delay", seconds = 3, at = 1 }) -- the first run waits in its first request
-    local p = io.popen(("%s unassign --input %s --journal %s --concurrency 1 --batch-size 10%s >/dev/null 2>&1 & echo $!")
-                       :format(CMD, input, journal, endpoint))
-    local pid = tonumber(p:read("*l"))
-    p:close()
+    local pid = spawn(("unassign --input %s --journal %s --concurrency 1 --batch-size 10%s")
+                      :format(input, journal, endpoint))
     wait_for("the first request", function() return #sim.log() > 0 end)
     local rc, out, err = run(("unassign --input %s --journal %s --resume%s"):format(input, journal, endpoint))
     assert.equals(2, rc)
     assert.equals("", out)
     assert.equals(("koophone: journal %s is in use by another run (it is locked)\n"):format(journal), err)
     assert.equals(1, #sim.log()) -- the first run's request only
-    assert(os.execute("kill -9 " .. pid))
-    wait_for("the process to die", function()
-      return exit_code(os.execute("kill -0 " .. pid .. " 2>/dev/null")) ~= 0
-    end)
+    kill9(pid)
     rc, out, err = run(("unassign --input %s --journal %s --resume%s"):format(input, journal, endpoint))
     assert.equals(0, rc, err)
     assert.same({}, sim.bindings())
@@ -205,17 +215,11 @@ describe("bin/koophone unassign", function()
     local input, journal = csv(list), DIR .. "/kill.jsonl"
     -- request 20 sleeps 3 s in the server: the run is surely in the middle when it is killed
     sim.faults({ type = "delay", seconds = 3, at = 20 })
-    local p = io.popen(("%s unassign --input %s --journal %s --concurrency 4%s >/dev/null 2>&1 & echo $!")
-                       :format(CMD, input, journal, endpoint))
-    local pid = tonumber(p:read("*l"))
-    p:close()
+    local pid = spawn(("unassign --input %s --journal %s --concurrency 4%s"):format(input, journal, endpoint))
     local delayed = wait_for("request 20", function()
       for _, e in ipairs(sim.log()) do if e.fault == "delay" then return e end end
     end)
-    assert(os.execute("kill -9 " .. pid))
-    wait_for("the process to die", function()
-      return exit_code(os.execute("kill -0 " .. pid .. " 2>/dev/null")) ~= 0
-    end)
+    kill9(pid)
     -- the server still applies the delayed request after its client is gone
     wait_for("request 20 to finish", function()
       for _, e in ipairs(sim.log()) do

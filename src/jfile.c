@@ -184,20 +184,20 @@ void kp_jfile_open(lua_State *L)
     { "sync", jfile_sync },
     { "truncate", jfile_truncate },
     { "close", jfile_close },
+    { "__gc", jfile_close },
+    { "__close", jfile_close },
+    { NULL, NULL }
+  };
+  static const luaL_Reg functions[] = {
+    { "jfile", jfile_open },
+    { "file_digest", file_digest },
     { NULL, NULL }
   };
   if (luaL_newmetatable(L, KP_JFILE_MT)) {
-    lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, jfile_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, jfile_close);
-    lua_setfield(L, -2, "__close");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index"); /* the metatable holds the methods */
   }
   lua_pop(L, 1);
-  lua_pushcfunction(L, jfile_open);
-  lua_setfield(L, -2, "jfile");
-  lua_pushcfunction(L, file_digest);
-  lua_setfield(L, -2, "file_digest");
+  luaL_setfuncs(L, functions, 0);
 }
