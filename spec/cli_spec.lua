@@ -189,7 +189,7 @@ describe("bin/koophone unassign", function()
     local before = #sim.log()
     rc, _, err = run(("unassign --input %s --journal %s --resume%s"):format(b, journal, endpoint))
     assert.equals(2, rc)
-    assert.matches('belongs to the input "' .. a:gsub("%p", "%%%0") .. '" %(%d+ bytes, fnv1a64:%x+%); '
+    assert.matches('input "' .. a:gsub("%p", "%%%0") .. '" %(%d+ bytes, fnv1a64:%x+%), '
                    .. 'this run reads "' .. b:gsub("%p", "%%%0") .. '"', err)
     rc, _, err = run(("unassign --journal %s --resume%s < %s"):format(journal, endpoint, a))
     assert.equals(2, rc)

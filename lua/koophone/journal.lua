@@ -118,8 +118,7 @@ local function fold(self, rec, offset)
                                                                        self.shard or "none")
     end
     if not same_input(type(rec.input) == "table" and rec.input or nil, self.input) then
-      return nil, ("journal %s belongs to the input %s; this run reads %s"):format(
-        self.path, describe(rec.input), describe(self.input))
+      return nil, ("input %s, this run reads %s"):format(describe(rec.input), describe(self.input))
     end
   else
     return false
