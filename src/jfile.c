@@ -48,22 +48,49 @@ static const char *check_path(lua_State *L, int idx, size_t *len)
   return path;
 }
 
+/* fsync of the directory that holds path, so that the name of a new journal
+ * survives a power cut as well as its lines; 0, or an errno value. */
+static int sync_dir(lua_State *L, const char *path)
+{
+  const char *slash = strrchr(path, '/'), *dir = ".";
+  int fd, err = 0;
+  if (slash == path) {
+    dir = "/";
+  } else if (slash != NULL) {
+    lua_pushlstring(L, path, (size_t)(slash - path));
+    dir = lua_tostring(L, -1);
+  }
+  fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || fsync(fd) != 0)
+    err = errno;
+  if (fd >= 0)
+    close(fd);
+  return err;
+}
+
 /* core.jfile(path) -> jfile, or nil, message: opens path for appending
- * (created when missing) and locks it; a journal that another process holds
- * is refused at once. */
+ * (created when missing, its directory then synced) and locks it; a journal
+ * that another process holds is refused at once. */
 static int jfile_open(lua_State *L)
 {
   size_t len;
   const char *path = check_path(L, 1, &len);
   kp_jfile *j = lua_newuserdata(L, sizeof *j + len + 1);
-  int err;
+  int err, ud = lua_gettop(L), created = 1;
   j->fd = -1;
   memcpy(j->path, path, len + 1);
   luaL_getmetatable(L, KP_JFILE_MT);
   lua_setmetatable(L, -2); /* from here __gc closes what is opened */
-  j->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+  j->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0666);
+  if (j->fd < 0 && errno == EEXIST) {
+    created = 0;
+    j->fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+  }
   if (j->fd < 0)
     return failure(L, path, "cannot open", errno);
+  if (created && (err = sync_dir(L, path)) != 0)
+    return failure(L, path, "fsync of its directory", err);
+  lua_settop(L, ud);
   if (flock(j->fd, LOCK_EX | LOCK_NB) == 0)
     return 1;
   err = errno;
