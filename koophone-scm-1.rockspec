@@ -34,9 +34,9 @@ build = {
   modules = {
     ["koophone.core"] = {
       sources = {
-        "src/client.c", "src/clock.c", "src/errors.c", "src/interrupt.c", "src/koophone.c",
-        "src/multi.c", "src/pairset.c", "src/redact.c", "src/request.c", "src/response.c",
-        "src/rng.c", "src/rows.c",
+        "src/client.c", "src/clock.c", "src/errors.c", "src/interrupt.c", "src/jfile.c",
+        "src/koophone.c", "src/multi.c", "src/pairset.c", "src/redact.c", "src/request.c",
+        "src/response.c", "src/rng.c", "src/rows.c",
         "src/transport.c",
       },
       defines = { "_DEFAULT_SOURCE" },

@@ -10,6 +10,21 @@ local TOKEN_FILE = DIR .. "/token"
 local write_file, json_lines, wait_for, exit_code = sim.write_file, cli.json_lines, cli.wait_for,
                                                      cli.exit_code
 
+-- Starts the CLI in the background; its pid.
+local function spawn(args)
+  local p = io.popen(("%s %s >/dev/null 2>&1 & echo $!"):format(CMD, args))
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  return pid
+end
+
+local function kill9(pid)
+  assert(os.execute("kill -9 " .. pid))
+  wait_for("the process to die", function()
+    return exit_code(os.execute("kill -0 " .. pid .. " 2>/dev/null")) ~= 0
+  end)
+end
+
 describe("bin/koophone unassign", function()
   setup(function() write_file(TOKEN_FILE, sim.token .. "\n") end)
   teardown(ctx.cleanup)
@@ -90,23 +105,67 @@ describe("bin/koophone unassign", function()
     assert.same({}, sim.log())
   end)
 
+  it("refuses a second run on a journal in use (exit 2, nothing sent); the lock dies with its process", function()
+    local list = sim.make_pairs(40, "lock")
+    sim.reset(list)
+    local input, journal = csv(list), DIR .. "/lock.jsonl"
+    sim.faults({ type = "delay", seconds = 3, at = 1 }) -- the first run waits in its first request
+    local pid = spawn(("unassign --input %s --journal %s --concurrency 1 --batch-size 10%s")
+                      :format(input, journal, endpoint))
+    wait_for("the first request", function() return #sim.log() > 0 end)
+    local rc, out, err = run(("unassign --input %s --journal %s --resume%s"):format(input, journal, endpoint))
+    assert.equals(2, rc)
+    assert.equals("", out)
+    assert.equals(("koophone: journal %s is in use by another run (it is locked)\n"):format(journal), err)
+    assert.equals(1, #sim.log()) -- the first run's request only
+    kill9(pid)
+    rc, out, err = run(("unassign --input %s --journal %s --resume%s"):format(input, journal, endpoint))
+    assert.equals(0, rc, err)
+    assert.same({}, sim.bindings())
+  end)
+
+  it("refuses --resume with another input or stdin (exit 2, both named), and reports damaged journal lines", function()
+    local list = sim.make_pairs(4, "inp")
+    sim.reset(list)
+    local a, journal = csv(list), DIR .. "/inp.jsonl"
+    local rc, _, err = run(("unassign --input %s --journal %s%s"):format(a, journal, endpoint))
+    assert.equals(0, rc, err)
+    local b = DIR .. "/other.csv"
+    write_file(b, "user_id,instance_id\n" .. list[1].user_id .. "," .. list[1].instance_id .. "\n")
+    local before = #sim.log()
+    rc, _, err = run(("unassign --input %s --journal %s --resume%s"):format(b, journal, endpoint))
+    assert.equals(2, rc)
+    assert.matches('input "' .. a:gsub("%p", "%%%0") .. '" %(%d+ bytes, fnv1a64:%x+%), '
+                   .. 'this run reads "' .. b:gsub("%p", "%%%0") .. '"', err)
+    rc, _, err = run(("unassign --journal %s --resume%s < %s"):format(journal, endpoint, a))
+    assert.equals(2, rc)
+    assert.matches('this run reads "stdin"', err)
+    assert.equals(before, #sim.log())
+    -- a journal of stdin resumes from stdin
+    local piped = DIR .. "/piped.jsonl"
+    rc, _, err = run(("unassign --journal %s%s < %s"):format(piped, endpoint, a))
+    assert.equals(0, rc, err)
+    rc, _, err = run(("unassign --journal %s --resume%s < %s"):format(piped, endpoint, a))
+    assert.equals(0, rc, err)
+    -- a line damaged in the middle: on stderr, with its number
+    local text = read_file(journal)
+    write_file(journal, text:gsub("\n", "\n#damaged#\n", 1))
+    rc, _, err = run(("unassign --input %s --journal %s --resume%s"):format(a, journal, endpoint))
+    assert.equals(0, rc, err)
+    assert.matches("koophone: journal " .. journal:gsub("%p", "%%%0") .. ": 1 damaged lines %(line 2%)", err)
+  end)
+
   it("resumes a 5,000-pair run killed with SIGKILL: every pair ends once, none unassigned twice", function()
     local list = sim.make_pairs(5000, "kill")
     sim.reset(list)
     local input, journal = csv(list), DIR .. "/kill.jsonl"
     -- request 20 sleeps 3 s in the server: the run is surely in the middle when it is killed
     sim.faults({ type = "delay", seconds = 3, at = 20 })
-    local p = io.popen(("%s unassign --input %s --journal %s --concurrency 4%s >/dev/null 2>&1 & echo $!")
-                       :format(CMD, input, journal, endpoint))
-    local pid = tonumber(p:read("*l"))
-    p:close()
+    local pid = spawn(("unassign --input %s --journal %s --concurrency 4%s"):format(input, journal, endpoint))
     local delayed = wait_for("request 20", function()
       for _, e in ipairs(sim.log()) do if e.fault == "delay" then return e end end
     end)
-    assert(os.execute("kill -9 " .. pid))
-    wait_for("the process to die", function()
-      return exit_code(os.execute("kill -0 " .. pid .. " 2>/dev/null")) ~= 0
-    end)
+    kill9(pid)
     -- the server still applies the delayed request after its client is gone
     wait_for("request 20 to finish", function()
       for _, e in ipairs(sim.log()) do

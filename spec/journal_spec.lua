@@ -3,6 +3,7 @@
 local koophone = require "koophone"
 local sim = require "helpers.sim"
 local cjson = require "cjson.safe"
+local journal = require "koophone.journal"
 
 local TOKEN = sim.token
 
@@ -17,6 +18,22 @@ end
 local write_file = sim.write_file
 
 local assert_no_pair_twice = sim.assert_no_pair_twice
+
+local function read_lines(path)
+  local out = {}
+  for line in io.lines(path) do out[#out + 1] = line end
+  return out
+end
+
+local function outcomes(report)
+  local out = {}
+  for i, r in ipairs(report.results) do out[i] = r.outcome end
+  return out
+end
+
+-- A journal line, as journal.lua writes it.
+local function line(rec) return cjson.encode(rec) .. "\n" end
+local RUN = line { type = "run", version = 1, time = 0 }
 
 describe("unassign_all with a journal", function()
   local client, path
@@ -139,5 +156,187 @@ describe("unassign_all with a journal", function()
     assert.is_nil(report)
     assert.matches("journal of shard 1/2, this run is shard 0/2", err)
     assert.same({}, sim.log())
+  end)
+
+  it("never clears a request whose first copy may have been applied; a crash after it resumes as assumed_unassigned", function()
+    local list = sim.make_pairs(8, "nc")
+    sim.reset(list)
+    client:close()
+    client = koophone.client(sim.client_opts("http", { retry = { max_attempts = 2, ambiguous_attempts = 1,
+                                                                 sleep = function() end } }))
+    -- applied, then no answer: the retry (same request id) gets 2210 for the whole batch
+    sim.faults({ type = "drop_after_apply", at = 1 })
+    local report = assert(client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 8, journal = path }))
+    assert.equals(8, report.counts.assumed_unassigned)
+    local first = sim.log()[1].request_id
+    local lines, retry_send = read_lines(path), nil
+    for n, l in ipairs(lines) do
+      local r = cjson.decode(l)
+      assert.is_false(r.type == "clear" and r.request_id == first, "a clear for the ambiguous request")
+      if r.type == "send" and r.request_id == first then retry_send = n end
+    end
+    -- the run dies right after the retry's answer: what it wrote next is its last line
+    local kept = table.concat(lines, "\n", 1, retry_send + 1) .. "\n"
+    write_file(path, kept)
+    sim.reset(list, { unbound = true }) -- the first copy did unassign them
+    local again = assert(client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 8, journal = path,
+                                                                       resume = true }))
+    assert.equals(8, again.counts.assumed_unassigned)
+    assert.equals(0, again.counts.not_bound)
+  end)
+
+  it("reads back the per-pair marks of send records and the outcomes that may have been applied", function()
+    local list = sim.make_pairs(4, "tm")
+    sim.reset(list, { unbound = true }) -- none of them is bound any more
+    local p = {}
+    for i, e in ipairs(list) do p[i] = { e.user_id, e.instance_id } end
+    -- r1 ended and changed nothing, but its first pair was in an earlier request whose answer was
+    -- lost; a success answer did not confirm the third pair with its own job (unconfirmed); the
+    -- fourth failed without any doubt
+    write_file(path, RUN
+      .. line { type = "send", request_id = "r1", pairs = { { p[1][1], p[1][2], true }, p[2] } }
+      .. line { type = "done", request_id = "r1", user_id = p[1][1], instance_id = p[1][2], outcome = "failed" }
+      .. line { type = "done", request_id = "r1", user_id = p[2][1], instance_id = p[2][2], outcome = "failed" }
+      .. line { type = "clear", request_id = "r1" }
+      .. line { type = "send", request_id = "r2", pairs = { p[3], p[4] } }
+      .. line { type = "done", request_id = "r2", user_id = p[3][1], instance_id = p[3][2], outcome = "unconfirmed" }
+      .. line { type = "done", request_id = "r2", user_id = p[4][1], instance_id = p[4][2], outcome = "failed" }
+      .. line { type = "clear", request_id = "r2" })
+    local report = assert(client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 1, journal = path,
+                                                                        resume = true }))
+    assert.same({ "assumed_unassigned", "not_bound", "assumed_unassigned", "not_bound" }, outcomes(report))
+  end)
+
+  it("reports a damaged line in the middle and settles the pairs it may have sent as assumed_unassigned", function()
+    local list = sim.make_pairs(4, "dm")
+    sim.reset(list)
+    local raw = koophone.new(sim.client_opts("http"))
+    assert(raw:unassign(TOKEN, { list[1], list[2] })) -- sent by the request whose line is lost
+    assert(raw:unassign(TOKEN, { list[3] }))
+    raw:close()
+    write_file(path, RUN
+      .. '{"type":"send","request_id":"r1","pairs":[["' .. list[1].user_id .. '"\0garbage\n'
+      .. line { type = "send", request_id = "r2", pairs = { { list[3].user_id, list[3].instance_id } } }
+      .. line { type = "done", request_id = "r2", user_id = list[3].user_id, instance_id = list[3].instance_id,
+                outcome = "unassigned", job_id = "j3" }
+      .. '{"type":"done","request_id":"r9","us') -- torn last line: skipped, not damaged
+    local report = assert(client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 1, journal = path,
+                                                                        resume = true }))
+    assert.same({ count = 1, lines = { 2 } }, report.journal_damaged)
+    assert.equals(1, report.journal_skipped)
+    assert.same({ "assumed_unassigned", "assumed_unassigned", "unassigned", "unassigned" }, outcomes(report))
+    assert.matches("journal is damaged", report.results[1].reason)
+    assert.is_true(report.results[3].resumed)
+    assert.same({}, sim.bindings())
+    -- the torn line is cut off: the journal reads cleanly after this run's records
+    local f = assert(io.open(path, "rb"))
+    local text = f:read("*a")
+    f:close()
+    assert.equals("\n", text:sub(-1))
+    for l in text:gmatch("([^\n]*)\n") do assert.is_not_nil(cjson.decode(l) or l:find("garbage", 1, true), l) end
+  end)
+
+  it("refuses a resume with another input, naming both", function()
+    local list = sim.make_pairs(3, "in")
+    sim.reset(list)
+    local a = { name = "a.csv", size = 30, digest = "fnv1a64:00000000000000aa" }
+    assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path, input = a }))
+    local before = #sim.log()
+    local report, err = client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true,
+      input = { name = "b.csv", size = 30, digest = "fnv1a64:00000000000000bb" } })
+    assert.is_nil(report)
+    assert.equals(('journal %s: input "a.csv" (30 bytes, fnv1a64:00000000000000aa), this run reads '
+                   .. '"b.csv" (30 bytes, fnv1a64:00000000000000bb)'):format(path), err)
+    assert.equals(before, #sim.log())
+    -- the same content under another name is the same input; an array of another length is not
+    assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true,
+      input = { name = "copy-of-a.csv", size = 30, digest = a.digest } }))
+    os.remove(path)
+    assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path }))
+    before = #sim.log()
+    report, err = client:unassign_all(TOKEN, { list[1] }, { journal = path, resume = true })
+    assert.is_nil(report)
+    assert.matches("input an array of 3 rows, this run reads an array of 1 rows", err)
+    assert.equals(before, #sim.log())
+  end)
+
+  it("takes the journal's lock: a second run on it is refused until the first closes it", function()
+    local list = sim.make_pairs(2, "lk")
+    sim.reset(list)
+    local held = assert(journal.open(path, {}))
+    local report, err = client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true })
+    assert.is_nil(report)
+    assert.equals(("journal %s is in use by another run (it is locked)"):format(path), err)
+    assert.same({}, sim.log())
+    held:close()
+    assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true }))
+  end)
+
+  it("has a round's sends on the disk before it starts, and stops when fsync fails", function()
+    local list = sim.make_pairs(100, "fs")
+    sim.reset(list)
+    -- rounds of 8 requests (concurrency 1); the file's syncs after it is open: 1 the sends of
+    -- round 1, 2 its outcomes with the sends of round 2
+    local open, syncs = journal.open, 0
+    journal.open = function(...)
+      local j, e = open(...)
+      local real = j and j.file
+      if real then
+        j.file = setmetatable({ sync = function()
+          syncs = syncs + 1
+          if syncs == 2 then return nil, "journal: fsync: injected failure" end
+          return real:sync()
+        end }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+      end
+      return j, e
+    end
+    local report, err = client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 5, concurrency = 1,
+                                                                      journal = path })
+    journal.open = open
+    assert.is_nil(report)
+    assert.equals("journal: fsync: injected failure", err)
+    assert.equals(8, #sim.log()) -- round 2 never left
+    -- a real fsync that fails (a character device cannot be synced): nothing is sent
+    sim.reset(list)
+    report, err = client:unassign_all(TOKEN, copy_pairs(list), { journal = "/dev/null" })
+    assert.is_nil(report)
+    assert.equals("journal /dev/null: fsync: Invalid argument", err)
+    assert.same({}, sim.log())
+  end)
+end)
+
+describe("koophone.journal on resume", function()
+  it("keeps no line of a 20,000-pair journal in Lua memory, and still finds every outcome", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:write(RUN)
+    for b = 0, 199 do
+      local ps = {}
+      for k = 1, 100 do ps[k] = { "u" .. (b * 100 + k), "m" .. (b * 100 + k) } end
+      f:write(line { type = "send", request_id = "r" .. b, pairs = ps })
+      -- the last request was in flight when the run died
+      if b < 199 then
+        for k = 1, 100 do
+          f:write(line { type = "done", request_id = "r" .. b, user_id = ps[k][1], instance_id = ps[k][2],
+                         outcome = "unassigned", task_id = "RM_" .. b, job_id = ("j%05d"):format(b * 100 + k) })
+        end
+      end
+    end
+    f:close()
+    collectgarbage("collect")
+    local before = collectgarbage("count")
+    local j = assert(journal.open(path, { resume = true }))
+    collectgarbage("collect")
+    local kept = collectgarbage("count") - before
+    -- the lines alone are ~2.8 MB (the loader kept ~5 MB of them); it keeps a few tables now, the
+    -- rest is in C
+    assert.is_true(kept < 256, ("the loader keeps %.0f KiB"):format(kept))
+    assert.equals("j00001", j:final("u1", "m1").job_id)
+    assert.equals("unassigned", j:final("u19900", "m19900").outcome)
+    assert.is_nil(j:final("u19901", "m19901"))
+    assert.is_true(j:tainted("u19901", "m19901"))
+    assert.is_false(j:tainted("u5", "m5"))
+    j:close()
+    os.remove(path)
   end)
 end)

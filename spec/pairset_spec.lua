@@ -66,6 +66,18 @@ describe("koophone.core.pairset", function()
     assert.is_nil(add(s, "u", "i", 2 ^ 40))
     assert.equals(2 ^ 40, add(s, "u", "i", 1))
   end)
+
+  it("maps pairs to integers through add and get (koophone.journal's offsets)", function()
+    local s = core.pairset()
+    assert.is_nil(s:get("u", "i")) -- empty
+    assert.is_nil(s:add("u", "i", 123456789012))
+    assert.equals(123456789012, s:add("u", "i", 5)) -- the first value stays
+    assert.equals(123456789012, s:get("u", "i"))
+    assert.is_nil(s:get("u", "j"))
+    assert.is_nil(s:get("ui", ""))
+    assert.has_error(function() s:add("u\0x", "i", 1) end)
+    assert.has_error(function() s:add("u", "i", -1) end)
+  end)
 end)
 
 describe("koophone.core.row_entry", function()

@@ -149,6 +149,7 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
   kp_clock_open(L);
   kp_interrupt_open(L);
   kp_pairset_open(L);
+  kp_jfile_open(L);
   lua_pushliteral(L, KP_VERSION);
   lua_setfield(L, -2, "_VERSION");
   lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);

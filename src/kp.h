@@ -202,6 +202,9 @@ int kp_pairset_add(kp_pairset *s, const char *u, size_t ul, const char *inst, si
 /* core.row_entry(set, v, pos, row) (rows.c) */
 int kp_row_entry(lua_State *L);
 
+/* ---- jfile.c: the bulk journal's file (locked, fsync) and core.file_digest ---- */
+void kp_jfile_open(lua_State *L); /* adds jfile and file_digest to the module table on the top */
+
 LUALIB_API int luaopen_koophone_core(lua_State *L);
 
 #endif

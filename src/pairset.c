@@ -8,7 +8,8 @@
  * bytes, varint-prefixed, ~25 bytes for typical ids) plus a 4-byte slot of
  * an open-addressing index (at most 3/4 full): ~30 MiB for a million pairs.
  * The set is exact: keys are compared byte for byte, so no pair is ever
- * taken for another. */
+ * taken for another. From Lua, set:add(u, i, value) and set:get(u, i) use it
+ * as a map to an integer (koophone.journal: pair -> offset of its outcome). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -150,27 +151,82 @@ kp_pairset *kp_check_pairset(lua_State *L, int idx)
   return luaL_checkudata(L, idx, KP_PAIRSET_MT);
 }
 
-int kp_pairset_add(kp_pairset *s, const char *u, size_t ul, const char *inst, size_t il,
-                   uint64_t row, uint64_t *first)
+/* The probe of the pair: 1 with *i its slot and *row its row when the set
+ * has it, else 0 with *i the free slot where it goes. The index is not empty. */
+static int find(const kp_pairset *s, uint64_t h, const char *u, size_t ul, const char *inst,
+                size_t il, size_t *i, uint64_t *row)
 {
-  size_t i, offset, key_len;
-  uint64_t h;
+  size_t key_len;
   const unsigned char *key;
-  if ((s->count + 1) * 4 > s->nslots * 3 && grow_index(s) != 0)
-    return -1;
-  h = hash_pair(u, ul, inst, il);
-  for (i = (size_t)h & (s->nslots - 1); s->slots[i] != 0; i = (i + 1) & (s->nslots - 1)) {
-    *first = record(s, slot_offset(s->slots[i]), &key, &key_len);
+  for (*i = (size_t)h & (s->nslots - 1); s->slots[*i] != 0; *i = (*i + 1) & (s->nslots - 1)) {
+    *row = record(s, slot_offset(s->slots[*i]), &key, &key_len);
     if (key_len == ul + 1 + il && memcmp(key, u, ul) == 0 && key[ul] == 0 &&
         memcmp(key + ul + 1, inst, il) == 0)
       return 1;
   }
+  return 0;
+}
+
+int kp_pairset_add(kp_pairset *s, const char *u, size_t ul, const char *inst, size_t il,
+                   uint64_t row, uint64_t *first)
+{
+  size_t i, offset;
+  if ((s->count + 1) * 4 > s->nslots * 3 && grow_index(s) != 0)
+    return -1;
+  if (find(s, hash_pair(u, ul, inst, il), u, ul, inst, il, &i, first))
+    return 1;
   offset = append(s, row, u, ul, inst, il);
   if (offset == (size_t)-1 || offset > MAX_OFFSET)
     return -1;
   s->slots[i] = (uint32_t)(offset / ALIGN + 1);
   s->count++;
   return 0;
+}
+
+/* The two ids of a Lua call (no NUL: the key separates them with one). */
+static void check_ids(lua_State *L, const char **u, size_t *ul, const char **inst, size_t *il)
+{
+  *u = luaL_checklstring(L, 2, ul);
+  *inst = luaL_checklstring(L, 3, il);
+  luaL_argcheck(L, memchr(*u, 0, *ul) == NULL, 2, "expected an id without NUL");
+  luaL_argcheck(L, memchr(*inst, 0, *il) == NULL, 3, "expected an id without NUL");
+}
+
+/* set:add(user_id, instance_id, value) -> nil when added with the value (an
+ * integer >= 0), else the value the set holds for the pair. */
+static int pairset_add(lua_State *L)
+{
+  kp_pairset *s = kp_check_pairset(L, 1);
+  const char *u, *inst;
+  size_t ul, il;
+  uint64_t first;
+  lua_Integer value = luaL_checkinteger(L, 4);
+  int seen;
+  check_ids(L, &u, &ul, &inst, &il);
+  luaL_argcheck(L, value >= 0, 4, "expected an integer >= 0");
+  seen = kp_pairset_add(s, u, ul, inst, il, (uint64_t)value, &first);
+  if (seen < 0)
+    return luaL_error(L, "koophone.pairset: not enough memory");
+  if (seen)
+    lua_pushinteger(L, (lua_Integer)first);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+/* set:get(user_id, instance_id) -> the pair's value, or nil */
+static int pairset_get(lua_State *L)
+{
+  kp_pairset *s = kp_check_pairset(L, 1);
+  const char *u, *inst;
+  size_t ul, il, i;
+  uint64_t value;
+  check_ids(L, &u, &ul, &inst, &il);
+  if (s->count > 0 && find(s, hash_pair(u, ul, inst, il), u, ul, inst, il, &i, &value))
+    lua_pushinteger(L, (lua_Integer)value);
+  else
+    lua_pushnil(L);
+  return 1;
 }
 
 static int pairset_len(lua_State *L)
@@ -201,7 +257,15 @@ static int pairset_new(lua_State *L)
 
 void kp_pairset_open(lua_State *L)
 {
+  static const luaL_Reg methods[] = {
+    { "add", pairset_add },
+    { "get", pairset_get },
+    { NULL, NULL }
+  };
   if (luaL_newmetatable(L, KP_PAIRSET_MT)) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, pairset_len);
     lua_setfield(L, -2, "__len");
     lua_pushcfunction(L, pairset_gc);

@@ -10,8 +10,7 @@
 -- outcome after, so a resumed run never sends a finished pair again.
 local codes = require("koophone.codes").names
 local classify = require("koophone.classify").classify
-local rows = require "koophone.rows"
-local rows_new, rows_key = rows.new, rows.key
+local rows_new = require("koophone.rows").new
 local journal = require "koophone.journal"
 local bucket = require "koophone.bucket"
 local match_jobs = require("koophone.jobs").match
@@ -37,8 +36,11 @@ local FNAME = "koophone.unassign_all"
 local OPTIONS = {
   batch_size = "number", concurrency = "number", rate = "number", journal = "string",
   resume = "boolean", on_progress = "function", on_result = "function", keep_results = "boolean",
-  shard = "table", timeout = "number", max_bisect_requests = "number",
+  shard = "table", timeout = "number", max_bisect_requests = "number", input = "table",
 }
+
+-- The identity of the input that the journal records (see koophone.journal).
+local INPUT_FIELDS = { name = "string", size = "number", digest = "string", rows = "number" }
 
 -- Failures every later request would meet as well: the run stops sending.
 local function fatal(err)
@@ -69,6 +71,12 @@ local function check_options(opts)
   if opts.rate and not (opts.rate > 0) then error(FNAME .. ": option 'rate': expected > 0", 3) end
   if opts.resume and not opts.journal then
     error(FNAME .. ": option 'resume' needs the option 'journal'", 3)
+  end
+  for k, v in pairs(opts.input or {}) do
+    if type(v) ~= INPUT_FIELDS[k] then
+      error(("%s: option 'input': field '%s': expected %s, got %s"):format(
+        FNAME, tostring(k), INPUT_FIELDS[k] and "a " .. INPUT_FIELDS[k] or "no such field", type(v)), 3)
+    end
   end
   local s = opts.shard
   if s and not (type(s.count) == "number" and s.count % 1 == 0 and s.count >= 1
@@ -104,19 +112,16 @@ local function report(run, list)
   run.done = run.done + n
 end
 
--- The journal records of a finished request, written (and flushed) together.
+-- The journal records of a finished request (rows with their outcome set), written with the
+-- round's others; clear: the request certainly changed nothing.
 local function journal_done(run, list, request_id, clear)
-  if not run.journal or (#list == 0 and not clear) then return end
-  local recs = {}
-  for i, r in ipairs(list) do -- rows with their outcome set
-    local err = r.err
-    recs[i] = { type = "done", request_id = request_id, user_id = r.user_id,
-                instance_id = r.instance_id, outcome = r.outcome, task_id = r.task_id,
-                job_id = r.job_id, code = err and err.code, message = err and err.message,
-                maybe_applied = r.outcome == "failed" and (err.maybe_applied or r.tainted) or nil }
-  end
-  if clear then recs[#recs + 1] = { type = "clear", request_id = request_id } end
-  local ok, problem = run.journal:write(recs)
+  if run.journal then run.journal:finished(request_id, list, clear) end
+end
+
+-- Writes the journal's buffered records, and with sync brings them to the disk; a failure stops
+-- the run.
+local function journal_flush(run, sync)
+  local ok, problem = run.journal:flush(sync)
   if not ok then error({ journal = problem }) end
 end
 
@@ -143,7 +148,7 @@ local function new_job(run, items)
 end
 
 local function taint(job)
-  for _, item in ipairs(job.items) do item.tainted = true end
+  for _, item in ipairs(job.items) do item.tainted = item.tainted or true end
 end
 
 -- Splits a job refused because of some of its pairs; both halves go out in the next round.
@@ -204,21 +209,26 @@ end
 
 local function failed(run, job, err)
   local single = SINGLE[err.code]
-  local clean = (err.attempts or 1) == 1 -- no silent resend: the answer is about this copy only
+  -- certainly nothing changed: no silent resend (the answer is about this copy only), and no
+  -- earlier copy that may have been applied
+  local _, _, maybe = classify(err)
+  local clean = (err.attempts or 1) == 1 and not (maybe or err.maybe_applied or job.state.maybe_applied)
+  if not clean then taint(job) end
   if single then
-    if job.state.maybe_applied then taint(job) end
     if #job.items > 1 then
       journal_done(run, {}, job.request_id, clean)
       return bisect(run, job, err)
     end
     local item = job.items[1]
-    local outcome = (single == "not_bound" and item.tainted) and "assumed_unassigned" or single
-    return finish_items(run, job, outcome, err, nil, clean)
+    if single == "not_bound" and item.tainted then
+      local reason = type(item.tainted) == "string" and item.tainted or nil
+      return finish_items(run, job, "assumed_unassigned", err, reason, false)
+    end
+    return finish_items(run, job, single, err, nil, clean)
   end
   local again, delay = run.policy:decide(err, job.attempt, job.state)
   if again and not run.aborted then
-    if job.state.maybe_applied then taint(job) end
-    journal_done(run, {}, job.request_id, clean and not job.state.maybe_applied)
+    journal_done(run, {}, job.request_id, clean)
     job.ready_at = run.now() + delay
     run.waiting[#run.waiting + 1] = job
     return
@@ -226,7 +236,7 @@ local function failed(run, job, err)
   local res
   res, err = run.policy:finish(nil, err, job.attempt, job.state)
   if res then return succeeded(run, job, res) end
-  fail_items(run, job, err, nil, clean and not err.maybe_applied)
+  fail_items(run, job, err, nil, clean)
   if fatal(err) and not run.aborted then abort(run, err) end
 end
 
@@ -276,8 +286,11 @@ local function read_job(run)
   while n < size do
     local e = source:next()
     if not e then break end
-    local key = not e.outcome and jnl and rows_key(e.user_id, e.instance_id)
-    local rec = key and jnl:final(key)
+    local rec, problem
+    if jnl and not e.outcome then
+      rec, problem = jnl:final(e.user_id, e.instance_id)
+      if problem then error({ journal = problem }) end
+    end
     if e.outcome then
       report(run, { e })
     elseif rec then
@@ -288,7 +301,7 @@ local function read_job(run)
       e.outcome, e.err, e.reason = "failed", run.aborted, "not sent: the run stopped"
       report(run, { e })
     else
-      e.tainted = key and jnl:tainted(key) or nil
+      e.tainted = jnl and jnl:tainted(e.user_id, e.instance_id) or nil
       n = n + 1
       items[n] = e
     end
@@ -320,47 +333,54 @@ end
 
 -- An interrupted round (SIGINT, SIGTERM, core.interrupt) starts nothing more and abandons the
 -- requests in flight: their `send` records stay open, so a resume treats them as maybe applied.
-local function interrupted(run, jobs, started, results, errors, why)
+local function interrupted(run, jobs, results, errors, why)
   run.interrupted = why
   for i, job in ipairs(jobs) do
-    if started[i] and not results[i] and not errors[i] then
+    if job.started and not results[i] and not errors[i] then
       run.in_flight = run.in_flight + #job.items
     end
   end
 end
 
+-- Sends a round. Its request ids are fixed first (a retry keeps its job's), so that the journal
+-- has every request of the round on the disk before the first one leaves, with the outcomes of the
+-- round before (one fsync a round); each request's outcomes are written when it ends, which
+-- survives the death of the process.
 local function send(run, jobs)
-  local batches, ids, started = {}, {}, {}
-  for i, job in ipairs(jobs) do batches[i], ids[i] = job.items, job.request_id end
-  local results, errors, count, why = run.client.core:unassign_many(run.token, batches, {
+  local batches, ids, jnl = {}, {}, run.journal
+  for i, job in ipairs(jobs) do
+    job.request_id = job.request_id or run.client.core:request_id()
+    job.started = nil
+    batches[i], ids[i] = job.items, job.request_id
+    if jnl then jnl:sent(job.request_id, job.items) end
+  end
+  if jnl then journal_flush(run, true) end
+  local results, errors, _, why = run.client.core:unassign_many(run.token, batches, {
     concurrency = run.concurrency, request_ids = ids, timeout = run.timeout,
-    on_start = function(i, request_id)
-      local job = jobs[i]
-      started[i] = true
-      job.request_id = request_id
+    on_start = function(i)
+      jobs[i].started = true
       run.requests = run.requests + 1
-      if run.journal then
-        local list = {}
-        for k, item in ipairs(job.items) do
-          list[k] = { item.user_id, item.instance_id, item.tainted }
-        end
-        local ok, problem = run.journal:write { { type = "send", request_id = request_id,
-                                                  pairs = list } }
-        if not ok then error({ journal = problem }) end
-      end
     end,
     on_done = function(i, res, err)
-      if answered(run, jobs[i], res, err) then return false end -- start no more of this round
+      local stop = answered(run, jobs[i], res, err)
+      if jnl then journal_flush(run, false) end
+      if stop then return false end -- start no more of this round
     end,
   })
-  if why then return interrupted(run, jobs, started, results, errors, why) end
-  for i = count + 1, #jobs do -- never sent: the run stopped, or waits for the bucket
-    if run.aborted then
-      fail_items(run, jobs[i], run.aborted, "not sent: the run stopped", false)
-    else
-      run.ready[#run.ready + 1] = jobs[i]
+  if why then interrupted(run, jobs, results, errors, why) end
+  for _, job in ipairs(jobs) do
+    if not job.started then -- never left: changed nothing
+      if jnl then jnl:finished(job.request_id, {}, true) end
+      if why then -- interrupted: not reported (report.unfinished); a resume sends it
+        run.ready = {}
+      elseif run.aborted then
+        fail_items(run, job, run.aborted, "not sent: the run stopped", false)
+      else -- waits for the bucket
+        run.ready[#run.ready + 1] = job
+      end
     end
   end
+  if jnl then journal_flush(run, false) end
 end
 
 local function loop(run)
@@ -375,6 +395,7 @@ local function loop(run)
     else -- only retries waiting: sleep until the first is due
       local first, waiting = math.huge, {}
       for _, job in ipairs(run.waiting) do first = math.min(first, job.ready_at) end
+      if run.journal then journal_flush(run, true) end -- the outcomes so far, before a long wait
       run.sleep(math.max(0, first - run.now()))
       -- due now, whether or not the sleep slept (an injected one may not)
       for _, job in ipairs(run.waiting) do
@@ -417,13 +438,18 @@ function _M.unassign_all(client, token, pairs, opts)
   if opts.rate then run.bucket = new_bucket(run, opts.rate) end
   local shard = opts.shard and ("%d/%d"):format(opts.shard.index, opts.shard.count)
   if opts.journal then
-    local j, problem = journal.open(opts.journal, { resume = opts.resume, shard = shard })
+    local input = opts.input or (type(pairs) == "table" and { rows = #pairs }) or nil
+    local j, problem = journal.open(opts.journal, { resume = opts.resume, shard = shard,
+                                                    input = input })
     if not j then return nil, problem end
     run.journal = j
   end
   run.started = run.now()
   local ok, e = pcall(loop, run)
-  if run.journal then run.journal:close() end
+  if run.journal then
+    local closed, problem = run.journal:close()
+    if ok and not closed then ok, e = false, { journal = problem } end
+  end
   if not ok then
     if type(e) == "table" and e.journal then return nil, e.journal end
     error(e, 0)
@@ -434,7 +460,8 @@ function _M.unassign_all(client, token, pairs, opts)
            elapsed = run.now() - run.started, aborted = run.aborted,
            interrupted = run.interrupted, in_flight = run.in_flight,
            unfinished = run.rows.pos - run.done,
-           journal_skipped = run.journal and run.journal.skipped or nil }
+           journal_skipped = run.journal and run.journal.skipped or nil,
+           journal_damaged = run.journal and run.journal.damaged or nil }
 end
 
 return _M

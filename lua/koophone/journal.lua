@@ -1,21 +1,36 @@
--- Write-ahead journal of a bulk run: one JSON object per line, appended and flushed per batch.
+-- Write-ahead journal of a bulk run: one JSON object per line. This module writes the records and
+-- reads them back, so that writer and reader cannot drift.
 --
---   {"type":"run","version":1,"time":1732770000,"shard":"0/2"}          a run (re)started
---   {"type":"send","request_id":"…","pairs":[["u1","i1"],…],"tainted":true}
---        written BEFORE the request goes out (every attempt, every bisection half); `tainted`:
---        these pairs may have been unassigned by an earlier request whose answer was lost
+--   {"type":"run","version":1,"time":1732770000,"shard":"0/2",
+--    "input":{"name":"pairs.csv","size":123,"digest":"fnv1a64:…"}}      a run (re)started
+--   {"type":"send","request_id":"…","pairs":[["u1","i1"],["u2","i2",true],…]}
+--        written BEFORE the request goes out (every attempt, every bisection half); a third
+--        element true: this pair may have been unassigned by an earlier request whose answer
+--        was lost
 --   {"type":"done","request_id":"…","user_id":"u1","instance_id":"i1","outcome":"unassigned",
 --    "task_id":"…","job_id":"…","code":"…","message":"…","maybe_applied":true}
---        one per pair, after its request ended; `failed` is not final, the others are
+--        one per pair after its request ended; `failed` (and any outcome not in FINAL) is not
+--        final; `maybe_applied`: its request may have unassigned it all the same
 --   {"type":"clear","request_id":"…"}   that request ended and certainly changed nothing
 --
--- Resuming reads it back: a pair with a final `done` is not sent again; a pair of a `send` that
--- was neither cleared nor finished (in flight when the run died), or that failed in a way that may
--- have applied it, is "tainted": a 2210 for it then means assumed_unassigned, never not_bound.
--- A line torn by a crash is skipped. The file is flushed to the OS after each batch, which
--- survives the death of the process (not of the machine: Lua has no fsync).
+-- Resuming reads it back: a pair with a final `done` is not sent again; a pair is "tainted" (a
+-- 2210 for it then means assumed_unassigned, never not_bound) when a `send` or `done` record marks
+-- it, or when it was in a request that never ended (no `clear`, not every pair `done`). A damaged
+-- line in the middle may have been any `send`: then every pair not final is tainted. A line torn
+-- by a crash (the last one, without its newline) is dropped.
+--
+-- The journal file is locked while a run uses it (core.jfile: flock, released when the process
+-- dies): a second run on it is refused. Records are buffered and written with one write: the bulk
+-- layer writes the outcomes of each request when it ends (they survive the death of the process)
+-- and brings the file to the disk (fsync) before each round's first request leaves (with the
+-- round's sends and the previous round's outcomes), before waiting for a retry and at the end,
+-- so a power cut loses at most the round in flight, whose pairs a resume treats as maybe applied.
+--
+-- Memory of a resume: per pair only the offset of its final line (in a core.pairset, ~25 bytes a
+-- pair) and, for tainted pairs, one entry of another; the final line is read again when the
+-- input reaches its pair.
 local cjson = require("cjson.safe").new()
-local rows = require "koophone.rows"
+local core = require "koophone.core"
 
 local _M = { VERSION = 1 }
 
@@ -24,118 +39,312 @@ Journal.__index = Journal
 
 _M.FINAL = { unassigned = true, assumed_unassigned = true, not_bound = true, denied = true,
              invalid = true }
+-- Outcomes that are not final and may have been applied whatever the row or its error say.
+local MAYBE_APPLIED = { unconfirmed = true }
 
--- Folds one record into the resume state.
-local function load_record(self, rec, line)
-  if rec.type == "send" and type(rec.pairs) == "table" then
-    self.open[rec.request_id] = rec.pairs
-    if rec.tainted then
-      for _, p in ipairs(rec.pairs) do self.taint[rows.key(p[1], p[2])] = true end
-    end
-  elseif rec.type == "clear" then
-    self.open[rec.request_id] = nil
-  elseif rec.type == "done" and type(rec.user_id) == "string" and type(rec.instance_id) == "string" then
-    local key = rows.key(rec.user_id, rec.instance_id)
-    if _M.FINAL[rec.outcome] then
-      self.finals[key] = line -- decoded again when the input reaches this pair
-    else
-      self.finals[key] = nil
-      if rec.maybe_applied then self.taint[key] = true end
-    end
-  elseif rec.type == "run" then
-    if rec.version ~= _M.VERSION then
-      return ("journal version %s, this is %d"):format(tostring(rec.version), _M.VERSION)
-    end
-    if (rec.shard or "") ~= (self.shard or "") then
-      return ("journal of shard %s, this run is shard %s"):format(rec.shard or "none",
-                                                                    self.shard or "none")
-    end
-  end
+local MAX_DAMAGED_LINES = 100 -- line numbers kept for the report; the count goes on
+
+-- ------------------------------------------------------------------ input identity
+
+-- input_identity(path) -> { name, size, digest }, or nil, message. The digest is taken while
+-- streaming the file (core.file_digest); a path that is not a regular file (a pipe) gets only
+-- its name.
+function _M.input_identity(path)
+  local size, digest = core.file_digest(path)
+  if size == nil then return nil, digest end
+  if size == false then return { name = path } end
+  return { name = path, size = size, digest = digest }
 end
 
-local function load(self, f)
-  local ended_with_newline = true
-  for line in f:lines() do
-    local rec = cjson.decode(line)
-    if type(rec) == "table" then
-      local problem = load_record(self, rec, line)
-      if problem then return nil, problem end
-    elseif line ~= "" then
-      self.skipped = self.skipped + 1
-    end
-  end
-  f:seek("end", -1)
-  ended_with_newline = f:read(1) == "\n"
-  -- requests that never ended: their pairs may have been applied
-  for _, list in pairs(self.open) do
-    for _, p in ipairs(list) do
-      local key = rows.key(p[1], p[2])
-      if not self.finals[key] then self.taint[key] = true end
-    end
-  end
-  self.open = nil
-  return ended_with_newline
+local function describe(id)
+  if not id then return "an input without identity" end
+  local name = id.name and ("%q"):format(id.name)
+               or id.rows and ("an array of %d rows"):format(id.rows) or "an iterator"
+  if id.digest then name = ("%s (%d bytes, %s)"):format(name, id.size or -1, id.digest) end
+  return name
 end
 
--- open(path, { resume = bool, shard = "i/n" }) -> journal, or nil, message.
--- Without resume, an existing non-empty journal is an error: its pairs would count as done.
-function _M.open(path, opts)
-  local self = setmetatable({ path = path, shard = opts.shard, finals = {}, taint = {}, open = {},
-                              skipped = 0 }, Journal)
-  local old = io.open(path, "rb")
-  local needs_newline = false
-  if old then
-    local size = old:seek("end")
-    old:seek("set")
-    if size > 0 and not opts.resume then
-      old:close()
-      return nil, ("journal %s exists: resume it or choose another file"):format(path)
-    end
-    if size > 0 then
-      local ended, problem = load(self, old)
-      if ended == nil then
-        old:close()
-        return nil, ("journal %s: %s"):format(path, problem)
-      end
-      needs_newline = not ended
-    end
-    old:close()
-  end
-  local f, err = io.open(path, "ab")
-  if not f then return nil, "journal: " .. tostring(err) end
-  self.file = f
-  local ok, werr = self:write({ { type = "run", version = _M.VERSION, time = os.time(),
-                                  shard = opts.shard } }, needs_newline and "\n" or nil)
-  if not ok then return nil, werr end
-  return self
-end
-
--- write(records [, prefix]) -> true, or nil, message: one write and one flush.
-function Journal:write(records, prefix)
-  local out = { prefix }
-  for _, rec in ipairs(records) do out[#out + 1] = cjson.encode(rec) .. "\n" end
-  local ok, err = self.file:write(table.concat(out))
-  if ok then ok, err = self.file:flush() end
-  if not ok then return nil, ("journal %s: %s"):format(self.path, tostring(err)) end
+-- Whether the journal's input `old` and this run's `new` may be the same: what both know must
+-- agree. A digest says it all (a renamed copy is the same input); without one, the names (stdin
+-- is named "stdin") and the row counts are compared.
+local function same_input(old, new)
+  if not (old and new) then return true end
+  if old.digest and new.digest then return old.digest == new.digest and old.size == new.size end
+  if old.rows and new.rows and old.rows ~= new.rows then return false end
+  if old.name and new.name then return old.name == new.name end
   return true
 end
 
--- The journaled final record of a pair (a table), or nil. Each is handed out once.
-function Journal:final(key)
-  local line = self.finals[key]
-  if not line then return nil end
-  self.finals[key] = nil
-  return cjson.decode(line)
+-- ------------------------------------------------------------------ reading
+
+local function id_ok(s)
+  return type(s) == "string" and not s:find("\0", 1, true)
 end
 
--- Whether an earlier run may have applied this pair without learning it.
-function Journal:tainted(key)
-  return self.taint[key] == true
+-- Folds the record at byte `offset` into the resume state; false when it is not a record this
+-- module writes, or nil and a message when the journal belongs to another run.
+local function fold(self, rec, offset)
+  local kind = rec.type
+  if kind == "done" then
+    local u, i = rec.user_id, rec.instance_id
+    if not (id_ok(u) and id_ok(i)) then return false end
+    if _M.FINAL[rec.outcome] then
+      self.finals:add(u, i, offset)
+    elseif rec.maybe_applied or MAYBE_APPLIED[rec.outcome] then
+      self.taint:add(u, i, 0)
+    end
+    local open = self.open[rec.request_id]
+    if open then
+      open.n = open.n - 1
+      if open.n <= 0 then self.open[rec.request_id] = nil end
+    end
+  elseif kind == "send" then
+    local list = rec.pairs
+    if type(list) ~= "table" or type(rec.request_id) ~= "string" then return false end
+    for _, p in ipairs(list) do
+      if type(p) ~= "table" or not (id_ok(p[1]) and id_ok(p[2])) then return false end
+      if p[3] then self.taint:add(p[1], p[2], 0) end
+    end
+    self.open[rec.request_id] = { offset = offset, n = #list }
+  elseif kind == "clear" then
+    if type(rec.request_id) ~= "string" then return false end
+    self.open[rec.request_id] = nil
+  elseif kind == "run" then
+    if rec.version ~= _M.VERSION then
+      return nil, ("journal version %s, this is %d"):format(tostring(rec.version), _M.VERSION)
+    end
+    if (rec.shard or "") ~= (self.shard or "") then
+      return nil, ("journal of shard %s, this run is shard %s"):format(rec.shard or "none",
+                                                                       self.shard or "none")
+    end
+    if not same_input(type(rec.input) == "table" and rec.input or nil, self.input) then
+      return nil, ("input %s, this run reads %s"):format(describe(rec.input), describe(self.input))
+    end
+  else
+    return false
+  end
+  return true
 end
 
+local function damaged(self, number)
+  local d = self.damaged or { count = 0, lines = {} }
+  self.damaged = d
+  d.count = d.count + 1
+  if #d.lines < MAX_DAMAGED_LINES then d.lines[#d.lines + 1] = number end
+end
+
+-- The lines of file f from its start: an iterator returning each line, its byte
+-- offset, and whether a newline ended it. f:lines() will not do: on LuaJIT it cuts a line at a NUL
+-- byte, which a power cut can leave in a file, and the offsets would go wrong.
+local function lines(f)
+  local buf, pos, base = "", 1, 0 -- base: the offset of buf's first byte
+  return function()
+    while true do
+      local nl = buf:find("\n", pos, true)
+      if nl then
+        local line, at = buf:sub(pos, nl - 1), base + pos - 1
+        pos = nl + 1
+        return line, at, true
+      end
+      local more = f:read(65536)
+      if not more then
+        if pos > #buf then return nil end
+        local line, at = buf:sub(pos), base + pos - 1
+        pos = #buf + 1
+        return line, at, false
+      end
+      base = base + pos - 1
+      buf, pos = buf:sub(pos) .. more, 1
+    end
+  end
+end
+
+-- The line at byte offset of the reader. Lookups follow the input, whose pairs the journal holds
+-- in about the same order: a window of the file read at the last miss answers most of them.
+local WINDOW = 65536
+local function line_at(self, offset)
+  local w, at = self.window, self.window_at
+  if not (w and offset >= at and w:find("\n", offset - at + 1, true)) then
+    local f = self.reader
+    f:seek("set", offset)
+    w, at = f:read(WINDOW) or "", offset
+    while not w:find("\n", 1, true) do -- a line longer than the window
+      local more = f:read(WINDOW)
+      if not more then break end
+      w = w .. more
+    end
+    self.window, self.window_at = w, at
+  end
+  local from = offset - at + 1
+  return w:sub(from, (w:find("\n", from, true) or #w + 1) - 1)
+end
+
+-- The record at byte offset of the reader, decoded.
+local function record_at(self, offset)
+  local rec = cjson.decode(line_at(self, offset))
+  if type(rec) ~= "table" then
+    return nil, ("journal %s: the line at byte %d changed while in use"):format(self.path, offset)
+  end
+  return rec
+end
+
+-- Reads the journal; returns the size of what stays (a line torn by a crash, the last one without
+-- its newline, is cut off), or nil and a message.
+local function load(self, size)
+  local number = 0
+  self.reader:seek("set")
+  for line, offset, whole in lines(self.reader) do
+    if not whole then -- torn in the middle of a write
+      self.skipped = 1
+      size = offset
+      break
+    end
+    number = number + 1
+    local rec, ok, problem = cjson.decode(line), false, nil
+    if type(rec) == "table" then ok, problem = fold(self, rec, offset) end
+    if ok == nil then return nil, problem end
+    if not ok and line ~= "" then damaged(self, number) end
+  end
+  -- requests that never ended: their pairs may have been applied
+  for _, open in pairs(self.open) do
+    local rec, problem = record_at(self, open.offset)
+    if not rec then return nil, problem end
+    for _, p in ipairs(rec.pairs) do self.taint:add(p[1], p[2], 0) end
+  end
+  self.open = nil
+  return size
+end
+
+-- open(path, { resume = bool, shard = "i/n", input = identity }) -> journal, or nil, message.
+-- The file is created when missing and locked until close. Without resume, an existing non-empty
+-- journal is an error: its pairs would count as done. identity: { name, size, digest, rows },
+-- any of them; a journal of another input is refused (see same_input).
+function _M.open(path, opts)
+  local file, err = core.jfile(path)
+  if not file then return nil, err end
+  local self = setmetatable({ path = path, file = file, shard = opts.shard, input = opts.input,
+                              finals = core.pairset(), taint = core.pairset(), open = {},
+                              skipped = 0, out = {} }, Journal)
+  local function fail(problem)
+    self:close()
+    return nil, problem
+  end
+  local reader
+  reader, err = io.open(path, "rb")
+  if not reader then return fail("journal: " .. tostring(err)) end
+  self.reader = reader
+  local size = reader:seek("end")
+  if size > 0 and not opts.resume then
+    return fail(("journal %s exists: resume it or choose another file"):format(path))
+  end
+  if size > 0 then
+    local kept, problem = load(self, size)
+    if not kept then return fail(("journal %s: %s"):format(path, problem)) end
+    if kept < size then
+      local ok
+      ok, problem = file:truncate(kept)
+      if not ok then return fail(problem) end
+    end
+  end
+  self.window = nil -- what load read may since have been cut off
+  if #self.finals == 0 then
+    reader:close()
+    self.reader = nil
+  end
+  self.out[1] = cjson.encode { type = "run", version = _M.VERSION, time = os.time(),
+                               shard = opts.shard, input = opts.input }
+  local ok, problem = self:flush(true)
+  if not ok then return fail(problem) end
+  return self
+end
+
+-- ------------------------------------------------------------------ writing
+
+-- Records that `items` (rows with user_id, instance_id, tainted) are about to be sent as
+-- request_id. Buffered: flush(true) before the request leaves.
+function Journal:sent(request_id, items)
+  local list = {}
+  for k = 1, #items do
+    local item = items[k]
+    list[k] = { item.user_id, item.instance_id, item.tainted and true or nil }
+  end
+  local out = self.out
+  out[#out + 1] = cjson.encode { type = "send", request_id = request_id, pairs = list }
+end
+
+-- Whether a row whose outcome is set may have been unassigned although it is not final.
+local function maybe_applied(r)
+  if _M.FINAL[r.outcome] then return false end
+  local err = r.err
+  return (MAYBE_APPLIED[r.outcome] or r.tainted or r.maybe_applied
+          or (err and err.maybe_applied)) and true or false
+end
+
+-- Records the outcomes of `items` (rows with outcome set) after request_id ended, and with
+-- clear that the request certainly changed nothing, which is written only when no row says it
+-- may have been applied. Buffered until the next flush.
+function Journal:finished(request_id, items, clear)
+  local out = self.out
+  for k = 1, #items do
+    local r = items[k]
+    local err, maybe = r.err, maybe_applied(r)
+    if maybe then clear = false end
+    out[#out + 1] = cjson.encode {
+      type = "done", request_id = request_id, user_id = r.user_id, instance_id = r.instance_id,
+      outcome = r.outcome, task_id = r.task_id, job_id = r.job_id,
+      code = err and err.code, message = err and err.message, maybe_applied = maybe or nil }
+  end
+  if clear and request_id then out[#out + 1] = cjson.encode { type = "clear", request_id = request_id } end
+end
+
+-- flush(sync) -> true, or nil, message: the buffered records in one write; with sync, then
+-- fsync when anything was written since the last one.
+function Journal:flush(sync)
+  local out = self.out
+  if #out > 0 then
+    out[#out + 1] = ""
+    self.out = {}
+    local ok, err = self.file:write(table.concat(out, "\n"))
+    if not ok then return nil, err end
+    self.dirty = true
+  end
+  if sync and self.dirty then
+    self.dirty = false
+    return self.file:sync()
+  end
+  return true
+end
+
+-- ------------------------------------------------------------------ resume lookups
+
+-- The journaled final record of a pair (a table), or nil; or nil and a message when it cannot
+-- be read back.
+function Journal:final(user_id, instance_id)
+  local offset = self.finals:get(user_id, instance_id)
+  if not offset then return nil end
+  return record_at(self, offset)
+end
+
+-- Whether an earlier run may have applied this pair without learning it: true, a reason (the
+-- journal is damaged), or false.
+function Journal:tainted(user_id, instance_id)
+  if self.damaged then
+    return ("the journal is damaged (%d unreadable lines): an earlier run may have sent this pair")
+           :format(self.damaged.count)
+  end
+  return self.taint:get(user_id, instance_id) ~= nil
+end
+
+-- close() -> true, or nil, message: flushes what is buffered and releases the lock.
 function Journal:close()
-  if self.file then self.file:close() end
-  self.file = nil
+  local ok, err = true, nil
+  if self.file then
+    ok, err = self:flush(true)
+    self.file:close()
+  end
+  if self.reader then self.reader:close() end
+  self.file, self.reader, self.window = nil, nil, nil
+  return ok, err
 end
 
 return _M

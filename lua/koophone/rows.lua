@@ -10,11 +10,6 @@ local _M = {}
 local Rows = {}
 Rows.__index = Rows
 
--- The identity of a pair: what "the same pair twice" and the journal compare.
-function _M.key(user_id, instance_id)
-  return user_id .. "\0" .. instance_id
-end
-
 -- Shard of an instance id: a polynomial hash mod 2^31 - 1 (exact in every Lua number type), so
 -- any tool can compute the same split: h = (h * 31 + byte) % 2147483647 over the bytes.
 function _M.shard_of(instance_id, count)
