@@ -4,7 +4,7 @@
 local koophone = require "koophone"
 local cjson = require "cjson.safe"
 local sim = require "helpers.sim"
-local shell = require "helpers.shell"
+local cli = require "helpers.cli"
 
 local TOKEN, copy_pairs = sim.token, sim.copy_pairs
 
@@ -98,24 +98,16 @@ describe("a success answer that does not cover the request", function()
   it("makes the CLI exit 1 and shows the unconfirmed pairs", function()
     local two = sim.make_pairs(2, "ucli")
     sim.reset(two)
-    local dir = os.tmpname()
-    os.remove(dir)
-    shell.read("mkdir -p " .. shell.quote(dir))
-    sim.write_file(dir .. "/in.csv", ("user_id,instance_id\n%s,%s\n%s,%s\n"):format(
+    local ctx = cli.new()
+    sim.write_file(ctx.dir .. "/in.csv", ("user_id,instance_id\n%s,%s\n%s,%s\n"):format(
       two[1].user_id, two[1].instance_id, two[2].user_id, two[2].instance_id))
-    sim.write_file(dir .. "/token", TOKEN)
     sim.faults(success { { two[1].instance_id, "J1" } })
-    local out, status = shell.run(("LUA_PATH='lua/?.lua;;' LUA_CPATH='%s/?.so;;' %s bin/koophone unassign "
-      .. "--input %s/in.csv --token-file %s/token --endpoint %s --output jsonl 2>/dev/null"):format(
-      os.getenv("KOOPHONE_BUILD") or "build/lua5.4", os.getenv("KOOPHONE_LUA") or "lua5.4", dir, dir,
-      sim.http_url))
-    shell.read("rm -rf " .. shell.quote(dir))
-    assert.equals(1, status)
+    local status, out, err = ctx.run("unassign --input " .. ctx.dir .. "/in.csv --output jsonl"
+                                     .. ctx.endpoint)
+    ctx.cleanup()
+    assert.equals(1, status, err)
     local outcomes = {}
-    for line in out:gmatch("[^\n]+") do
-      local r = assert(cjson.decode(line), line)
-      outcomes[r.row] = r.outcome
-    end
+    for _, r in ipairs(cli.json_lines(out)) do outcomes[r.row] = r.outcome end
     assert.same({ "unassigned", "unconfirmed" }, outcomes)
   end)
 end)

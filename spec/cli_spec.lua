@@ -7,6 +7,7 @@ local cjson = require "cjson.safe"
 local ctx = cli.new()
 local DIR, CMD, run, csv = ctx.dir, cli.CMD, ctx.run, ctx.csv
 local TOKEN_FILE = DIR .. "/token"
+local read_file = cli.read_file
 local write_file, json_lines, wait_for, exit_code = sim.write_file, cli.json_lines, cli.wait_for,
                                                      cli.exit_code
 
