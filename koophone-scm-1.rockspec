@@ -14,6 +14,7 @@ description = {
   detailed = [[
 Cancels cloud-phone assignments (POST /v1/instances/unassign) from Lua 5.1 - 5.4, LuaJIT,
 OpenResty (koophone.ngx, through ngx.run_worker_thread) and C hosts that embed Lua.
+Needs libcurl >= 7.85.0 (CURLOPT_PROTOCOLS_STR) and lua-cjson.
 ]],
   license = "MIT",
 }
@@ -23,6 +24,8 @@ dependencies = {
   "lua-cjson",
 }
 
+-- libcurl >= 7.85.0: the core sets CURLOPT_PROTOCOLS_STR (7.85.0) and CURLOPT_PREREQFUNCTION
+-- (7.80.0); LuaRocks has no version check for an external library, so this says it.
 -- Found by its library: LuaRocks 3.8 looks for headers only in <dir>/include, and Debian keeps
 -- curl/curl.h in the multiarch include directory, which the compiler searches by itself.
 external_dependencies = {
