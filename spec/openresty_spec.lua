@@ -172,7 +172,7 @@ describe("koophone.ngx outside nginx", function()
   local kngx = require "koophone.ngx"
 
   it("checks the options when the client is made", function()
-    assert.has_error(function() kngx.new { retries = 3 } end, "koophone.new: bad argument #1 (opts): unknown option 'retries'")
+    assert.has_error(function() kngx.new { retries = 3 } end, "koophone.ngx.new: bad argument #1 (opts): unknown option 'retries'")
     assert.has_error(function() kngx.new { thread_pool = 1 } end,
       "koophone.ngx.new: bad argument #1 (opts.thread_pool): expected a thread_pool name, got 1")
     assert.has_error(function() kngx.new { max_in_flight = 0 } end,

@@ -35,6 +35,16 @@ static int module_new(lua_State *L)
   return kp_client_create(L, 1, "koophone.new");
 }
 
+/* core.new_as(fname, opts) -> client: koophone.new for a Lua wrapper that
+ * takes the same options (koophone.client, koophone.ngx.new), so that an
+ * option error names the function the user called. */
+static int module_new_as(lua_State *L)
+{
+  const char *fname = luaL_checkstring(L, 1); /* stays on the stack while in use */
+  lua_settop(L, 2);
+  return kp_client_create(L, 2, fname);
+}
+
 /* koophone.configure(opts): replaces the default client */
 static int module_configure(lua_State *L)
 {
@@ -72,6 +82,7 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
   static const luaL_Reg functions[] = {
     { "unassign", module_unassign },
     { "new", module_new },
+    { "new_as", module_new_as },
     { "configure", module_configure },
     { "validate_pair", kp_validate_pair },
     { "random", kp_lua_random },

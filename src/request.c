@@ -119,7 +119,8 @@ int kp_pair_message(lua_State *L, int idx)
 /* koophone.validate_pair(p) -> true | false, message */
 int kp_validate_pair(lua_State *L)
 {
-  luaL_checkany(L, 1);
+  if (lua_isnone(L, 1))
+    kp_argerror(L, "koophone.validate_pair", 1, "pair", "expected a value, got no value");
   lua_settop(L, 1);
   if (!kp_pair_message(L, 1)) {
     lua_pushboolean(L, 1);

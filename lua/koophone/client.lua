@@ -52,7 +52,7 @@ end
 -- new(opts): every option of koophone.new, plus `retry` (a table, or false for one attempt).
 function _M.new(opts)
   local core_opts, retry_opts = _M.split_options(opts, "koophone.client")
-  return _M.wrap(core.new(core_opts), retry_opts, core.sleep)
+  return _M.wrap(core.new_as("koophone.client", core_opts), retry_opts, core.sleep)
 end
 
 -- After a failed first attempt: the policy decides; `call` carries the call's request id.
