@@ -129,8 +129,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   static const size_t caps[] = { 64, 4096, 1024 * 1024 };
   static const char body[] = "{\"user_instances\":[{\"user_id\":\"u1\",\"instance_id\":\"i1\"}]}";
   static const kp_request req = {
-    "POST", base, "/v1/instances/unassign", FZ_TOKEN, sizeof FZ_TOKEN - 1,
-    FZ_REQUEST_ID, sizeof FZ_REQUEST_ID - 1, body, sizeof body - 1, 5000
+    "POST", base, "/v1/instances/unassign", FZ_TOKEN, FZ_REQUEST_ID, body,
+    sizeof FZ_TOKEN - 1, sizeof FZ_REQUEST_ID - 1, sizeof body - 1, 5000
   };
   lua_State *L = fz_state();
   int n;

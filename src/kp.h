@@ -179,12 +179,8 @@ typedef struct kp_result {
 typedef struct kp_request {
   const char *method;
   const char *base, *path; /* URL = base (no trailing slash) + path */
-  const char *token;
-  size_t token_len;
-  const char *request_id;
-  size_t request_id_len;
-  const char *body;
-  size_t body_len;
+  const char *token, *request_id, *body;
+  size_t token_len, request_id_len, body_len;
   long timeout_ms;
 } kp_request;
 
