@@ -15,7 +15,7 @@
 
 #include "kp.h"
 
-#define FNAME "koophone.unassign_many"
+#define KP_MULTI_FNAME "koophone.unassign_many"
 #define KP_MULTI_MAX 64          /* most transfers in flight */
 #define KP_DEFAULT_CONCURRENCY 4
 #define KP_POLL_MS 1000          /* wake-up bound; libcurl's own timeouts end transfers */
@@ -114,11 +114,11 @@ static kp_multi *check_pool(lua_State *L, kp_client *c, int n)
 {
   int i;
   if (c->multi == NULL && (c->multi = new_multi()) == NULL)
-    luaL_error(L, FNAME ": cannot create a libcurl multi handle");
+    luaL_error(L, KP_MULTI_FNAME ": cannot create a libcurl multi handle");
   detach_all(c->multi);
   for (i = 0; i < n; i++)
     if (c->multi->conns[i] == NULL && (c->multi->conns[i] = new_pool_conn(c)) == NULL)
-      luaL_error(L, FNAME ": cannot create a libcurl handle");
+      luaL_error(L, KP_MULTI_FNAME ": cannot create a libcurl handle");
   return c->multi;
 }
 
@@ -131,7 +131,7 @@ static void prepare_batches(lua_State *L, kp_call *call, lua_Integer n)
   for (i = 1; i <= n; i++) {
     lua_rawgeti(L, ARG_BATCHES, (int)i);
     lua_pushfstring(L, "batches[%d]", (int)i);
-    kp_push_request_body(L, &call->c->body, -2, FNAME, 2, lua_tostring(L, -1));
+    kp_push_request_body(L, &call->c->body, -2, KP_MULTI_FNAME, 2, lua_tostring(L, -1));
     lua_rawseti(L, SLOT_BODIES, (int)i);
     lua_pop(L, 2);
     if (ids != 0)
@@ -180,11 +180,11 @@ static void start(lua_State *L, kp_multi *m, int i, lua_Integer b, kp_call *call
   lua_pop(L, 2);
   if (kp_call_arm(call, k) != 0) {
     detach_all(m);
-    luaL_error(L, FNAME ": not enough memory");
+    luaL_error(L, KP_MULTI_FNAME ": not enough memory");
   }
   if (curl_multi_add_handle(m->multi, k->easy) != CURLM_OK) {
     detach_all(m);
-    luaL_error(L, FNAME ": cannot start a transfer");
+    luaL_error(L, KP_MULTI_FNAME ": cannot start a transfer");
   }
   m->batch[i] = (int)b;
 }
@@ -262,7 +262,7 @@ static lua_Integer run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency
       mc = curl_multi_poll(m->multi, NULL, 0, KP_POLL_MS, NULL);
     if (mc != CURLM_OK) {
       detach_all(m);
-      luaL_error(L, FNAME ": %s", curl_multi_strerror(mc));
+      luaL_error(L, KP_MULTI_FNAME ": %s", curl_multi_strerror(mc));
     }
   }
 }
@@ -275,7 +275,7 @@ static void push_option(lua_State *L, const char *name, int type, const char *pa
     lua_getfield(L, ARG_OPTS, name);
   else
     lua_pushnil(L);
-  kp_check_type(L, -1, type, FNAME, 3, path, expected);
+  kp_check_type(L, -1, type, KP_MULTI_FNAME, 3, path, expected);
 }
 
 /* client:unassign_many(token, batches [, opts]) -> results, errors, started,
@@ -297,16 +297,16 @@ int kp_unassign_many(lua_State *L, kp_client *c)
   lua_Integer n, concurrency = KP_DEFAULT_CONCURRENCY;
   kp_call call;
   lua_settop(L, ARG_OPTS);
-  kp_call_init(L, &call, c, KP_CALL_UNASSIGN, FNAME, ARG_TOKEN);
+  kp_call_init(L, &call, c, KP_CALL_UNASSIGN, KP_MULTI_FNAME, ARG_TOKEN);
   if (lua_type(L, ARG_BATCHES) != LUA_TTABLE || !kp_is_array(L, ARG_BATCHES))
-    kp_argerror(L, FNAME, 2, "batches", "expected an array of batches, got %s",
+    kp_argerror(L, KP_MULTI_FNAME, 2, "batches", "expected an array of batches, got %s",
                 luaL_typename(L, ARG_BATCHES));
   n = (lua_Integer)lua_rawlen(L, ARG_BATCHES);
   kp_call_options(L, &call, ARG_OPTS, option_names);
   if (!lua_isnil(L, ARG_OPTS)) {
     lua_getfield(L, ARG_OPTS, "concurrency");
     if (!lua_isnil(L, -1))
-      concurrency = kp_check_count(L, -1, FNAME, 3, "opts.concurrency", 1, KP_MULTI_MAX);
+      concurrency = kp_check_count(L, -1, KP_MULTI_FNAME, 3, "opts.concurrency", 1, KP_MULTI_MAX);
     lua_pop(L, 1);
   }
   lua_createtable(L, (int)n, 0);
