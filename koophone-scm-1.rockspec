@@ -37,6 +37,7 @@ build = {
   modules = {
     ["koophone.core"] = {
       sources = {
+        "src/call.c", "src/check.c",
         "src/client.c", "src/clock.c", "src/errors.c", "src/interrupt.c", "src/jfile.c",
         "src/koophone.c", "src/multi.c", "src/pairset.c", "src/redact.c", "src/request.c",
         "src/response.c", "src/rng.c", "src/rows.c",
@@ -48,6 +49,7 @@ build = {
       libdirs = { "$(CURL_LIBDIR)" },
     },
     ["koophone"] = "lua/koophone.lua",
+    ["koophone.argerror"] = "lua/koophone/argerror.lua",
     ["koophone.bucket"] = "lua/koophone/bucket.lua",
     ["koophone.bulk"] = "lua/koophone/bulk.lua",
     ["koophone.classify"] = "lua/koophone/classify.lua",

@@ -11,7 +11,7 @@
 #define FZ_TOKEN "SECRET-TOKEN-fuzz-5f3c2a9e"
 #define FZ_REQUEST_ID "fuzz-request-1"
 
-/* The token a mapping under fz_run_mapping passes to kp_push_outcome: FZ_TOKEN,
+/* The token a mapping under fz_run_mapping passes to kp_map_unassign: FZ_TOKEN,
  * then a short token that occurs in an answer's syntax ("0", "data", "{"...). */
 extern const char *fz_token;
 extern size_t fz_token_len;
@@ -24,10 +24,13 @@ void fz_push_core_closure(lua_State *L, lua_CFunction f);
 void fz_fail(const char *what, const char *detail);
 /* Aborts when any string reachable from the value at idx holds 16 bytes of FZ_TOKEN. */
 void fz_check_no_token(lua_State *L, int idx);
-/* Checks what kp_push_outcome left on the stack: n results above base. */
+/* Checks what kp_map_unassign left on the stack: n results above base. */
 void fz_check_outcome(lua_State *L, int base, int n, long status, const char *request_id);
 
-/* Calls map (which pushes kp_push_outcome's results with fz_token) in a protected call on a
+/* kp_map_unassign of r for FZ_REQUEST_ID with fz_token as the call's one secret. */
+int fz_map_unassign(lua_State *L, const kp_result *r);
+
+/* Calls map (which pushes kp_map_unassign's results with fz_token) in a protected call on a
  * fresh stack, checks the outcome, and returns how many values it left; then again with the
  * short token `pick` chooses (a byte of the input), checking that the answer reads the same and
  * its free text lost the token. */

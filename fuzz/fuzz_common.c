@@ -210,6 +210,14 @@ static void push_summary(lua_State *L, int base, int n)
   lua_concat(L, 2 + 2 * i);
 }
 
+int fz_map_unassign(lua_State *L, const kp_result *r)
+{
+  kp_secrets sec;
+  sec.n = 0;
+  kp_secrets_add(&sec, fz_token, fz_token_len);
+  return kp_map_unassign(L, r, FZ_REQUEST_ID, &sec);
+}
+
 /* Runs map once with token, checks its outcome, and returns how many values it left. */
 static int map_once(lua_State *L, lua_CFunction map, long status, const char *token, size_t len)
 {
@@ -218,7 +226,7 @@ static int map_once(lua_State *L, lua_CFunction map, long status, const char *to
   fz_token_len = len;
   fz_push_core_closure(L, map);
   if (lua_pcall(L, 0, LUA_MULTRET, 0) != LUA_OK)
-    fz_fail("kp_push_outcome raised", lua_tostring(L, -1));
+    fz_fail("kp_map_unassign raised", lua_tostring(L, -1));
   n = lua_gettop(L) - top;
   fz_check_outcome(L, top, n, status, FZ_REQUEST_ID);
   return n;

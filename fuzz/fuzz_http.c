@@ -2,8 +2,9 @@
  * (kp_conn: body cap, Retry-After, resends) and the response mapping. The
  * "server" is a thread of the harness on a loopback port: it accepts
  * libcurl's connection, writes the whole answer, ends its side and reads
- * until libcurl closes. No libcurl option of kp_conn is changed but the URL,
- * the proxy (none) and connection reuse (off: one connection per input).
+ * until libcurl closes. No libcurl option of kp_conn is changed but the proxy
+ * (none) and connection reuse (off: one connection per input); the URL is
+ * base + path, set by kp_conn_prepare.
  *
  * Input: 1 byte picks max_response_bytes (mod 3) and the short token (/ 3),
  * then the bytes the "server" sends (status line, headers such as Retry-After
@@ -21,6 +22,7 @@
 #include "fuzz.h"
 
 static kp_conn conn;
+static char base[64]; /* http://127.0.0.1:<port of the server thread> */
 static kp_result result;
 static int listener = -1;
 static const uint8_t *answer;
@@ -87,7 +89,6 @@ static void init_conn(void)
   CURL *e;
   pthread_t server;
   struct sockaddr_in where;
-  char url[64];
   if (conn.easy != NULL)
     return;
   if (kp_conn_init(&conn) != 0)
@@ -96,15 +97,14 @@ static void init_conn(void)
   listen_loopback(&where);
   if (sem_init(&served, 0, 0) != 0 || pthread_create(&server, NULL, serve, NULL) != 0)
     fz_fail("server thread", NULL);
-  snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/instances/unassign", ntohs(where.sin_port));
-  curl_easy_setopt(e, CURLOPT_URL, url);
+  snprintf(base, sizeof base, "http://127.0.0.1:%d", ntohs(where.sin_port));
   curl_easy_setopt(e, CURLOPT_PROXY, "");
   curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
 }
 
 static int map(lua_State *L)
 {
-  return kp_push_outcome(L, &result, FZ_REQUEST_ID, fz_token, fz_token_len);
+  return fz_map_unassign(L, &result);
 }
 
 /* libcurl 7.88.1 (Debian 12) has a use-after-free of its own: when the
@@ -128,6 +128,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   static const size_t caps[] = { 64, 4096, 1024 * 1024 };
   static const char body[] = "{\"user_instances\":[{\"user_id\":\"u1\",\"instance_id\":\"i1\"}]}";
+  static const kp_request req = {
+    "POST", base, "/v1/instances/unassign", FZ_TOKEN, FZ_REQUEST_ID, body,
+    sizeof FZ_TOKEN - 1, sizeof FZ_REQUEST_ID - 1, sizeof body - 1, 5000
+  };
   lua_State *L = fz_state();
   int n;
   if (size < 1 || has_folded_line(data + 1, size - 1))
@@ -137,8 +141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   curl_easy_setopt(conn.easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)conn.max_response_bytes);
   answer = data + 1;
   answer_len = size - 1;
-  if (kp_conn_prepare(&conn, FZ_TOKEN, sizeof FZ_TOKEN - 1, FZ_REQUEST_ID,
-                      sizeof FZ_REQUEST_ID - 1, body, sizeof body - 1, 5000) != 0)
+  if (kp_conn_prepare(&conn, &req) != 0)
     fz_fail("kp_conn_prepare", "no memory");
   kp_conn_perform(&conn, &result);
   /* every input connects once: the URL is fixed, reuse is off */

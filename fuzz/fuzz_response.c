@@ -1,4 +1,4 @@
-/* libFuzzer harness: the response-to-Lua mapping (kp_push_outcome) with any
+/* libFuzzer harness: the response-to-Lua mapping (kp_map_unassign) with any
  * body, status, attempt count and transfer outcome, without a network.
  *
  * Input: 2 bytes status (mod 1000), 1 byte attempts (mod 3; / 3 picks the
@@ -12,7 +12,7 @@ static kp_result result;
 
 static int map(lua_State *L)
 {
-  return kp_push_outcome(L, &result, FZ_REQUEST_ID, fz_token, fz_token_len);
+  return fz_map_unassign(L, &result);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -103,8 +103,8 @@ static int build_body(lua_State *L)
 {
   kp_client *c = kp_check_client(L, 1);
   size_t len;
-  kp_check_token(L, 2, &len);
-  kp_push_request_body(L, c, 3, "koophone.unassign", "pairs");
+  kp_check_token(L, 2, "koophone.unassign", 1, &len);
+  kp_push_request_body(L, &c->body, 3, "koophone.unassign", 2, "pairs");
   return 1;
 }
 

@@ -3,12 +3,13 @@
 #   make valgrind   whole spec suite under memcheck (valgrind.supp: only what is not ours)
 #   make fuzz       every libFuzzer harness in fuzz/ for FUZZ_SECONDS each (default 60)
 #   make torture    fails the 1st, 2nd, ... nth allocation of scripted calls (fuzz/torture.c)
-#   make lint       cppcheck and clang-tidy (.clang-tidy), warnings are errors
+#   make lint       cppcheck and clang-tidy (.clang-tidy), warnings are errors, and deps-graph
+#   make deps-graph the C files call each other one way only (mk/deps_graph.py: nm on each object)
 # Each target that needs the simulator starts and stops it like `make check`.
 
 DEB_PKGS += clang clang-tidy cppcheck valgrind libclang-rt-14-dev
 
-.PHONY: asan valgrind fuzz fuzz-build torture lint hardening
+.PHONY: asan valgrind fuzz fuzz-build torture lint deps-graph hardening
 
 HARD_SAN    := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 HARD_INC     = -Isrc $(shell pkg-config --cflags lua5.4 libcurl)
@@ -92,10 +93,16 @@ torture: deps
 # cppcheck reads only our files (system headers: its own knowledge of libc, plus the Lua and
 # libcurl declarations it can find); clang-tidy checks with the real headers. variableScope is
 # off: the code declares its variables at the top of a block on purpose (one place to read).
-lint: deps
+lint: deps deps-graph
 	cppcheck --std=c99 --enable=warning,style,performance,portability --error-exitcode=1 \
 	  --inline-suppr --quiet --suppress=missingIncludeSystem --suppress=missingInclude \
 	  --suppress=variableScope --library=posix -Isrc src fuzz
 	clang-tidy --quiet $(SRC) fuzz/*.c -- $(HARD_CFLAGS) -Ifuzz
 
 hardening: asan fuzz torture lint
+
+# Which file defines and which uses each kp_* symbol (nm on one object per file): fails on a call
+# cycle between C files, on a kp.h section out of pipeline order, and on an include other than
+# kp.h (so there is one header chain and no include cycle).
+deps-graph:
+	@python3 mk/deps_graph.py $(CC) $(CFLAGS_ALL)

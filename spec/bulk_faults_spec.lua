@@ -229,7 +229,7 @@ describe("a retry after an idle gap", function()
     for _, bad in ipairs { -1, 1.5, "2", 3601 } do
       local ok, msg = pcall(koophone.new, { max_idle = bad })
       assert.is_false(ok)
-      assert.matches("option 'max_idle'", msg, 1, true)
+      assert.matches("koophone.new: bad argument #1 (opts.max_idle): ", msg, 1, true)
     end
     koophone.new({ max_idle = 0 }):close()
   end)

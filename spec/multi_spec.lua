@@ -212,11 +212,12 @@ describe("client:unassign_many", function()
            .. "pairs, got an empty table", { {} })
     raises("koophone.unassign_many: bad argument #3 (opts.request_ids[1]): only printable ASCII "
            .. "without spaces is allowed", { { list[1] } }, { request_ids = { "a b" } })
-    raises("koophone.unassign_many: option 'concurrency': expected an integer from 1 to 64, got 65",
+    raises("koophone.unassign_many: bad argument #3 (opts.concurrency): expected an integer from 1 "
+           .. "to 64, got 65",
            { { list[1] } }, { concurrency = 65 })
     raises("koophone.unassign_many: bad argument #3 (opts): unknown option 'rate'",
            { { list[1] } }, { rate = 1 })
-    raises("koophone.unassign_many: option 'on_done': expected a function, got string",
+    raises("koophone.unassign_many: bad argument #3 (opts.on_done): expected a function, got string",
            { { list[1] } }, { on_done = "x" })
     assert.same({}, sim.log())
     local results, errors = client:unassign_many(TOKEN, {})

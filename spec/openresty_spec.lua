@@ -172,13 +172,14 @@ describe("koophone.ngx outside nginx", function()
   local kngx = require "koophone.ngx"
 
   it("checks the options when the client is made", function()
-    assert.has_error(function() kngx.new { retries = 3 } end, "koophone.new: unknown option 'retries'")
+    assert.has_error(function() kngx.new { retries = 3 } end, "koophone.ngx.new: bad argument #1 (opts): unknown option 'retries'")
     assert.has_error(function() kngx.new { thread_pool = 1 } end,
-      "koophone.ngx.new: option 'thread_pool': expected a thread_pool name")
+      "koophone.ngx.new: bad argument #1 (opts.thread_pool): expected a thread_pool name, got 1")
     assert.has_error(function() kngx.new { max_in_flight = 0 } end,
-      "koophone.ngx.new: option 'max_in_flight': expected an integer >= 1")
+      "koophone.ngx.new: bad argument #1 (opts.max_in_flight): expected an integer >= 1, got 0")
     assert.has_error(function() kngx.new { queue_timeout = -1 } end,
-      "koophone.ngx.new: option 'queue_timeout': expected a number of seconds >= 0")
+      "koophone.ngx.new: bad argument #1 (opts.queue_timeout): expected a number of seconds >= 0, "
+      .. "got -1")
     assert.matches("max_in_flight 10)", tostring(kngx.new {}), 1, true)
     assert.matches("thread_pool pool2", tostring(kngx.new { thread_pool = "pool2" }))
   end)
@@ -222,6 +223,6 @@ describe("koophone.ngx outside nginx", function()
     assert.matches("bad argument #2", res, 1, true)
     done, res = kngx.thread_unassign("k2", { endpoint = "ftp://x" }, sim.token, { list[1] })
     assert.is_false(done)
-    assert.matches("option 'endpoint'", res, 1, true)
+    assert.matches("bad argument #1 (opts.endpoint)", res, 1, true)
   end)
 end)

@@ -346,10 +346,10 @@ describe("retry options", function()
       local ok, msg = pcall(retry.new, b[1], koophone.sleep)
       assert.is_false(ok)
       assert.matches(b[2], msg, 1, true)
-      assert.matches("^koophone.client: ", msg)
+      assert.matches("^koophone%.client: bad argument #1 %(opts%.retry[%w_.]*%): ", msg)
     end
     assert.has_error(function() retry.new("yes", koophone.sleep) end,
-                     "koophone.client: option 'retry': expected a table or false, got string")
+                     "koophone.client: bad argument #1 (opts.retry): expected a table or false, got string")
   end)
 end)
 
@@ -377,7 +377,7 @@ describe("koophone.client", function()
     assert.equals(2, c.policy.max_attempts)
     assert.has_error(function() koophone.client { bogus = 1 } end)
     assert.has_error(function() koophone.client "http://x" end,
-                     "koophone.client: expected a table of options, got string")
+                     "koophone.client: bad argument #1 (opts): expected a table, got string")
   end)
 
   it("shows the endpoint and the policy in tostring, never a token", function()

@@ -98,23 +98,25 @@ end)
 
 describe("options of koophone.new", function()
   local cases = {
-    { { bogus = 1 }, "koophone.new: unknown option 'bogus'" },
-    { { insecure = "yes" }, "koophone.new: option 'insecure': expected a boolean, got string" },
-    { { insecure = 1 }, "koophone.new: option 'insecure': expected a boolean, got number" },
-    { { endpoint = "ftp://example.com" }, "koophone.new: option 'endpoint': must start with http:// or https://" },
-    { { endpoint = "https://user:pw@example.com" }, "koophone.new: option 'endpoint': must not carry credentials" },
-    { { timeout = -1 }, "koophone.new: option 'timeout': expected seconds > 0" },
-    { { connect_timeout = "10" }, "koophone.new: option 'connect_timeout'" },
-    { { max_pairs = 0 }, "koophone.new: option 'max_pairs': expected an integer from 1 to 100000" },
-    { { max_response_bytes = 0 }, "koophone.new: option 'max_response_bytes'" },
-    { { user_agent = "ua\r\nX-Evil: 1" }, "koophone.new: option 'user_agent': contains a control character" },
-    { { proxy = true }, "koophone.new: option 'proxy'" },
+    { { bogus = 1 }, "koophone.new: bad argument #1 (opts): unknown option 'bogus'" },
+    { "x", "koophone.new: bad argument #1 (opts): expected a table, got string" },
+    { { insecure = "yes" }, "koophone.new: bad argument #1 (opts.insecure): expected a boolean, got string" },
+    { { insecure = 1 }, "koophone.new: bad argument #1 (opts.insecure): expected a boolean, got number" },
+    { { endpoint = "ftp://example.com" }, "koophone.new: bad argument #1 (opts.endpoint): must start with http:// or https://" },
+    { { endpoint = "https://user:pw@example.com" }, "koophone.new: bad argument #1 (opts.endpoint): must not carry credentials" },
+    { { timeout = -1 }, "koophone.new: bad argument #1 (opts.timeout): expected a number > 0" },
+    { { connect_timeout = "10" }, "koophone.new: bad argument #1 (opts.connect_timeout): expected a number > 0, got string" },
+    { { max_pairs = 0 }, "koophone.new: bad argument #1 (opts.max_pairs): expected an integer from 1 to 100000" },
+    { { max_response_bytes = 0 }, "koophone.new: bad argument #1 (opts.max_response_bytes)" },
+    { { user_agent = "ua\r\nX-Evil: 1" }, "koophone.new: bad argument #1 (opts.user_agent): contains a control character" },
+    { { proxy = true }, "koophone.new: bad argument #1 (opts.proxy)" },
   }
   for _, case in ipairs(cases) do
     it("raises " .. case[2], function() raises(case[2], koophone.new, case[1]) end)
   end
 
   it("raises for configure the same way", function()
-    raises("koophone.configure: unknown option 'bogus'", koophone.configure, { bogus = 1 })
+    raises("koophone.configure: bad argument #1 (opts): unknown option 'bogus'", koophone.configure,
+           { bogus = 1 })
   end)
 end)

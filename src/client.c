@@ -4,14 +4,12 @@
  * and TLS sessions are reused across calls), its request-id generator and a
  * scratch array for duplicate checks. Its options are checked and applied
  * once, here, at creation. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kp.h"
 
 #define KP_DEFAULT_ENDPOINT "https://koophone.myhuaweicloud.com"
-#define KP_PATH "/v1/instances/unassign"
 /* Seconds a kept-alive connection may idle and still be reused: below the
  * 5 s keep-alive timeout of common servers and gateways (Apache, Node.js),
  * so that a request never crosses the server's close (libcurl would resend
@@ -24,65 +22,6 @@ static const char *const option_names[] = {
   "max_idle", NULL
 };
 
-void kp_check_option_names(lua_State *L, int t, const char *const names[], const char *what)
-{
-  lua_pushnil(L);
-  while (lua_next(L, t) != 0) {
-    int i, known = 0;
-    lua_pop(L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING)
-      for (i = 0; names[i] != NULL && !known; i++)
-        known = strcmp(lua_tostring(L, -1), names[i]) == 0;
-    if (!known) {
-      if (lua_type(L, -1) == LUA_TSTRING)
-        luaL_error(L, "%s: unknown option '%s'", what, lua_tostring(L, -1));
-      luaL_error(L, "%s: option names must be strings, got %s", what, luaL_typename(L, -1));
-    }
-  }
-}
-
-long kp_check_seconds(lua_State *L, int idx, const char *what, const char *name)
-{
-  lua_Number s;
-  if (lua_type(L, idx) != LUA_TNUMBER)
-    luaL_error(L, "%s: option '%s': expected a number of seconds, got %s", what, name,
-               luaL_typename(L, idx));
-  s = lua_tonumber(L, idx);
-  if (!(s > 0) || s > 86400.0 * 365)
-    luaL_error(L, "%s: option '%s': expected seconds > 0, got %f", what, name, (double)s);
-  return (long)ceil(s * 1000.0);
-}
-
-lua_Integer kp_check_count(lua_State *L, int idx, const char *what, const char *name,
-                           lua_Integer max)
-{
-  lua_Number n;
-  if (lua_type(L, idx) != LUA_TNUMBER)
-    luaL_error(L, "%s: option '%s': expected a positive integer, got %s", what, name,
-               luaL_typename(L, idx));
-  n = lua_tonumber(L, idx);
-  if (n != floor(n) || n < 1 || n > (lua_Number)max)
-    luaL_error(L, "%s: option '%s': expected an integer from 1 to %d, got %f", what, name,
-               (int)max, (double)n);
-  return (lua_Integer)n;
-}
-
-/* A string that ends up in a header or a URL: no CR, LF, NUL or other
- * control characters. */
-static const char *check_header_safe(lua_State *L, int idx, const char *what, const char *name)
-{
-  size_t len, i;
-  const char *s;
-  if (lua_type(L, idx) != LUA_TSTRING)
-    luaL_error(L, "%s: option '%s': expected a string, got %s", what, name,
-               luaL_typename(L, idx));
-  s = lua_tolstring(L, idx, &len);
-  for (i = 0; i < len; i++)
-    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-      luaL_error(L, "%s: option '%s': contains a control character", what, name);
-  return s;
-}
-
 static void set_string_option(lua_State *L, kp_client *c, CURLoption opt, const char *value,
                               const char *what)
 {
@@ -90,8 +29,8 @@ static void set_string_option(lua_State *L, kp_client *c, CURLoption opt, const 
     luaL_error(L, "%s: not enough memory", what);
 }
 
-/* Checks the endpoint with libcurl's own URL parser and stores
- * endpoint + KP_PATH in c->endpoint. */
+/* Checks the endpoint with libcurl's own URL parser and stores it, without
+ * trailing slashes, in c->endpoint (call.c appends each call's path). */
 static void apply_endpoint(lua_State *L, kp_client *c, const char *endpoint, const char *what)
 {
   CURLU *u = curl_url();
@@ -114,17 +53,16 @@ static void apply_endpoint(lua_State *L, kp_client *c, const char *endpoint, con
   curl_free(part);
   curl_url_cleanup(u);
   if (problem != NULL)
-    luaL_error(L, "%s: option 'endpoint': %s", what, problem);
+    kp_argerror(L, what, 1, "opts.endpoint", "%s", problem);
   while (len > 0 && endpoint[len - 1] == '/')
     len--;
-  c->endpoint = malloc(len + sizeof KP_PATH);
+  c->endpoint = malloc(len + 1);
   if (c->endpoint == NULL) {
     luaL_error(L, "%s: not enough memory", what);
     return; /* not reached: says so to the static analysers */
   }
   memcpy(c->endpoint, endpoint, len);
-  memcpy(c->endpoint + len, KP_PATH, sizeof KP_PATH);
-  set_string_option(L, c, CURLOPT_URL, c->endpoint, what);
+  c->endpoint[len] = '\0';
 }
 
 static void apply_user_agent(lua_State *L, kp_client *c, int idx, const char *what)
@@ -134,21 +72,23 @@ static void apply_user_agent(lua_State *L, kp_client *c, int idx, const char *wh
                     curl_version_info(CURLVERSION_NOW)->version);
     idx = lua_gettop(L);
   }
-  set_string_option(L, c, CURLOPT_USERAGENT, check_header_safe(L, idx, what, "user_agent"), what);
+  set_string_option(L, c, CURLOPT_USERAGENT,
+                    kp_check_header_safe(L, idx, what, 1, "opts.user_agent"), what);
 }
 
 static void apply_tls(lua_State *L, kp_client *c, int opts, const char *what)
 {
   lua_getfield(L, opts, "cafile");
   if (!lua_isnil(L, -1))
-    set_string_option(L, c, CURLOPT_CAINFO, check_header_safe(L, -1, what, "cafile"), what);
+    set_string_option(L, c, CURLOPT_CAINFO,
+                      kp_check_header_safe(L, -1, what, 1, "opts.cafile"), what);
   lua_getfield(L, opts, "capath");
   if (!lua_isnil(L, -1))
-    set_string_option(L, c, CURLOPT_CAPATH, check_header_safe(L, -1, what, "capath"), what);
+    set_string_option(L, c, CURLOPT_CAPATH,
+                      kp_check_header_safe(L, -1, what, 1, "opts.capath"), what);
   lua_getfield(L, opts, "insecure");
   if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TBOOLEAN)
-    luaL_error(L, "%s: option 'insecure': expected a boolean, got %s", what,
-               luaL_typename(L, -1));
+    kp_argerror(L, what, 1, "opts.insecure", "expected a boolean, got %s", luaL_typename(L, -1));
   if (lua_toboolean(L, -1)) {
     curl_easy_setopt(c->conn.easy, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(c->conn.easy, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -162,53 +102,45 @@ static void apply_proxy(lua_State *L, kp_client *c, int opts, const char *what)
   if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
     set_string_option(L, c, CURLOPT_PROXY, "", what); /* "" turns proxies off, env included */
   else if (!lua_isnil(L, -1))
-    set_string_option(L, c, CURLOPT_PROXY, check_header_safe(L, -1, what, "proxy"), what);
+    set_string_option(L, c, CURLOPT_PROXY,
+                      kp_check_header_safe(L, -1, what, 1, "opts.proxy"), what);
   lua_pop(L, 1);
-}
-
-/* max_idle: whole seconds, as libcurl counts them (CURLOPT_MAXAGE_CONN): a
- * connection idle for max_idle + 1 s or more is closed instead of reused. */
-static long check_max_idle(lua_State *L, int idx, const char *what)
-{
-  lua_Number s;
-  if (lua_isnil(L, idx))
-    return KP_DEFAULT_MAX_IDLE;
-  if (lua_type(L, idx) != LUA_TNUMBER)
-    luaL_error(L, "%s: option 'max_idle': expected whole seconds, got %s", what,
-               luaL_typename(L, idx));
-  s = lua_tonumber(L, idx);
-  if (s != floor(s) || s < 0 || s > 3600)
-    luaL_error(L, "%s: option 'max_idle': expected whole seconds from 0 to 3600, got %f", what,
-               (double)s);
-  return (long)s;
 }
 
 static void apply_limits(lua_State *L, kp_client *c, int opts, const char *what)
 {
   lua_Integer max_bytes = 1024 * 1024, speed_time = 10;
   lua_getfield(L, opts, "timeout");
-  c->timeout_ms = lua_isnil(L, -1) ? 30000 : kp_check_seconds(L, -1, what, "timeout");
+  c->timeout_ms = lua_isnil(L, -1) ? 30000 : kp_check_seconds(L, -1, what, 1, "opts.timeout");
   lua_getfield(L, opts, "connect_timeout");
   curl_easy_setopt(c->conn.easy, CURLOPT_CONNECTTIMEOUT_MS,
-                   lua_isnil(L, -1) ? 10000L : kp_check_seconds(L, -1, what, "connect_timeout"));
+                   lua_isnil(L, -1) ? 10000L
+                                    : kp_check_seconds(L, -1, what, 1, "opts.connect_timeout"));
   lua_getfield(L, opts, "max_response_bytes");
   if (!lua_isnil(L, -1))
-    max_bytes = kp_check_count(L, -1, what, "max_response_bytes", 1024 * 1024 * 1024);
+    max_bytes = kp_check_count(L, -1, what, 1, "opts.max_response_bytes", 1,
+                               1024 * 1024 * 1024);
   c->conn.max_response_bytes = (size_t)max_bytes;
   curl_easy_setopt(c->conn.easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_bytes);
   lua_getfield(L, opts, "max_pairs");
-  c->max_pairs = lua_isnil(L, -1) ? 100 : kp_check_count(L, -1, what, "max_pairs", 100000);
+  c->body.max_pairs =
+      lua_isnil(L, -1) ? 100 : kp_check_count(L, -1, what, 1, "opts.max_pairs", 1, 100000);
   lua_getfield(L, opts, "low_speed_time");
   if (!lua_isnil(L, -1))
-    speed_time = kp_check_count(L, -1, what, "low_speed_time", 3600);
+    speed_time = kp_check_count(L, -1, what, 1, "opts.low_speed_time", 1, 3600);
   lua_getfield(L, opts, "low_speed_limit");
   if (!lua_isnil(L, -1)) {
     curl_easy_setopt(c->conn.easy, CURLOPT_LOW_SPEED_LIMIT,
-                     (long)kp_check_count(L, -1, what, "low_speed_limit", 1 << 30));
+                     (long)kp_check_count(L, -1, what, 1, "opts.low_speed_limit", 1, 1 << 30));
     curl_easy_setopt(c->conn.easy, CURLOPT_LOW_SPEED_TIME, (long)speed_time);
   }
+  /* max_idle: whole seconds, as libcurl counts them (CURLOPT_MAXAGE_CONN): a
+   * connection idle for max_idle + 1 s or more is closed instead of reused. */
   lua_getfield(L, opts, "max_idle");
-  curl_easy_setopt(c->conn.easy, CURLOPT_MAXAGE_CONN, check_max_idle(L, -1, what));
+  curl_easy_setopt(c->conn.easy, CURLOPT_MAXAGE_CONN,
+                   lua_isnil(L, -1)
+                       ? KP_DEFAULT_MAX_IDLE
+                       : (long)kp_check_count(L, -1, what, 1, "opts.max_idle", 0, 3600));
   lua_pop(L, 7);
 }
 
@@ -222,10 +154,10 @@ static void close_client(lua_State *L, kp_client *c)
   kp_conn_close(&c->conn);
   free(c->endpoint);
   c->endpoint = NULL;
-  free(c->scratch);
-  c->scratch = NULL;
-  luaL_unref(L, LUA_REGISTRYINDEX, c->body_ref);
-  c->body_ref = LUA_NOREF;
+  free(c->body.scratch);
+  c->body.scratch = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, c->body.ref);
+  c->body.ref = LUA_NOREF;
 }
 
 int kp_client_create(lua_State *L, int opts, const char *what)
@@ -238,13 +170,11 @@ int kp_client_create(lua_State *L, int opts, const char *what)
     lua_newtable(L);
     lua_replace(L, opts);
   }
-  if (lua_type(L, opts) != LUA_TTABLE)
-    luaL_error(L, "%s: expected a table of options, got %s", what, luaL_typename(L, opts));
-  kp_check_option_names(L, opts, option_names, what);
+  kp_check_opts(L, opts, what, 1, option_names);
 
   c = lua_newuserdata(L, sizeof *c);
   memset(c, 0, sizeof *c);
-  c->body_ref = LUA_NOREF;
+  c->body.ref = LUA_NOREF;
   luaL_getmetatable(L, KP_CLIENT_MT);
   lua_setmetatable(L, -2); /* from here on, __gc releases whatever was made */
   top = lua_gettop(L);
@@ -254,7 +184,7 @@ int kp_client_create(lua_State *L, int opts, const char *what)
   lua_getfield(L, opts, "endpoint");
   endpoint = getenv("KOOPHONE_ENDPOINT");
   if (!lua_isnil(L, -1))
-    endpoint = check_header_safe(L, -1, what, "endpoint");
+    endpoint = kp_check_header_safe(L, -1, what, 1, "opts.endpoint");
   apply_endpoint(L, c, endpoint != NULL && *endpoint ? endpoint : KP_DEFAULT_ENDPOINT, what);
   lua_getfield(L, opts, "user_agent");
   apply_user_agent(L, c, lua_gettop(L), what);
@@ -263,13 +193,13 @@ int kp_client_create(lua_State *L, int opts, const char *what)
   apply_proxy(L, c, opts, what);
   apply_limits(L, c, opts, what);
 
-  c->scratch = malloc((size_t)c->max_pairs * sizeof *c->scratch);
-  if (c->scratch == NULL)
+  c->body.scratch = malloc((size_t)c->body.max_pairs * sizeof *c->body.scratch);
+  if (c->body.scratch == NULL)
     luaL_error(L, "%s: not enough memory", what);
   lua_createtable(L, 0, 1);
   lua_newtable(L);
   lua_setfield(L, -2, "user_instances");
-  c->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->body.ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
 }
 
@@ -286,7 +216,13 @@ static int client_unassign(lua_State *L)
 {
   kp_client *c = kp_check_client(L, 1);
   lua_settop(L, 4);
-  return kp_unassign(L, c, 2);
+  return kp_unassign(L, c, "koophone.unassign", 2);
+}
+
+/* client:unassign_many(token, batches [, opts]) (multi.c) */
+static int client_unassign_many(lua_State *L)
+{
+  return kp_unassign_many(L, kp_check_client(L, 1));
 }
 
 /* client:request_id() -> a fresh UUIDv4, for a caller that must fix a call's
@@ -314,7 +250,8 @@ static int client_tostring(lua_State *L)
   if (c->closed)
     lua_pushliteral(L, "koophone.client (closed)");
   else
-    lua_pushfstring(L, "koophone.client (%s)", c->endpoint);
+    lua_pushfstring(L, "koophone.client (%s%s)", c->endpoint, /* the URL unassign calls */
+                    kp_call_types[KP_CALL_UNASSIGN].path);
   return 1;
 }
 
@@ -322,7 +259,7 @@ void kp_client_open(lua_State *L)
 {
   static const luaL_Reg methods[] = {
     { "unassign", client_unassign },
-    { "unassign_many", kp_client_unassign_many },
+    { "unassign_many", client_unassign_many },
     { "request_id", client_request_id },
     { "close", client_close },
     { NULL, NULL }

@@ -13,9 +13,15 @@
  * ngx.sleep instead. */
 static int clock_sleep(lua_State *L)
 {
-  lua_Number s = luaL_checknumber(L, 1);
+  lua_Number s;
   struct timespec ts, rem = { 0, 0 };
-  luaL_argcheck(L, s >= 0 && s <= 86400, 1, "expected seconds between 0 and 86400");
+  if (lua_type(L, 1) != LUA_TNUMBER)
+    kp_argerror(L, "koophone.sleep", 1, "seconds", "expected a number from 0 to 86400, got %s",
+                luaL_typename(L, 1));
+  s = lua_tonumber(L, 1);
+  if (!(s >= 0 && s <= 86400))
+    kp_argerror(L, "koophone.sleep", 1, "seconds", "expected a number from 0 to 86400, got %f",
+                (double)s);
   while (!kp_interrupted() && s > 0) {
     lua_Number slice = s < KP_SLEEP_SLICE ? s : KP_SLEEP_SLICE;
     ts.tv_sec = 0;

@@ -1,70 +1,9 @@
-/* Module entry: koophone.core.
+/* Module entry: koophone.core, its functions and the default client.
  *
  * unassign(token, pairs [, opts]) is one request, no retries; the module-level
  * function uses a default client made on first use (or by configure), and
  * client:unassign is the same call on a client of one's own. */
-#include <string.h>
-
 #include "kp.h"
-
-#define KP_FNAME "koophone.unassign"
-
-static const char *const call_option_names[] = { "request_id", "timeout", NULL };
-
-const char *kp_check_request_id(lua_State *L, int idx, size_t *len, const char *what)
-{
-  const char *s;
-  size_t i;
-  if (lua_type(L, idx) != LUA_TSTRING)
-    luaL_error(L, "%s: expected a string, got %s", what, luaL_typename(L, idx));
-  s = lua_tolstring(L, idx, len);
-  if (*len == 0 || *len > KP_REQUEST_ID_MAX)
-    luaL_error(L, "%s: expected 1 to %d bytes, got %d", what, KP_REQUEST_ID_MAX, (int)*len);
-  for (i = 0; i < *len; i++)
-    if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
-      luaL_error(L, "%s: only printable ASCII without spaces is allowed", what);
-  return s;
-}
-
-int kp_unassign(lua_State *L, kp_client *c, int base)
-{
-  int opts = base + 2, results;
-  size_t token_len, body_len, request_id_len = KP_UUID_LEN;
-  const char *token, *body, *request_id = NULL;
-  char uuid[KP_UUID_LEN + 1];
-  long timeout_ms = c->timeout_ms;
-  kp_result r;
-
-  token = kp_check_token(L, base, &token_len);
-  if (!lua_isnil(L, opts)) {
-    luaL_checktype(L, opts, LUA_TTABLE);
-    kp_check_option_names(L, opts, call_option_names, KP_FNAME ": bad argument #3 (opts)");
-    lua_getfield(L, opts, "request_id");
-    if (!lua_isnil(L, -1))
-      request_id = kp_check_request_id(L, -1, &request_id_len,
-                                       KP_FNAME ": bad argument #3 (opts.request_id)");
-    lua_getfield(L, opts, "timeout");
-    if (!lua_isnil(L, -1))
-      timeout_ms = kp_check_seconds(L, -1, KP_FNAME, "timeout");
-    lua_pop(L, 1); /* the request id string stays on the stack while in use */
-  }
-  kp_push_request_body(L, c, base + 1, KP_FNAME, "pairs");
-  body = lua_tolstring(L, -1, &body_len);
-  if (request_id == NULL) {
-    if (kp_uuid4(&c->rng, uuid) != 0)
-      return luaL_error(L, KP_FNAME ": the OS random source failed");
-    request_id = uuid;
-  }
-  if (kp_interrupted()) /* e.g. a retry after a sleep cut short by SIGINT */
-    return kp_push_interrupted_error(L, request_id);
-  if (kp_conn_prepare(&c->conn, token, token_len, request_id, request_id_len, body, body_len,
-                      timeout_ms) != 0)
-    return luaL_error(L, KP_FNAME ": not enough memory");
-  kp_conn_perform(&c->conn, &r);
-  results = kp_push_outcome(L, &r, request_id, token, token_len);
-  kp_conn_release_response(&c->conn);
-  return results;
-}
 
 static kp_client *default_client(lua_State *L)
 {
@@ -86,7 +25,7 @@ static kp_client *default_client(lua_State *L)
 static int module_unassign(lua_State *L)
 {
   lua_settop(L, 3);
-  return kp_unassign(L, default_client(L), 1);
+  return kp_unassign(L, default_client(L), "koophone.unassign", 1);
 }
 
 /* koophone.new(opts) -> client */
@@ -94,6 +33,16 @@ static int module_new(lua_State *L)
 {
   lua_settop(L, 1);
   return kp_client_create(L, 1, "koophone.new");
+}
+
+/* core.new_as(fname, opts) -> client: koophone.new for a Lua wrapper that
+ * takes the same options (koophone.client, koophone.ngx.new), so that an
+ * option error names the function the user called. */
+static int module_new_as(lua_State *L)
+{
+  const char *fname = luaL_checkstring(L, 1); /* stays on the stack while in use */
+  lua_settop(L, 2);
+  return kp_client_create(L, 2, fname);
 }
 
 /* koophone.configure(opts): replaces the default client */
@@ -133,6 +82,7 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
   static const luaL_Reg functions[] = {
     { "unassign", module_unassign },
     { "new", module_new },
+    { "new_as", module_new_as },
     { "configure", module_configure },
     { "validate_pair", kp_validate_pair },
     { "random", kp_lua_random },

@@ -1,4 +1,14 @@
-/* Shared declarations of the koophone core: one header, one section per file. */
+/* Shared declarations of the koophone core: one header, one section per file.
+ *
+ * The files form a one-way pipeline and the sections follow it: a file calls
+ * only functions of the sections above its own (make deps-graph checks it).
+ *   check.c                      every raising argument check
+ *   rng.c ... rows.c             leaves: ids, time, signals, redaction, errors, sets
+ *   request.c response.c transport.c   the body, the answer, the wire
+ *   call.c                       one call: prepare, send-time step, perform, map
+ *   multi.c                      several calls at once, from call.c's pieces
+ *   client.c                     the client object, methods as thin wrappers
+ *   koophone.c                   the module entry */
 #ifndef KP_H
 #define KP_H
 
@@ -27,6 +37,30 @@ typedef struct kp_buf {
   size_t len, cap;
 } kp_buf;
 
+/* ---- check.c: argument checks, all raising in one shape ---- */
+/* Raises "<fname>: bad argument #<argn> (<path>): <fmt...>" (lua_pushfstring's
+ * formats); argn counts as the user sees it (a method's self is not counted). */
+int kp_argerror(lua_State *L, const char *fname, int argn, const char *path, const char *fmt,
+                ...);
+const char *kp_check_token(lua_State *L, int idx, const char *fname, int argn, size_t *len);
+/* A caller's x-request-id */
+const char *kp_check_request_id(lua_State *L, int idx, const char *fname, int argn,
+                                const char *path, size_t *len);
+/* The options table at t (path "opts"): a table whose keys are all in names. */
+void kp_check_opts(lua_State *L, int t, const char *fname, int argn, const char *const names[]);
+long kp_check_seconds(lua_State *L, int idx, const char *fname, int argn,
+                      const char *path); /* in ms */
+lua_Integer kp_check_count(lua_State *L, int idx, const char *fname, int argn, const char *path,
+                           lua_Integer min, lua_Integer max); /* an integer from min to max */
+/* A string that ends up in a header or a URL: no CR, LF, NUL or other control character. */
+const char *kp_check_header_safe(lua_State *L, int idx, const char *fname, int argn,
+                                 const char *path);
+/* nil or a value of the type; expected: "a function" */
+void kp_check_type(lua_State *L, int idx, int type, const char *fname, int argn,
+                   const char *path, const char *expected);
+/* 1 when table t holds exactly the keys 1..#t (JSON objects decode to tables too) */
+int kp_is_array(lua_State *L, int t);
+
 /* ---- rng.c: request ids ---- */
 typedef struct kp_rng {
   uint64_t key[2], counter;
@@ -36,91 +70,7 @@ typedef struct kp_rng {
 
 void kp_global_init(void); /* curl_global_init and fork tracking, once per process */
 int kp_uuid4(kp_rng *rng, char out[KP_UUID_LEN + 1]); /* 0, or -1: no OS randomness */
-
-/* ---- transport.c: one libcurl easy handle and what lives as long as it ---- */
-typedef struct kp_result {
-  CURLcode code;
-  long status;            /* HTTP status, 0 when none was received */
-  curl_off_t retry_after; /* seconds, 0 when absent */
-  int attempts;           /* 1 + libcurl's silent resends of this request */
-  int sent;               /* the request was (being) sent: connect and TLS succeeded */
-  int too_large;          /* the body passed max_response_bytes */
-  int out_of_memory;      /* the body could not be stored */
-  const char *body;
-  size_t body_len;
-  const char *curl_message;
-} kp_result;
-
-typedef struct kp_conn {
-  CURL *easy;
-  struct curl_slist headers[5];
-  char id_header[sizeof("x-request-id: ") + KP_REQUEST_ID_MAX];
-  kp_buf token_header;
-  size_t max_response_bytes;
-  int attempts; /* copies of the request sent by this transfer (before_request) */
-  kp_buf response;
-  int too_large, out_of_memory;
-  char errbuf[CURL_ERROR_SIZE];
-} kp_conn;
-
-int kp_conn_init(kp_conn *k);   /* 0, or -1 when libcurl cannot make a handle */
-/* k gets a copy of from's handle with every option (for a pool); 0 or -1. */
-int kp_conn_clone(kp_conn *k, const kp_conn *from);
-void kp_conn_close(kp_conn *k); /* idempotent */
-/* Sets what changes per call; -1 when out of memory. body is sent from
- * where it is, not copied: it must stay alive until kp_conn_finish. */
-int kp_conn_prepare(kp_conn *k, const char *token, size_t token_len,
-                    const char *request_id, size_t request_id_len,
-                    const char *body, size_t body_len, long timeout_ms);
-void kp_conn_finish(kp_conn *k, CURLcode code, kp_result *r);
-void kp_conn_release_response(kp_conn *k); /* after the result is in Lua */
-void kp_conn_perform(kp_conn *k, kp_result *r);
-
-/* ---- client.c: the client object ---- */
-typedef struct kp_pair_ref kp_pair_ref;
-typedef struct kp_multi kp_multi; /* multi.c */
-
-typedef struct kp_client {
-  kp_conn conn;
-  kp_rng rng;
-  char *endpoint;   /* as configured, for tostring */
-  long timeout_ms;  /* default per-call timeout */
-  lua_Integer max_pairs;
-  int body_ref;     /* registry: the request table reused by every call */
-  kp_pair_ref *scratch; /* duplicate detection, max_pairs entries */
-  kp_multi *multi;      /* unassign_many's handles, made on first use */
-  int closed;
-} kp_client;
-
-kp_client *kp_check_client(lua_State *L, int idx); /* raises when closed */
-/* Raises "<what>: unknown option 'x'" for a key of table t not in names. */
-void kp_check_option_names(lua_State *L, int t, const char *const names[], const char *what);
-long kp_check_seconds(lua_State *L, int idx, const char *what, const char *name); /* in ms */
-lua_Integer kp_check_count(lua_State *L, int idx, const char *what, const char *name,
-                           lua_Integer max); /* an integer from 1 to max */
-int kp_client_create(lua_State *L, int opts_idx, const char *fname);
-void kp_client_open(lua_State *L); /* registers the metatable; upvalues on the stack */
-
-/* ---- request.c: validation and the request body ---- */
-struct kp_pair_ref {
-  const char *user_id, *instance_id;
-  size_t user_id_len, instance_id_len;
-  lua_Integer index;
-};
-
-/* Checks the pairs at index `pairs` and pushes the JSON body; raises on a
- * programmer mistake, as "<fname>: bad argument #2 (<arg>[i].field): ...". */
-void kp_push_request_body(lua_State *L, kp_client *c, int pairs, const char *fname,
-                          const char *arg);
-const char *kp_check_token(lua_State *L, int idx, size_t *len);
-/* 1 when table t holds exactly the keys 1..#t (JSON objects decode to tables too) */
-int kp_is_array(lua_State *L, int t);
-/* 0 when the pair at idx is valid, its two id strings pushed; else 1 with
- * the reason pushed and *field naming the field (NULL: not a table). */
-int kp_pair_problem(lua_State *L, int idx, const char **field);
-/* The same, with the message "field: reason" (or the reason) on top. */
-int kp_pair_message(lua_State *L, int idx);
-int kp_validate_pair(lua_State *L);
+int kp_lua_random(lua_State *L); /* random() in [0, 1) from the OS random source */
 
 /* ---- redact.c: secrets out of the text that leaves the library ---- */
 #define KP_SECRETS_MAX 4 /* the token; the credentials issue adds SK, security token, password */
@@ -139,12 +89,6 @@ void kp_secrets_add(kp_secrets *sec, const char *s, size_t len);
  * secret, or of a whole shorter secret, becomes "[REDACTED]", control
  * characters become spaces, cut at about 512 bytes. */
 void kp_push_redacted(lua_State *L, const char *s, size_t len, const kp_secrets *sec);
-
-/* ---- response.c: the answer as a Lua result or error ---- */
-/* The body is decoded as received; only its free text is redacted (the token
- * is the one secret of a call today). */
-int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
-                    const char *token, size_t token_len);
 
 /* ---- errors.c: koophone.Error objects ---- */
 typedef struct kp_error {
@@ -165,22 +109,6 @@ const char *kp_curl_code_name(CURLcode code);
 const char *kp_curl_code_kind(CURLcode code);
 void kp_errors_open(lua_State *L); /* registers the koophone.Error metatable */
 
-/* ---- unassign (koophone.c) ---- */
-int kp_unassign(lua_State *L, kp_client *c, int base);
-/* A caller's x-request-id at idx; raises "<what>: ..." when unusable. */
-const char *kp_check_request_id(lua_State *L, int idx, size_t *len, const char *what);
-
-/* ---- multi.c: client:unassign_many, several requests at once ---- */
-int kp_client_unassign_many(lua_State *L);
-void kp_multi_free(kp_multi *m); /* NULL is fine */
-
-/* module entry point (koophone.c); exported with default visibility for require */
-/* random() in [0, 1) from the OS random source (rng.c) */
-int kp_lua_random(lua_State *L);
-
-/* adds sleep and now to the module table on the stack top (clock.c) */
-void kp_clock_open(lua_State *L);
-
 /* ---- interrupt.c: the process-wide interruption flag (SIGINT, SIGTERM) ---- */
 int kp_interrupted(void); /* 1 once raised */
 void kp_push_interrupted(lua_State *L); /* "SIGINT", "SIGTERM", "interrupted" or nil */
@@ -191,20 +119,169 @@ int kp_push_interrupted_error(lua_State *L, const char *request_id);
 /* adds catch_signals, interrupt, interrupted, clear_interrupt to the module table */
 void kp_interrupt_open(lua_State *L);
 
-/* adds pairset (the duplicate set of a bulk run) to the module table on the stack top (pairset.c) */
-void kp_pairset_open(lua_State *L);
+/* ---- clock.c: sleep and now ---- */
+void kp_clock_open(lua_State *L); /* adds them to the module table on the stack top */
+
+/* ---- pairset.c: the duplicate set of a bulk run ---- */
+void kp_pairset_open(lua_State *L); /* adds pairset to the module table on the stack top */
 typedef struct kp_pairset kp_pairset;
 kp_pairset *kp_check_pairset(lua_State *L, int idx);
 /* Adds the pair (ids without NUL) unless the set has it: 0 when added (with
  * row), 1 when present (*first = its row), -1 when out of memory. */
 int kp_pairset_add(kp_pairset *s, const char *u, size_t ul, const char *inst, size_t il,
                    uint64_t row, uint64_t *first);
-/* core.row_entry(set, v, pos, row) (rows.c) */
+
+/* ---- request.c: pair validation and the unassign body ---- */
+typedef struct kp_pair_ref {
+  const char *user_id, *instance_id;
+  size_t user_id_len, instance_id_len;
+  lua_Integer index;
+} kp_pair_ref;
+
+/* What a client keeps to build bodies without making tables. */
+typedef struct kp_body {
+  int ref;               /* registry: the request table every call refills */
+  kp_pair_ref *scratch;  /* duplicate detection, max_pairs entries */
+  lua_Integer max_pairs;
+} kp_body;
+
+/* Checks the pairs at index `pairs` (argument argn, named arg) and pushes the
+ * JSON body; raises on a programmer mistake, as "<fname>: bad argument
+ * #<argn> (<arg>[i].field): ...". */
+void kp_push_request_body(lua_State *L, const kp_body *b, int pairs, const char *fname, int argn,
+                          const char *arg);
+/* 0 when the pair at idx is valid, its two id strings pushed; else 1 with
+ * the reason pushed and *field naming the field (NULL: not a table). */
+int kp_pair_problem(lua_State *L, int idx, const char **field);
+/* The same, with the message "field: reason" (or the reason) on top. */
+int kp_pair_message(lua_State *L, int idx);
+int kp_validate_pair(lua_State *L);
+
+/* ---- rows.c: core.row_entry(set, v, pos, row) ---- */
 int kp_row_entry(lua_State *L);
 
 /* ---- jfile.c: the bulk journal's file (locked, fsync) and core.file_digest ---- */
 void kp_jfile_open(lua_State *L); /* adds jfile and file_digest to the module table on the top */
 
+/* ---- transport.c: one libcurl easy handle and what lives as long as it ---- */
+typedef struct kp_result {
+  CURLcode code;
+  long status;            /* HTTP status, 0 when none was received */
+  curl_off_t retry_after; /* seconds, 0 when absent */
+  int attempts;           /* 1 + libcurl's silent resends of this request */
+  int sent;               /* the request was (being) sent: connect and TLS succeeded */
+  int too_large;          /* the body passed max_response_bytes */
+  int out_of_memory;      /* the body could not be stored */
+  const char *body;
+  size_t body_len;
+  const char *curl_message;
+} kp_result;
+
+/* What one request sends. The strings are used where they are, not copied:
+ * they must stay alive until kp_conn_finish; method is a static string. */
+typedef struct kp_request {
+  const char *method;
+  const char *base, *path; /* URL = base (no trailing slash) + path */
+  const char *token, *request_id, *body;
+  size_t token_len, request_id_len, body_len;
+  long timeout_ms;
+} kp_request;
+
+typedef struct kp_conn {
+  CURL *easy;
+  struct curl_slist headers[5];
+  char id_header[sizeof("x-request-id: ") + KP_REQUEST_ID_MAX];
+  kp_buf token_header;
+  kp_buf url;         /* the URL set on the handle */
+  const char *method; /* the method set on the handle */
+  size_t max_response_bytes;
+  int attempts; /* copies of the request sent by this transfer (before_request) */
+  kp_buf response;
+  int too_large, out_of_memory;
+  char errbuf[CURL_ERROR_SIZE];
+} kp_conn;
+
+int kp_conn_init(kp_conn *k);   /* 0, or -1 when libcurl cannot make a handle */
+/* k gets a copy of from's handle with every option (for a pool); 0 or -1. */
+int kp_conn_clone(kp_conn *k, const kp_conn *from);
+void kp_conn_close(kp_conn *k); /* idempotent */
+/* Sets what changes per request; -1 when out of memory. */
+int kp_conn_prepare(kp_conn *k, const kp_request *req);
+void kp_conn_finish(kp_conn *k, CURLcode code, kp_result *r);
+void kp_conn_release_response(kp_conn *k); /* after the result is in Lua */
+void kp_conn_perform(kp_conn *k, kp_result *r);
+
+/* ---- response.c: the answer as a Lua result or error ---- */
+/* Maps an unassign answer: pushes res, or nil and err, and returns how many.
+ * The body is decoded as received; only its free text is redacted. */
+int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
+                    const kp_secrets *sec);
+
+/* ---- call.c: one call of the API, the one sequence every call shares ---- */
+typedef struct kp_multi kp_multi; /* multi.c */
+
+typedef struct kp_client {
+  kp_conn conn;
+  kp_rng rng;
+  kp_body body;
+  char *endpoint;   /* as configured, without trailing slashes */
+  long timeout_ms;  /* default per-call timeout */
+  kp_multi *multi;  /* unassign_many's handles, made on first use */
+  int closed;
+} kp_client;
+
+/* A call of the API: its method, its path and the mapping of its answer. */
+typedef int (*kp_map_fn)(lua_State *L, const kp_result *r, const char *request_id,
+                         const kp_secrets *sec);
+typedef struct kp_call_type {
+  const char *method, *path;
+  kp_map_fn map;
+} kp_call_type;
+
+enum { KP_CALL_UNASSIGN }; /* index into kp_call_types */
+extern const kp_call_type kp_call_types[];
+
+/* One call in progress: what the user called, and what the send-time step sends. */
+typedef struct kp_call {
+  const kp_call_type *type;
+  const char *fname; /* the function the user called, for messages */
+  int base;          /* stack index of its argument #1 */
+  kp_client *c;
+  kp_secrets secrets; /* what no text leaving the call may carry */
+  kp_request req;
+} kp_call;
+
+/* Starts a call of kp_call_types[type]: argument #1 (at base) is the token. */
+void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const char *fname,
+                  int base);
+/* Checks the options table at idx (nil is fine) against names; reads timeout. */
+void kp_call_options(lua_State *L, kp_call *call, int idx, const char *const names[]);
+/* Pushes the x-request-id: the caller's at idx (checked as argument argn, named path), or a
+ * fresh UUIDv4 when that is nil. */
+void kp_call_push_request_id(lua_State *L, kp_call *call, int idx, int argn, const char *path);
+/* The send-time step, right before the request goes out on k, on every attempt: sets
+ * everything the request sends (URL, method, headers, body). 0, or -1 out of memory. */
+int kp_call_arm(kp_call *call, kp_conn *k);
+/* Maps a finished request of the call (req.request_id: its id); pushes res or nil, err. */
+int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r);
+/* The sequence of one request on the client's own handle: interruption check, send-time
+ * step, perform, map. */
+int kp_call_perform(lua_State *L, kp_call *call);
+/* unassign(token, pairs [, opts]) with argument #1 at base. */
+int kp_unassign(lua_State *L, kp_client *c, const char *fname, int base);
+
+/* ---- multi.c: client:unassign_many, several requests at once ---- */
+/* client:unassign_many(token, batches [, opts]) with the client at 1 */
+int kp_unassign_many(lua_State *L, kp_client *c);
+void kp_multi_free(kp_multi *m); /* NULL is fine */
+
+/* ---- client.c: the client object ---- */
+kp_client *kp_check_client(lua_State *L, int idx); /* raises when closed */
+/* Makes a client from the options at opts_idx (argument #1 of fname) and pushes it. */
+int kp_client_create(lua_State *L, int opts_idx, const char *fname);
+void kp_client_open(lua_State *L); /* registers the metatable; upvalues on the stack */
+
+/* ---- koophone.c: the module entry, exported with default visibility for require ---- */
 LUALIB_API int luaopen_koophone_core(lua_State *L);
 
 #endif

@@ -1,11 +1,12 @@
-/* client:unassign_many(token, batches [, opts]): several requests at once.
+/* client:unassign_many(token, batches [, opts]): several calls at once.
  *
  * Plain Lua has no threads, so concurrency lives here. A libcurl multi
  * handle drives up to `concurrency` transfers, each on an easy handle of a
  * pool the client owns. The pool's handles are copies of the client's own
  * handle, so every client option applies to them, and they run the same
- * request and response code as client:unassign: each batch gets exactly the
- * res or err that client:unassign would give it. The multi handle keeps the
+ * call sequence as client:unassign (call.c: the same checks, request ids,
+ * send-time step and mapping): each batch gets exactly the res or err that
+ * client:unassign would give it. The multi handle keeps the
  * connections alive between calls and multiplexes over HTTP/2 when the
  * server offers it; a share handle lets the pool resume each other's TLS
  * sessions. */
@@ -19,7 +20,7 @@
 #define KP_DEFAULT_CONCURRENCY 4
 #define KP_POLL_MS 1000          /* wake-up bound; libcurl's own timeouts end transfers */
 
-/* Stack slots of a call. */
+/* Stack slots of a call (self is 1, so the user's argument #n is at n + 1). */
 #define ARG_TOKEN 2
 #define ARG_BATCHES 3
 #define ARG_OPTS 4
@@ -123,32 +124,24 @@ static kp_multi *check_pool(lua_State *L, kp_client *c, int n)
 
 /* Fills SLOT_BODIES and SLOT_IDS: every batch is checked and encoded before
  * anything is sent, so a programmer mistake sends nothing. */
-static void prepare_batches(lua_State *L, kp_client *c, lua_Integer n)
+static void prepare_batches(lua_State *L, kp_call *call, lua_Integer n)
 {
   int ids = lua_isnil(L, SLOT_REQUEST_IDS) ? 0 : SLOT_REQUEST_IDS;
   lua_Integer i;
-  char uuid[KP_UUID_LEN + 1];
-  size_t len;
   for (i = 1; i <= n; i++) {
     lua_rawgeti(L, ARG_BATCHES, (int)i);
     lua_pushfstring(L, "batches[%d]", (int)i);
-    kp_push_request_body(L, c, -2, KP_MULTI_FNAME, lua_tostring(L, -1));
+    kp_push_request_body(L, &call->c->body, -2, KP_MULTI_FNAME, 2, lua_tostring(L, -1));
     lua_rawseti(L, SLOT_BODIES, (int)i);
     lua_pop(L, 2);
     if (ids != 0)
       lua_rawgeti(L, ids, (int)i);
-    if (ids != 0 && !lua_isnil(L, -1)) {
-      lua_pushfstring(L, KP_MULTI_FNAME ": bad argument #3 (opts.request_ids[%d])", (int)i);
-      kp_check_request_id(L, -2, &len, lua_tostring(L, -1));
-      lua_pop(L, 1);
-    } else {
-      if (ids != 0)
-        lua_pop(L, 1);
-      if (kp_uuid4(&c->rng, uuid) != 0)
-        luaL_error(L, KP_MULTI_FNAME ": the OS random source failed");
-      lua_pushlstring(L, uuid, KP_UUID_LEN);
-    }
+    else
+      lua_pushnil(L);
+    lua_pushfstring(L, "opts.request_ids[%d]", (int)i);
+    kp_call_push_request_id(L, call, -2, 3, lua_tostring(L, -1));
     lua_rawseti(L, SLOT_IDS, (int)i);
+    lua_pop(L, 2);
   }
 }
 
@@ -172,23 +165,20 @@ static int call_back(lua_State *L, kp_multi *m, int fn, int nargs)
 
 /* Starts batch b on pool handle i, after on_start(b, request_id) (the
  * caller's last chance to record what is about to be sent). */
-static void start(lua_State *L, kp_multi *m, int i, lua_Integer b, const char *token,
-                  size_t token_len, long timeout_ms)
+static void start(lua_State *L, kp_multi *m, int i, lua_Integer b, kp_call *call)
 {
-  const char *body, *id;
-  size_t body_len, id_len;
   kp_conn *k = m->conns[i];
-  lua_rawgeti(L, SLOT_BODIES, (int)b);
-  body = lua_tolstring(L, -1, &body_len); /* SLOT_BODIES keeps the string alive */
+  lua_rawgeti(L, SLOT_BODIES, (int)b); /* SLOT_BODIES and SLOT_IDS keep the strings alive */
+  call->req.body = lua_tolstring(L, -1, &call->req.body_len);
   lua_rawgeti(L, SLOT_IDS, (int)b);
-  id = lua_tolstring(L, -1, &id_len);
+  call->req.request_id = lua_tolstring(L, -1, &call->req.request_id_len);
   if (!lua_isnil(L, SLOT_ON_START)) {
     lua_pushinteger(L, b);
     lua_pushvalue(L, -2);
     (void)call_back(L, m, SLOT_ON_START, 2);
   }
   lua_pop(L, 2);
-  if (kp_conn_prepare(k, token, token_len, id, id_len, body, body_len, timeout_ms) != 0) {
+  if (kp_call_arm(call, k) != 0) {
     detach_all(m);
     luaL_error(L, KP_MULTI_FNAME ": not enough memory");
   }
@@ -201,8 +191,7 @@ static void start(lua_State *L, kp_multi *m, int i, lua_Integer b, const char *t
 
 /* Stores the outcome of the transfer that ended on handle `easy`; 1 when
  * on_done returned false (start no other batch). */
-static int finish(lua_State *L, kp_multi *m, CURL *easy, CURLcode code, const char *token,
-                  size_t token_len)
+static int finish(lua_State *L, kp_multi *m, CURL *easy, CURLcode code, kp_call *call)
 {
   int i, b, top, failed, stop = 0;
   kp_result r;
@@ -218,8 +207,9 @@ static int finish(lua_State *L, kp_multi *m, CURL *easy, CURLcode code, const ch
     return 0; /* abandoned: no answer, it may or may not have been applied */
   top = lua_gettop(L);
   lua_rawgeti(L, SLOT_IDS, b);
+  call->req.request_id = lua_tolstring(L, -1, &call->req.request_id_len);
   /* the outcome is on top: res, or nil and err (with work values below) */
-  failed = kp_push_outcome(L, &r, lua_tostring(L, -1), token, token_len) == 2;
+  failed = kp_call_map(L, call, &r) == 2;
   kp_conn_release_response(m->conns[i]);
   lua_pushvalue(L, -1);
   lua_rawseti(L, failed ? SLOT_ERRORS : SLOT_RESULTS, b);
@@ -242,8 +232,7 @@ static int finish(lua_State *L, kp_multi *m, CURL *easy, CURLcode code, const ch
  * finished transfer's handle takes the next batch at once, until on_done
  * returns false (n becomes the last batch started). Returns how many
  * batches were started: 1..started, in order. */
-static lua_Integer run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency,
-                       const char *token, size_t token_len, long timeout_ms)
+static lua_Integer run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency, kp_call *call)
 {
   lua_Integer next = 1;
   int active = 0, i, running, queued, before;
@@ -256,7 +245,7 @@ static lua_Integer run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency
     }
     for (i = 0; i < concurrency && next <= n; i++)
       if (m->batch[i] == 0) {
-        start(L, m, i, next++, token, token_len, timeout_ms);
+        start(L, m, i, next++, call);
         active++;
       }
     if (active == 0)
@@ -265,7 +254,7 @@ static lua_Integer run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency
     before = active;
     while (mc == CURLM_OK && (msg = curl_multi_info_read(m->multi, &queued)) != NULL)
       if (msg->msg == CURLMSG_DONE) {
-        if (finish(L, m, msg->easy_handle, msg->data.result, token, token_len))
+        if (finish(L, m, msg->easy_handle, msg->data.result, call))
           n = next - 1; /* stopped: the transfers in flight still end */
         active--;
       }
@@ -279,15 +268,14 @@ static lua_Integer run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency
 }
 
 /* Pushes opts[name] (nil when absent) after checking its type. */
-static void push_option(lua_State *L, const char *name, int type, const char *expected)
+static void push_option(lua_State *L, const char *name, int type, const char *path,
+                        const char *expected)
 {
   if (lua_type(L, ARG_OPTS) == LUA_TTABLE)
     lua_getfield(L, ARG_OPTS, name);
   else
     lua_pushnil(L);
-  if (!lua_isnil(L, -1) && lua_type(L, -1) != type)
-    luaL_error(L, KP_MULTI_FNAME ": option '%s': expected %s, got %s", name, expected,
-               luaL_typename(L, -1));
+  kp_check_type(L, -1, type, KP_MULTI_FNAME, 3, path, expected);
 }
 
 /* client:unassign_many(token, batches [, opts]) -> results, errors, started,
@@ -304,41 +292,34 @@ static void push_option(lua_State *L, const char *name, int type, const char *ex
  * further batch starts (those in flight end and are reported). started:
  * batches 1..started were sent; the others have no result, no error and
  * got no callback. */
-int kp_client_unassign_many(lua_State *L)
+int kp_unassign_many(lua_State *L, kp_client *c)
 {
-  kp_client *c = kp_check_client(L, 1);
-  size_t token_len;
-  const char *token;
   lua_Integer n, concurrency = KP_DEFAULT_CONCURRENCY;
-  long timeout_ms = c->timeout_ms;
+  kp_call call;
   lua_settop(L, ARG_OPTS);
-  token = kp_check_token(L, ARG_TOKEN, &token_len);
+  kp_call_init(L, &call, c, KP_CALL_UNASSIGN, KP_MULTI_FNAME, ARG_TOKEN);
   if (lua_type(L, ARG_BATCHES) != LUA_TTABLE || !kp_is_array(L, ARG_BATCHES))
-    luaL_error(L, KP_MULTI_FNAME ": bad argument #2 (batches): expected an array of batches, "
-               "got %s", luaL_typename(L, ARG_BATCHES));
+    kp_argerror(L, KP_MULTI_FNAME, 2, "batches", "expected an array of batches, got %s",
+                luaL_typename(L, ARG_BATCHES));
   n = (lua_Integer)lua_rawlen(L, ARG_BATCHES);
+  kp_call_options(L, &call, ARG_OPTS, option_names);
   if (!lua_isnil(L, ARG_OPTS)) {
-    luaL_checktype(L, ARG_OPTS, LUA_TTABLE);
-    kp_check_option_names(L, ARG_OPTS, option_names, KP_MULTI_FNAME ": bad argument #3 (opts)");
     lua_getfield(L, ARG_OPTS, "concurrency");
     if (!lua_isnil(L, -1))
-      concurrency = kp_check_count(L, -1, KP_MULTI_FNAME, "concurrency", KP_MULTI_MAX);
-    lua_getfield(L, ARG_OPTS, "timeout");
-    if (!lua_isnil(L, -1))
-      timeout_ms = kp_check_seconds(L, -1, KP_MULTI_FNAME, "timeout");
-    lua_pop(L, 2);
+      concurrency = kp_check_count(L, -1, KP_MULTI_FNAME, 3, "opts.concurrency", 1, KP_MULTI_MAX);
+    lua_pop(L, 1);
   }
   lua_createtable(L, (int)n, 0);
   lua_createtable(L, (int)n, 0);
   lua_createtable(L, (int)n, 0);
   lua_createtable(L, (int)n, 0);
-  push_option(L, "request_ids", LUA_TTABLE, "an array of strings"); /* SLOT_REQUEST_IDS */
-  push_option(L, "on_done", LUA_TFUNCTION, "a function");            /* SLOT_ON_DONE */
-  push_option(L, "on_start", LUA_TFUNCTION, "a function");           /* SLOT_ON_START */
-  prepare_batches(L, c, n);
+  push_option(L, "request_ids", LUA_TTABLE, "opts.request_ids", "an array of strings");
+  push_option(L, "on_done", LUA_TFUNCTION, "opts.on_done", "a function");
+  push_option(L, "on_start", LUA_TFUNCTION, "opts.on_start", "a function");
+  prepare_batches(L, &call, n);
   if (n > 0)
     n = run(L, check_pool(L, c, (int)(concurrency < n ? concurrency : n)), n,
-            (int)(concurrency < n ? concurrency : n), token, token_len, timeout_ms);
+            (int)(concurrency < n ? concurrency : n), &call);
   lua_settop(L, SLOT_ERRORS);
   lua_pushinteger(L, n);
   kp_push_interrupted(L);

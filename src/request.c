@@ -10,24 +10,6 @@
 
 #include "kp.h"
 
-#define KP_FNAME "koophone.unassign"
-
-/* Tokens are several KB and checked on every call: memchr and strlen scan
- * a word or more at a time where a byte loop costs ~50k instructions. */
-const char *kp_check_token(lua_State *L, int idx, size_t *len)
-{
-  const char *s;
-  if (lua_type(L, idx) != LUA_TSTRING)
-    luaL_error(L, KP_FNAME ": bad argument #1 (token): expected a non-empty string, got %s",
-               luaL_typename(L, idx));
-  s = lua_tolstring(L, idx, len);
-  if (*len == 0)
-    luaL_error(L, KP_FNAME ": bad argument #1 (token): expected a non-empty string, got an empty one");
-  if (strlen(s) != *len || memchr(s, '\r', *len) != NULL || memchr(s, '\n', *len) != NULL)
-    luaL_error(L, KP_FNAME ": bad argument #1 (token): contains CR, LF or NUL");
-  return s;
-}
-
 /* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
 static size_t utf8_sequence(const unsigned char *s, size_t n)
 {
@@ -137,7 +119,8 @@ int kp_pair_message(lua_State *L, int idx)
 /* koophone.validate_pair(p) -> true | false, message */
 int kp_validate_pair(lua_State *L)
 {
-  luaL_checkany(L, 1);
+  if (lua_isnone(L, 1))
+    kp_argerror(L, "koophone.validate_pair", 1, "pair", "expected a value, got no value");
   lua_settop(L, 1);
   if (!kp_pair_message(L, 1)) {
     lua_pushboolean(L, 1);
@@ -174,7 +157,7 @@ static int same_pair(const kp_pair_ref *a, const kp_pair_ref *b)
 /* Raises naming the first element that repeats an earlier one. Sorting
  * puts equal pairs together, earliest first. */
 static void check_duplicates(lua_State *L, kp_pair_ref *refs, lua_Integer n, const char *fname,
-                             const char *arg)
+                             int argn, const char *arg)
 {
   lua_Integer i, group = 0, repeat = 0, first = 0;
   qsort(refs, (size_t)n, sizeof *refs, compare_pairs);
@@ -186,60 +169,49 @@ static void check_duplicates(lua_State *L, kp_pair_ref *refs, lua_Integer n, con
       first = refs[group].index;
     }
   }
-  if (repeat != 0)
-    luaL_error(L, "%s: bad argument #2 (%s[%d]): repeats %s[%d]", fname, arg, (int)repeat, arg,
-               (int)first);
+  if (repeat != 0) {
+    lua_pushfstring(L, "%s[%d]", arg, (int)repeat);
+    kp_argerror(L, fname, argn, lua_tostring(L, -1), "repeats %s[%d]", arg, (int)first);
+  }
 }
 
 /* Leaves the reusable request table's user_instances array on the stack. */
-int kp_is_array(lua_State *L, int t)
+static int push_instances_array(lua_State *L, const kp_body *b)
 {
-  size_t keys = 0;
-  lua_pushnil(L);
-  while (lua_next(L, t) != 0) {
-    keys++;
-    lua_pop(L, 1);
-  }
-  return keys == (size_t)lua_rawlen(L, t);
-}
-
-static int push_instances_array(lua_State *L, kp_client *c)
-{
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->body_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->ref);
   lua_getfield(L, -1, "user_instances");
   lua_remove(L, -2);
   return lua_gettop(L);
 }
 
-void kp_push_request_body(lua_State *L, kp_client *c, int pairs, const char *fname,
+void kp_push_request_body(lua_State *L, const kp_body *b, int pairs, const char *fname, int argn,
                           const char *arg)
 {
   int array;
   lua_Integer n, i, old_n;
   pairs = lua_absindex(L, pairs);
   if (lua_type(L, pairs) != LUA_TTABLE)
-    luaL_error(L, "%s: bad argument #2 (%s): expected a non-empty array of pairs, got %s", fname,
-               arg, luaL_typename(L, pairs));
+    kp_argerror(L, fname, argn, arg, "expected a non-empty array of pairs, got %s",
+                luaL_typename(L, pairs));
   n = (lua_Integer)lua_rawlen(L, pairs);
   if (!kp_is_array(L, pairs))
-    luaL_error(L, "%s: bad argument #2 (%s): expected an array of pairs, got a table with "
-               "keys other than 1..%d (a hole, or a single pair not wrapped in { })", fname, arg,
-               (int)n);
+    kp_argerror(L, fname, argn, arg, "expected an array of pairs, got a table with keys other "
+                "than 1..%d (a hole, or a single pair not wrapped in { })", (int)n);
   if (n == 0)
-    luaL_error(L, "%s: bad argument #2 (%s): expected a non-empty array of pairs, got an empty "
-               "table", fname, arg);
-  if (n > c->max_pairs)
-    luaL_error(L, "%s: bad argument #2 (%s): %d pairs, more than max_pairs (%d)", fname, arg,
-               (int)n, (int)c->max_pairs);
-  array = push_instances_array(L, c);
+    kp_argerror(L, fname, argn, arg, "expected a non-empty array of pairs, got an empty table");
+  if (n > b->max_pairs)
+    kp_argerror(L, fname, argn, arg, "%d pairs, more than max_pairs (%d)", (int)n,
+                (int)b->max_pairs);
+  array = push_instances_array(L, b);
   old_n = (lua_Integer)lua_rawlen(L, array);
   for (i = 1; i <= n; i++) {
     const char *field;
-    kp_pair_ref *ref = &c->scratch[i - 1];
+    kp_pair_ref *ref = &b->scratch[i - 1];
     lua_rawgeti(L, pairs, (int)i);
-    if (kp_pair_problem(L, -1, &field))
-      luaL_error(L, "%s: bad argument #2 (%s[%d]%s%s): %s", fname, arg, (int)i,
-                 field ? "." : "", field ? field : "", lua_tostring(L, -1));
+    if (kp_pair_problem(L, -1, &field)) {
+      lua_pushfstring(L, "%s[%d]%s%s", arg, (int)i, field ? "." : "", field ? field : "");
+      kp_argerror(L, fname, argn, lua_tostring(L, -1), "%s", lua_tostring(L, -2));
+    }
     /* stack: pair, user_id, instance_id; the entry keeps the strings alive */
     lua_rawgeti(L, array, (int)i);
     if (lua_isnil(L, -1)) {
@@ -261,10 +233,10 @@ void kp_push_request_body(lua_State *L, kp_client *c, int pairs, const char *fna
     lua_rawseti(L, array, (int)i);
   }
   if (n > 1)
-    check_duplicates(L, c->scratch, n, fname, arg);
+    check_duplicates(L, b->scratch, n, fname, argn, arg);
   lua_pop(L, 1);
   lua_pushvalue(L, KP_UV_ENCODE);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->body_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->ref);
   lua_call(L, 1, 1);
   if (lua_type(L, -1) != LUA_TSTRING)
     luaL_error(L, "%s: cannot encode the request body", fname);

@@ -130,15 +130,12 @@ static void body_as_message(kp_error *e, const kp_result *r)
   }
 }
 
-int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
-                    const char *token, size_t token_len)
+int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
+                    const kp_secrets *sec)
 {
   kp_error e;
-  kp_secrets sec;
   char http_code[32];
   int decoded, ok_status = r->status >= 200 && r->status < 300;
-  sec.n = 0;
-  kp_secrets_add(&sec, token, token_len);
   memset(&e, 0, sizeof e);
   e.request_id = request_id;
   e.status = r->status;
@@ -158,7 +155,7 @@ int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
   if (e.code != NULL) {
     e.code_len = strlen(e.code);
     e.message_len = strlen(e.message);
-    return push_failure(L, &e, &sec);
+    return push_failure(L, &e, sec);
   }
 
   lua_pushvalue(L, KP_UV_DECODE);
@@ -178,16 +175,16 @@ int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
           e.message = "";
         if (r->attempts > 1 && strcmp(e.code, KP_BINDING_NOT_FOUND) == 0) {
           /* The first copy, sent before libcurl's silent resend, did the work. */
-          push_result(L, decoded, r, request_id, "assumed_unassigned", KP_BINDING_NOT_FOUND, &sec);
-          kp_push_error(L, &e, &sec);
+          push_result(L, decoded, r, request_id, "assumed_unassigned", KP_BINDING_NOT_FOUND, sec);
+          kp_push_error(L, &e, sec);
           lua_setfield(L, -2, "err");
           return 1;
         }
-        return push_failure(L, &e, &sec);
+        return push_failure(L, &e, sec);
       }
       lua_getfield(L, decoded, "data");
       if (ok_status && data_has_expected_shape(L, lua_gettop(L))) {
-        push_result(L, decoded, r, request_id, "unassigned", "0", &sec);
+        push_result(L, decoded, r, request_id, "unassigned", "0", sec);
         return 1;
       }
     }
@@ -202,5 +199,5 @@ int kp_push_outcome(lua_State *L, const kp_result *r, const char *request_id,
     e.code = http_code;
   }
   body_as_message(&e, r);
-  return push_failure(L, &e, &sec);
+  return push_failure(L, &e, sec);
 }

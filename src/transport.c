@@ -134,6 +134,8 @@ void kp_conn_close(kp_conn *k)
   k->easy = NULL;
   buf_free(&k->token_header);
   buf_free(&k->response);
+  buf_free(&k->url);
+  k->method = NULL;
 }
 
 static int set_token_header(kp_conn *k, const char *token, size_t len)
@@ -153,16 +155,36 @@ static int set_token_header(kp_conn *k, const char *token, size_t len)
   return 0;
 }
 
-int kp_conn_prepare(kp_conn *k, const char *token, size_t token_len,
-                    const char *request_id, size_t request_id_len,
-                    const char *body, size_t body_len, long timeout_ms)
+/* The URL is base + path, set only when it changes (libcurl copies and
+ * parses it again on every set). */
+static int set_url(kp_conn *k, const char *base, const char *path)
+{
+  size_t blen = strlen(base), plen = strlen(path);
+  kp_buf *b = &k->url;
+  if (b->len == blen + plen && memcmp(b->data, base, blen) == 0 &&
+      memcmp(b->data + blen, path, plen) == 0)
+    return 0;
+  if (buf_reserve(b, blen + plen + 1) != 0)
+    return -1;
+  memcpy(b->data, base, blen);
+  memcpy(b->data + blen, path, plen + 1);
+  b->len = blen + plen;
+  return curl_easy_setopt(k->easy, CURLOPT_URL, b->data) == CURLE_OK ? 0 : -1;
+}
+
+int kp_conn_prepare(kp_conn *k, const kp_request *req)
 {
   static const char prefix[] = "x-request-id: ";
-  if (set_token_header(k, token, token_len) != 0)
+  if (set_url(k, req->base, req->path) != 0 || set_token_header(k, req->token, req->token_len) != 0)
     return -1;
+  if (k->method != req->method) {
+    if (curl_easy_setopt(k->easy, CURLOPT_CUSTOMREQUEST, req->method) != CURLE_OK)
+      return -1;
+    k->method = req->method;
+  }
   memcpy(k->id_header, prefix, sizeof prefix - 1);
-  memcpy(k->id_header + sizeof prefix - 1, request_id, request_id_len);
-  k->id_header[sizeof prefix - 1 + request_id_len] = '\0';
+  memcpy(k->id_header + sizeof prefix - 1, req->request_id, req->request_id_len);
+  k->id_header[sizeof prefix - 1 + req->request_id_len] = '\0';
   k->attempts = 0;
   k->too_large = k->out_of_memory = 0;
   k->response.len = 0;
@@ -171,9 +193,9 @@ int kp_conn_prepare(kp_conn *k, const char *token, size_t token_len,
    * same packet as the headers (a read callback would cost a second send
    * and, on loopback, a second wake-up of the server). Size first: setting
    * it drops a copied body, which this handle never has. */
-  curl_easy_setopt(k->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-  curl_easy_setopt(k->easy, CURLOPT_POSTFIELDS, body);
-  curl_easy_setopt(k->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+  curl_easy_setopt(k->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+  curl_easy_setopt(k->easy, CURLOPT_POSTFIELDS, req->body);
+  curl_easy_setopt(k->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
   return 0;
 }
 

@@ -17,6 +17,7 @@
 --                   into outcome "assumed_unassigned" and annotates err); see retry.lua
 --   client.sleep    the policy's sleep(seconds) (koophone.sleep unless retry.sleep was given)
 -- The client never stores a token; tostring shows the endpoint and the policy only.
+local argerror = require "koophone.argerror"
 local core = require "koophone.core"
 local retry = require "koophone.retry"
 local unconfirmed = require("koophone.jobs").unconfirmed
@@ -26,19 +27,20 @@ local _M = {}
 local Client = {}
 Client.__index = Client
 
--- wrap(transport, retry_opts, default_sleep): the policy around any object with koophone's
+-- wrap(transport, retry_opts, default_sleep, fname): the policy around any object with koophone's
 -- unassign/close contract plus request_id() (a fresh x-request-id), e.g. a koophone.ngx client
 -- with ngx.sleep. An attempt the transport refuses before sending returns an error with
 -- attempts = 0 and sent = false: the policy counts it against max_attempts, never as a request.
-function _M.wrap(transport, retry_opts, default_sleep)
-  local policy = retry.new(retry_opts, default_sleep or core.sleep)
+-- fname names the function that made the client, for its option errors (default koophone.client).
+function _M.wrap(transport, retry_opts, default_sleep, fname)
+  local policy = retry.new(retry_opts, default_sleep or core.sleep, fname)
   return setmetatable({ core = transport, policy = policy, sleep = policy.sleep }, Client)
 end
 
 -- Splits opts into the transport's options and the retry options.
 function _M.split_options(opts, who)
   if opts ~= nil and type(opts) ~= "table" then
-    error(who .. ": expected a table of options, got " .. type(opts), 0)
+    argerror.raise(who, 1, "opts", "expected a table, got %s", type(opts))
   end
   local transport_opts = {}
   for k, v in pairs(opts or {}) do
@@ -50,7 +52,7 @@ end
 -- new(opts): every option of koophone.new, plus `retry` (a table, or false for one attempt).
 function _M.new(opts)
   local core_opts, retry_opts = _M.split_options(opts, "koophone.client")
-  return _M.wrap(core.new(core_opts), retry_opts, core.sleep)
+  return _M.wrap(core.new_as("koophone.client", core_opts), retry_opts, core.sleep)
 end
 
 -- After a failed first attempt: the policy decides; `call` carries the call's request id.
@@ -75,7 +77,7 @@ end
 
 function Client:unassign(token, list, opts)
   if opts ~= nil and type(opts) ~= "table" then
-    error("koophone.unassign: bad argument #3 (opts): expected a table, got " .. type(opts), 2)
+    argerror.raise("koophone.unassign", 3, "opts", "expected a table, got %s", type(opts))
   end
   -- The call's id is fixed before its first attempt, so every attempt carries it (the server
   -- can tell they are one call) even when the transport refused an attempt before sending it.

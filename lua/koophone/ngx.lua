@@ -18,6 +18,7 @@
 -- survive (no functions, userdata or metatables). So the options are plain values, the client
 -- lives in the thread VM, and errors get their koophone.Error metatable back on this side.
 -- The thread side must not touch the `ngx` API: this file reads `ngx` only in request code.
+local argerror = require "koophone.argerror"
 local core = require "koophone.core"
 
 local _M = { _VERSION = core._VERSION }
@@ -128,24 +129,32 @@ _M.defaults = { thread_pool = "koophone", max_in_flight = 10, queue_timeout = 0 
 -- new(opts): the options of koophone.new plus thread_pool, max_in_flight and queue_timeout.
 -- Options are checked here, now, by making a client, so mistakes raise at startup; that client
 -- stays, to make request ids in this VM.
-function _M.new(opts)
+-- fname: the function the user called, for option errors (koophone.ngx.new or .client).
+local function new(opts, fname)
   if opts ~= nil and type(opts) ~= "table" then
-    error("koophone.ngx.new: expected a table of options, got " .. type(opts), 2)
+    argerror.raise(fname, 1, "opts", "expected a table, got %s", type(opts))
   end
   local self, copts = {}, {}
   for name, default in pairs(_M.defaults) do self[name] = default end
   for name, v in pairs(opts or {}) do
     if OWN[name] then
       local ok, expected = OWN[name](v)
-      if not ok then error(("koophone.ngx.new: option '%s': expected %s"):format(name, expected), 2) end
+      if not ok then
+        argerror.raise(fname, 1, "opts." .. name, "expected %s, got %s", expected,
+                       type(v) == "number" and tostring(v) or type(v))
+      end
       self[name] = v
     else
       copts[name] = v
     end
   end
-  self.ids = core.new(copts)
+  self.ids = core.new_as(fname, copts)
   self.pool, self.opts, self.key = self.thread_pool, copts, options_key(copts)
   return setmetatable(self, Client)
+end
+
+function _M.new(opts)
+  return new(opts, "koophone.ngx.new")
 end
 
 -- A fresh x-request-id, made in this VM (koophone.client fixes a call's id with it).
@@ -219,7 +228,8 @@ end
 function _M.client(opts)
   local wrapper = require "koophone.client"
   local transport_opts, retry_opts = wrapper.split_options(opts, "koophone.ngx.client")
-  return wrapper.wrap(_M.new(transport_opts), retry_opts, _M.sleep)
+  return wrapper.wrap(new(transport_opts, "koophone.ngx.client"), retry_opts, _M.sleep,
+                      "koophone.ngx.client")
 end
 
 -- Retry delays in OpenResty: ngx.sleep yields, the core's sleep would block the worker. At least

@@ -13,6 +13,7 @@
 -- An attempt the transport refused before sending (err.attempts == 0, e.g. koophone.ngx's
 -- WORKER_THREAD_UNAVAILABLE) is no request: it does not add to `attempt`, but it counts against
 -- max_attempts (state.not_started) and never against ambiguous_attempts.
+local argerror = require "koophone.argerror"
 local classify = require("koophone.classify").classify
 local BINDING_NOT_FOUND = require("koophone.codes").names.BINDING_NOT_FOUND
 
@@ -34,65 +35,60 @@ local INTEGERS = { max_attempts = 1, ambiguous_attempts = 0 } -- name -> minimum
 local OPTIONS = { budget = true, on_retry = true, sleep = true }
 for name in pairs(_M.defaults) do OPTIONS[name] = true end
 
-local function fail(name, msg, ...)
-  error(("koophone.client: option 'retry.%s': " .. msg):format(name, ...), 0)
+-- A bad retry option: argument #1 of fname (the function that made the client), opts.retry.<name>.
+local function fail(fname, name, msg, ...)
+  argerror.raise(fname, 1, "opts.retry." .. name, msg, ...)
 end
 
-local function check_names(t, known, prefix)
-  for k in pairs(t) do
-    if not known[k] then
-      error(("koophone.client: option '%s': unknown option '%s'"):format(prefix, tostring(k)), 0)
-    end
-  end
-end
-
-local function number_option(t, name, default, min, integer, label)
+local function number_option(t, name, default, min, integer, fname, label)
   local v = t[name]
   if v == nil then return default end
   if type(v) ~= "number" or v ~= v or v < min or v == math.huge or (integer and v % 1 ~= 0) then
-    fail(label or name, "expected %s >= %d, got %s", integer and "an integer" or "a number", min,
-         tostring(v))
+    fail(fname, label or name, "expected %s >= %d, got %s", integer and "an integer" or "a number",
+         min, tostring(v))
   end
   return v
 end
 
-local function function_option(t, name, default)
+local function function_option(t, name, default, fname)
   local v = t[name]
   if v == nil then return default end
-  if type(v) ~= "function" then fail(name, "expected a function, got %s", type(v)) end
+  if type(v) ~= "function" then fail(fname, name, "expected a function, got %s", type(v)) end
   return v
 end
 
 -- budget = false: no quota; a table: the fields given replace the defaults.
-local function new_budget(b)
+local function new_budget(b, fname)
   if b == false then return nil end
   if b == nil then b = {} end
-  if type(b) ~= "table" then fail("budget", "expected a table or false, got %s", type(b)) end
-  check_names(b, _M.default_budget, "retry.budget")
+  if type(b) ~= "table" then fail(fname, "budget", "expected a table or false, got %s", type(b)) end
+  argerror.check_names(b, _M.default_budget, fname, 1, "opts.retry.budget")
   local budget = {}
   for name, default in pairs(_M.default_budget) do
-    budget[name] = number_option(b, name, default, 0, false, "budget." .. name)
+    budget[name] = number_option(b, name, default, 0, false, fname, "budget." .. name)
   end
   budget.tokens = budget.capacity
   return budget
 end
 
--- new(retry_option, default_sleep): retry_option is the `retry` option of koophone.client:
--- nil for the defaults, false for a single attempt, or a table of the options above.
-function _M.new(opts, default_sleep)
+-- new(retry_option, default_sleep, fname): retry_option is the `retry` option of the client that
+-- fname (default "koophone.client") makes: nil for the defaults, false for a single attempt, or a
+-- table of the options above.
+function _M.new(opts, default_sleep, fname)
+  fname = fname or "koophone.client"
   if opts == false then opts = { max_attempts = 1 } end
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then
-    error("koophone.client: option 'retry': expected a table or false, got " .. type(opts), 0)
+    argerror.raise(fname, 1, "opts.retry", "expected a table or false, got %s", type(opts))
   end
-  check_names(opts, OPTIONS, "retry")
+  argerror.check_names(opts, OPTIONS, fname, 1, "opts.retry")
   local p = setmetatable({}, Policy)
   for name, default in pairs(_M.defaults) do
-    p[name] = number_option(opts, name, default, INTEGERS[name] or 0, INTEGERS[name] ~= nil)
+    p[name] = number_option(opts, name, default, INTEGERS[name] or 0, INTEGERS[name] ~= nil, fname)
   end
-  p.budget = new_budget(opts.budget)
-  p.on_retry = function_option(opts, "on_retry", nil)
-  p.sleep = function_option(opts, "sleep", default_sleep)
+  p.budget = new_budget(opts.budget, fname)
+  p.on_retry = function_option(opts, "on_retry", nil, fname)
+  p.sleep = function_option(opts, "sleep", default_sleep, fname)
   return p
 end
 

@@ -1,0 +1,21 @@
+-- Raising a programmer mistake in the one shape the C core uses (src/check.c), modelled on
+-- luaL_argerror:
+--   <function>: bad argument #<n> (<path>): <what is wrong>
+-- <function> is what the user called, <n> counts the arguments as the user wrote them (a
+-- method's self is not counted) and <path> names the value inside the argument (opts.retry.sleep).
+-- Raised at level 0, like the C core's: the message is the same wherever the check runs.
+local _M = {}
+
+-- raise(fname, argn, path, fmt, ...): fmt and ... as string.format's.
+function _M.raise(fname, argn, path, fmt, ...)
+  error(("%s: bad argument #%d (%s): "):format(fname, argn, path) .. fmt:format(...), 0)
+end
+
+-- check_names(t, known, fname, argn, path): every key of t is a key of known.
+function _M.check_names(t, known, fname, argn, path)
+  for k in pairs(t) do
+    if not known[k] then _M.raise(fname, argn, path, "unknown option '%s'", tostring(k)) end
+  end
+end
+
+return _M
