@@ -79,4 +79,9 @@ function Rows:next()
   return nil
 end
 
+-- close(): frees the memory of the pairs seen (a bulk run ends); next() must not follow.
+function Rows:close()
+  self.seen:close()
+end
+
 return _M
