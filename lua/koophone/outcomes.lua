@@ -1,8 +1,8 @@
 -- The outcomes of a bulk run's pairs, and what each one means: the one list that koophone.bulk,
 -- koophone.journal and the CLI read.
 --
---   final          a resume does not send the pair again (its `done` record says so); duplicate
---                  is not journaled at all: the input itself says it
+--   final          a resume does not send the pair again (its `done` record says so; duplicate
+--                  rows are not journaled: the input itself says it again)
 --   failure        the CLI exits 1 when a pair has it
 --   maybe_applied  not final, yet the request may have unassigned the pair
 local _M = {}
@@ -14,7 +14,7 @@ local OUTCOMES = {
   { "not_bound", final = true },
   { "denied", final = true, failure = true },
   { "invalid", final = true, failure = true },
-  { "duplicate" },
+  { "duplicate", final = true },
   { "unconfirmed", failure = true, maybe_applied = true },
   { "failed", failure = true },
 }

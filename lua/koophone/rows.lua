@@ -1,7 +1,7 @@
 -- Input rows of a bulk run: reads an array or an iterator one row at a time, checks each row as
 -- koophone.validate_pair does, keeps the rows of one shard, and spots rows that repeat an earlier
 -- pair.
--- Nothing here sends anything; koophone.bulk turns the rows that pass into batches.
+-- Nothing here sends anything; koophone.run turns the rows that pass into batches.
 local core = require "koophone.core"
 local row_entry = core.row_entry
 
