@@ -16,9 +16,6 @@ local core = require "koophone.core"
 
 local _M = {}
 
-local Run = {}
-Run.__index = Run
-
 -- A batch that fails with one of these failed because of some of its pairs: bisect it. Alone,
 -- a pair's failure is its outcome.
 local SINGLE = {
@@ -39,6 +36,9 @@ local function fatal(err)
   return why == "token" or err.status == 401 or err.status == 403
       or err.code == codes.TENANT_NOT_FOUND
 end
+
+local Run = {}
+Run.__index = Run
 
 -- new(client, token, rows, settings) -> a run of the koophone.rows `rows`. settings (checked
 -- by koophone.bulk): batch_size, concurrency, max_bisect, timeout, rate, on_progress, on_result,
