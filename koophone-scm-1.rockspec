@@ -59,8 +59,10 @@ build = {
     ["koophone.journal"] = "lua/koophone/journal.lua",
     ["koophone.ngx"] = "lua/koophone/ngx.lua",
     ["koophone.ngx.inflight"] = "lua/koophone/ngx/inflight.lua",
+    ["koophone.outcomes"] = "lua/koophone/outcomes.lua",
     ["koophone.retry"] = "lua/koophone/retry.lua",
     ["koophone.rows"] = "lua/koophone/rows.lua",
+    ["koophone.run"] = "lua/koophone/run.lua",
   },
   install = {
     bin = { koophone = "bin/koophone" },

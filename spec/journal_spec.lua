@@ -144,17 +144,26 @@ describe("unassign_all with a journal", function()
     assert.matches("^%x+$", again.results[30].job_id)
   end)
 
-  it("refuses an existing journal without resume, and a journal of another shard", function()
+  it("refuses an existing journal without resume, and one of another shard or version (koophone.Error codes)", function()
     write_file(path, cjson.encode { type = "run", version = 1, time = 0, shard = "1/2" } .. "\n")
     local list = sim.make_pairs(2, "ref")
     sim.reset(list)
     local report, err = client:unassign_all(TOKEN, copy_pairs(list), { journal = path })
     assert.is_nil(report)
-    assert.matches("exists: resume it or choose another file", err)
+    assert.equals(koophone.Error, getmetatable(err))
+    assert.same({ "journal", "JOURNAL_EXISTS" }, { err.kind, err.code })
+    assert.matches("exists: resume it or choose another file", err.message)
+    assert.matches("^koophone: JOURNAL_EXISTS: journal .* exists", tostring(err))
     report, err = client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true,
                                                                 shard = { index = 0, count = 2 } })
     assert.is_nil(report)
-    assert.matches("journal of shard 1/2, this run is shard 0/2", err)
+    assert.equals("JOURNAL_SHARD", err.code)
+    assert.matches("journal of shard 1/2, this run is shard 0/2", err.message)
+    write_file(path, cjson.encode { type = "run", version = 9, time = 0 } .. "\n")
+    report, err = client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true })
+    assert.is_nil(report)
+    assert.equals("JOURNAL_VERSION", err.code)
+    assert.matches("journal version 9[.0]*, this is 1", err.message)
     assert.same({}, sim.log())
   end)
 
@@ -246,7 +255,8 @@ describe("unassign_all with a journal", function()
       input = { name = "b.csv", size = 30, digest = "fnv1a64:00000000000000bb" } })
     assert.is_nil(report)
     assert.equals(('journal %s: input "a.csv" (30 bytes, fnv1a64:00000000000000aa), this run reads '
-                   .. '"b.csv" (30 bytes, fnv1a64:00000000000000bb)'):format(path), err)
+                   .. '"b.csv" (30 bytes, fnv1a64:00000000000000bb)'):format(path), err.message)
+    assert.equals("JOURNAL_INPUT", err.code)
     assert.equals(before, #sim.log())
     -- the same content under another name is the same input; an array of another length is not
     assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true,
@@ -256,7 +266,8 @@ describe("unassign_all with a journal", function()
     before = #sim.log()
     report, err = client:unassign_all(TOKEN, { list[1] }, { journal = path, resume = true })
     assert.is_nil(report)
-    assert.matches("input an array of 3 rows, this run reads an array of 1 rows", err)
+    assert.matches("input an array of 3 rows, this run reads an array of 1 rows", err.message)
+    assert.equals("JOURNAL_INPUT", err.code)
     assert.equals(before, #sim.log())
   end)
 
@@ -266,7 +277,8 @@ describe("unassign_all with a journal", function()
     local held = assert(journal.open(path, {}))
     local report, err = client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true })
     assert.is_nil(report)
-    assert.equals(("journal %s is in use by another run (it is locked)"):format(path), err)
+    assert.equals(("journal %s is in use by another run (it is locked)"):format(path), err.message)
+    assert.equals("JOURNAL_LOCKED", err.code)
     assert.same({}, sim.log())
     held:close()
     assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true }))
@@ -294,14 +306,54 @@ describe("unassign_all with a journal", function()
                                                                       journal = path })
     journal.open = open
     assert.is_nil(report)
-    assert.equals("journal: fsync: injected failure", err)
+    assert.same({ "journal", "JOURNAL_IO", "journal: fsync: injected failure" },
+                { err.kind, err.code, err.message })
     assert.equals(8, #sim.log()) -- round 2 never left
     -- a real fsync that fails (a character device cannot be synced): nothing is sent
     sim.reset(list)
     report, err = client:unassign_all(TOKEN, copy_pairs(list), { journal = "/dev/null" })
     assert.is_nil(report)
-    assert.equals("journal /dev/null: fsync: Invalid argument", err)
+    assert.equals("journal /dev/null: fsync: Invalid argument", err.message)
+    assert.equals("JOURNAL_IO", err.code)
     assert.same({}, sim.log())
+  end)
+end)
+
+describe("unassign_all's memory", function()
+  it("closes the run's pairsets when it ends: done, refused by the journal, or raising", function()
+    local core, made = require "koophone.core", {}
+    local new = core.pairset
+    local function closed()
+      local n = 0
+      for _, set in ipairs(made) do
+        if not pcall(function() return #set end) then n = n + 1 end
+      end
+      return n
+    end
+    local client = koophone.client(sim.client_opts("http", { retry = false }))
+    local path = os.tmpname()
+    local list = sim.make_pairs(6, "mem")
+    sim.reset(list)
+    core.pairset = function() made[#made + 1] = new(); return made[#made] end
+    local ok, err = pcall(function()
+      -- done: the rows' set and the journal's two
+      assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true }))
+      assert.same({ 3, 3 }, { #made, closed() })
+      -- refused: the journal exists
+      assert.is_nil(client:unassign_all(TOKEN, copy_pairs(list), { journal = path }))
+      assert.same({ 6, 6 }, { #made, closed() })
+      -- raising: a callback's error goes through, the sets are closed all the same
+      os.remove(path)
+      sim.reset(list)
+      local raised = select(2, pcall(client.unassign_all, client, TOKEN, copy_pairs(list), {
+        journal = path, on_result = function() error("callback failed", 0) end }))
+      assert.equals("callback failed", raised)
+      assert.same({ 9, 9 }, { #made, closed() })
+    end)
+    core.pairset = new
+    client:close()
+    os.remove(path)
+    assert(ok, err)
   end)
 end)
 

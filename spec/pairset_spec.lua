@@ -34,6 +34,34 @@ describe("koophone.core.pairset", function()
     assert.equals(4, #s)
   end)
 
+  it("close frees the set at once; closing again does nothing; a closed set raises when used", function()
+    local s = core.pairset()
+    for k = 1, 5000 do s:add("u" .. k, "i" .. k, k) end
+    s:close()
+    s:close()
+    local closed = "koophone.pairset: the set is closed"
+    for _, use in ipairs {
+      function() s:add("u", "i", 1) end,
+      function() s:get("u1", "i1") end,
+      function() return #s end,
+      function() core.row_entry(s, { user_id = "u", instance_id = "i" }, 1, 1) end,
+    } do
+      local ok, err = pcall(use)
+      assert.is_false(ok)
+      assert.matches(closed, err, 1, true)
+    end
+    -- __close is close: a Lua 5.4 `local s <close>` frees it when the block ends
+    local t = core.pairset()
+    t:add("u", "i", 1)
+    getmetatable(t).__close(t, nil)
+    assert.has_error(function() return #t end, closed)
+    if _VERSION == "Lua 5.4" then
+      local u = core.pairset()
+      assert(load("local s <close> = ...; s:add('u', 'i', 1)"))(u)
+      assert.has_error(function() return #u end, closed)
+    end
+  end)
+
   it("keeps every pair exactly across growth", function()
     local s, n = core.pairset(), 50000
     for i = 1, n do

@@ -249,6 +249,24 @@ describe("the README", function()
     assert.same({}, missing)
   end)
 
+  it("has the outcome table of koophone.outcomes, in its order, and the CLI's help its exit codes", function()
+    local outcomes, rows = require "koophone.outcomes", {}
+    for name, final, exit in README:gmatch("\n| `([%w_]+)` | ([%w*]+) | [^\n]* | (%d) |") do
+      rows[#rows + 1] = { name, final:gsub("%*", "") == "yes", tonumber(exit) }
+    end
+    local want = {}
+    for i, name in ipairs(outcomes.names) do
+      want[i] = { name, outcomes.final[name] == true, outcomes.failure[name] and 1 or 0 }
+    end
+    assert.same(want, rows)
+    local help = read("bin/koophone"):match("Exit status: 0 every pair (.-); 2 ")
+    for _, name in ipairs(outcomes.names) do
+      local at = assert(help:find("%f[%w_]" .. name .. "%f[^%w_]"), name)
+      local exit = at < help:find("1 some pair", 1, true) and 0 or 1
+      assert.equals(outcomes.failure[name] and 1 or 0, exit, name)
+    end
+  end)
+
   it("states the minimum libcurl version, in the README and the rockspec", function()
     assert.truthy(README:find("libcurl 7.85.0 or later", 1, true))
     assert.truthy(read("koophone-scm-1.rockspec"):find("libcurl >= 7.85.0", 1, true))

@@ -29,18 +29,32 @@
 -- Memory of a resume: per pair only the offset of its final line (in a core.pairset, ~25 bytes a
 -- pair) and, for tainted pairs, one entry of another; the final line is read again when the
 -- input reaches its pair.
+--
+-- Failures are koophone.Error objects of kind "journal" with one of these codes:
+--   JOURNAL_LOCKED   another run uses the file
+--   JOURNAL_EXISTS   the file holds a journal and the run does not resume it
+--   JOURNAL_VERSION, JOURNAL_SHARD, JOURNAL_INPUT   the journal is of another version, shard or input
+--   JOURNAL_IO       the file cannot be opened, read, written, synced or cut (the message says which)
 local cjson = require("cjson.safe").new()
 local core = require "koophone.core"
+local outcomes = require "koophone.outcomes"
 
 local _M = { VERSION = 1 }
 
 local Journal = {}
 Journal.__index = Journal
 
-_M.FINAL = { unassigned = true, assumed_unassigned = true, not_bound = true, denied = true,
-             invalid = true }
--- Outcomes that are not final and may have been applied whatever the row or its error say.
-local MAYBE_APPLIED = { unconfirmed = true }
+local FINAL, MAYBE_APPLIED = outcomes.final, outcomes.maybe_applied
+
+local function failure(code, message)
+  return setmetatable({ kind = "journal", code = code, message = message }, core.Error)
+end
+
+-- A failure of a file operation (its message is core.jfile's) as a koophone.Error.
+local function io_failure(ok, message)
+  if ok then return ok end
+  return nil, failure("JOURNAL_IO", message)
+end
 
 local MAX_DAMAGED_LINES = 100 -- line numbers kept for the report; the count goes on
 
@@ -82,13 +96,13 @@ local function id_ok(s)
 end
 
 -- Folds the record at byte `offset` into the resume state; false when it is not a record this
--- module writes, or nil and a message when the journal belongs to another run.
+-- module writes, or nil, a message and a code when the journal belongs to another run.
 local function fold(self, rec, offset)
   local kind = rec.type
   if kind == "done" then
     local u, i = rec.user_id, rec.instance_id
     if not (id_ok(u) and id_ok(i)) then return false end
-    if _M.FINAL[rec.outcome] then
+    if FINAL[rec.outcome] then
       self.finals:add(u, i, offset)
     elseif rec.maybe_applied or MAYBE_APPLIED[rec.outcome] then
       self.taint:add(u, i, 0)
@@ -111,14 +125,17 @@ local function fold(self, rec, offset)
     self.open[rec.request_id] = nil
   elseif kind == "run" then
     if rec.version ~= _M.VERSION then
-      return nil, ("journal version %s, this is %d"):format(tostring(rec.version), _M.VERSION)
+      return nil, ("journal version %s, this is %d"):format(tostring(rec.version), _M.VERSION),
+             "JOURNAL_VERSION"
     end
     if (rec.shard or "") ~= (self.shard or "") then
       return nil, ("journal of shard %s, this run is shard %s"):format(rec.shard or "none",
-                                                                       self.shard or "none")
+                                                                       self.shard or "none"),
+             "JOURNAL_SHARD"
     end
     if not same_input(type(rec.input) == "table" and rec.input or nil, self.input) then
-      return nil, ("input %s, this run reads %s"):format(describe(rec.input), describe(self.input))
+      return nil, ("input %s, this run reads %s"):format(describe(rec.input), describe(self.input)),
+             "JOURNAL_INPUT"
     end
   else
     return false
@@ -179,17 +196,18 @@ local function line_at(self, offset)
   return w:sub(from, (w:find("\n", from, true) or #w + 1) - 1)
 end
 
--- The record at byte offset of the reader, decoded.
+-- The record at byte offset of the reader, decoded, or nil and a koophone.Error.
 local function record_at(self, offset)
   local rec = cjson.decode(line_at(self, offset))
   if type(rec) ~= "table" then
-    return nil, ("journal %s: the line at byte %d changed while in use"):format(self.path, offset)
+    return nil, failure("JOURNAL_IO",
+                        ("journal %s: the line at byte %d changed while in use"):format(self.path, offset))
   end
   return rec
 end
 
 -- Reads the journal; returns the size of what stays (a line torn by a crash, the last one without
--- its newline, is cut off), or nil and a message.
+-- its newline, is cut off), or nil and a koophone.Error.
 local function load(self, size)
   local number = 0
   self.reader:seek("set")
@@ -200,9 +218,9 @@ local function load(self, size)
       break
     end
     number = number + 1
-    local rec, ok, problem = cjson.decode(line), false, nil
-    if type(rec) == "table" then ok, problem = fold(self, rec, offset) end
-    if ok == nil then return nil, problem end
+    local rec, ok, problem, code = cjson.decode(line), false, nil, nil
+    if type(rec) == "table" then ok, problem, code = fold(self, rec, offset) end
+    if ok == nil then return nil, failure(code, ("journal %s: %s"):format(self.path, problem)) end
     if not ok and line ~= "" then damaged(self, number) end
   end
   -- requests that never ended: their pairs may have been applied
@@ -215,13 +233,17 @@ local function load(self, size)
   return size
 end
 
--- open(path, { resume = bool, shard = "i/n", input = identity }) -> journal, or nil, message.
+-- open(path, { resume = bool, shard = "i/n", input = identity }) -> journal, or nil, err (a
+-- koophone.Error, see the codes above).
 -- The file is created when missing and locked until close. Without resume, an existing non-empty
 -- journal is an error: its pairs would count as done. identity: { name, size, digest, rows },
 -- any of them; a journal of another input is refused (see same_input).
 function _M.open(path, opts)
   local file, err = core.jfile(path)
-  if not file then return nil, err end
+  if not file then -- core.jfile tells a held lock only by its message
+    return nil, failure(err:find("is in use by another run", 1, true) and "JOURNAL_LOCKED"
+                        or "JOURNAL_IO", err)
+  end
   local self = setmetatable({ path = path, file = file, shard = opts.shard, input = opts.input,
                               finals = core.pairset(), taint = core.pairset(), open = {},
                               skipped = 0, out = {} }, Journal)
@@ -231,18 +253,19 @@ function _M.open(path, opts)
   end
   local reader
   reader, err = io.open(path, "rb")
-  if not reader then return fail("journal: " .. tostring(err)) end
+  if not reader then return fail(failure("JOURNAL_IO", "journal: " .. tostring(err))) end
   self.reader = reader
   local size = reader:seek("end")
   if size > 0 and not opts.resume then
-    return fail(("journal %s exists: resume it or choose another file"):format(path))
+    return fail(failure("JOURNAL_EXISTS",
+                        ("journal %s exists: resume it or choose another file"):format(path)))
   end
   if size > 0 then
     local kept, problem = load(self, size)
-    if not kept then return fail(("journal %s: %s"):format(path, problem)) end
+    if not kept then return fail(problem) end
     if kept < size then
       local ok
-      ok, problem = file:truncate(kept)
+      ok, problem = io_failure(file:truncate(kept))
       if not ok then return fail(problem) end
     end
   end
@@ -274,7 +297,7 @@ end
 
 -- Whether a row whose outcome is set may have been unassigned although it is not final.
 local function maybe_applied(r)
-  if _M.FINAL[r.outcome] then return false end
+  if FINAL[r.outcome] then return false end
   local err = r.err
   return (MAYBE_APPLIED[r.outcome] or r.tainted or r.maybe_applied
           or (err and err.maybe_applied)) and true or false
@@ -297,28 +320,28 @@ function Journal:finished(request_id, items, clear)
   if clear and request_id then out[#out + 1] = cjson.encode { type = "clear", request_id = request_id } end
 end
 
--- flush(sync) -> true, or nil, message: the buffered records in one write; with sync, then
--- fsync when anything was written since the last one.
+-- flush(sync) -> true, or nil, err (a koophone.Error): the buffered records in one write; with
+-- sync, then fsync when anything was written since the last one.
 function Journal:flush(sync)
   local out = self.out
   if #out > 0 then
     out[#out + 1] = ""
     self.out = {}
-    local ok, err = self.file:write(table.concat(out, "\n"))
+    local ok, err = io_failure(self.file:write(table.concat(out, "\n")))
     if not ok then return nil, err end
     self.dirty = true
   end
   if sync and self.dirty then
     self.dirty = false
-    return self.file:sync()
+    return io_failure(self.file:sync())
   end
   return true
 end
 
 -- ------------------------------------------------------------------ resume lookups
 
--- The journaled final record of a pair (a table), or nil; or nil and a message when it cannot
--- be read back.
+-- The journaled final record of a pair (a table), or nil; or nil and a koophone.Error when it
+-- cannot be read back.
 function Journal:final(user_id, instance_id)
   local offset = self.finals:get(user_id, instance_id)
   if not offset then return nil end
@@ -335,7 +358,8 @@ function Journal:tainted(user_id, instance_id)
   return self.taint:get(user_id, instance_id) ~= nil
 end
 
--- close() -> true, or nil, message: flushes what is buffered and releases the lock.
+-- close() -> true, or nil, err (a koophone.Error): flushes what is buffered, releases the lock
+-- and the memory of the resume state. Closing again does nothing.
 function Journal:close()
   local ok, err = true, nil
   if self.file then
@@ -343,6 +367,8 @@ function Journal:close()
     self.file:close()
   end
   if self.reader then self.reader:close() end
+  self.finals:close()
+  self.taint:close()
   self.file, self.reader, self.window = nil, nil, nil
   return ok, err
 end

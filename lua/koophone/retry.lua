@@ -2,7 +2,7 @@
 -- how many retries the client may still spend (its budget). Classification lives in
 -- koophone.classify; this file only applies the numbers.
 --
--- One call drives it like this (koophone.client does; koophone.bulk may):
+-- One call drives it like this (koophone.client does; koophone.run does per batch):
 --   local state = policy:new_state()
 --   ... after each failed attempt, `attempt` being the number of requests sent so far:
 --   local again, delay, why = policy:decide(err, attempt, state)   -- calls on_retry when again

@@ -1,7 +1,7 @@
 -- Input rows of a bulk run: reads an array or an iterator one row at a time, checks each row as
 -- koophone.validate_pair does, keeps the rows of one shard, and spots rows that repeat an earlier
 -- pair.
--- Nothing here sends anything; koophone.bulk turns the rows that pass into batches.
+-- Nothing here sends anything; koophone.run turns the rows that pass into batches.
 local core = require "koophone.core"
 local row_entry = core.row_entry
 
@@ -77,6 +77,11 @@ function Rows:next()
     end
   end
   return nil
+end
+
+-- close(): frees the memory of the pairs seen (a bulk run ends); next() must not follow.
+function Rows:close()
+  self.seen:close()
 end
 
 return _M

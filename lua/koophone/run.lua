@@ -1,0 +1,408 @@
+-- One bulk run (koophone.bulk): its state, and how its requests go out and their answers decide
+-- the outcomes of its pairs.
+--
+-- The rows (koophone.rows) become batches; batches go out in rounds through the C core's
+-- unassign_many (the only concurrency a Lua script has); each answer decides the outcome of its
+-- pairs. A batch refused as a whole because of some of its pairs (2210, 1000, 1001, 1012) is split
+-- in halves until those pairs are alone (bisection); other failures are retried as the client's
+-- policy says. The journal (koophone.journal) records each request before it leaves and each
+-- outcome after, so a resumed run never sends a finished pair again.
+local codes = require("koophone.codes").names
+local classify = require("koophone.classify").classify
+local bucket = require "koophone.bucket"
+local match_jobs = require("koophone.jobs").match
+local outcomes = require "koophone.outcomes"
+local core = require "koophone.core"
+
+local _M = {}
+
+-- A batch that fails with one of these failed because of some of its pairs: bisect it. Alone,
+-- a pair's failure is its outcome.
+local SINGLE = {
+  [codes.BINDING_NOT_FOUND] = "not_bound",
+  [codes.BAD_PARAMETER] = "invalid",
+  [codes.NO_PERMISSION] = "denied",
+  [codes.NOT_TENANT_INSTANCE] = "denied",
+}
+
+local ROUND_PER_CONNECTION = 8 -- batches handed to unassign_many per request in flight
+
+local UNCONFIRMED = "the answer did not confirm this pair"
+local STOPPED, NOT_SENT = "not sent again: the run stopped", "not sent: the run stopped"
+
+-- Failures every later request would meet as well: the run stops sending.
+local function fatal(err)
+  local _, why = classify(err)
+  return why == "token" or err.status == 401 or err.status == 403
+      or err.code == codes.TENANT_NOT_FOUND
+end
+
+local Run = {}
+Run.__index = Run
+
+-- new(client, token, rows, settings) -> a run of the koophone.rows `rows`. settings (checked
+-- by koophone.bulk): batch_size, concurrency, max_bisect, timeout, rate, on_progress, on_result,
+-- keep_results. The journal, when there is one, is set as run.journal before execute().
+function _M.new(client, token, rows, s)
+  local self = setmetatable({
+    client = client, token = token, policy = client.policy, now = core.now,
+    sleep = client.sleep or core.sleep, rows = rows,
+    batch_size = s.batch_size, concurrency = s.concurrency,
+    round_size = s.concurrency * ROUND_PER_CONNECTION, max_bisect = s.max_bisect,
+    timeout = s.timeout, on_progress = s.on_progress, on_result = s.on_result,
+    results = s.keep_results ~= false and {} or nil,
+    counts = {}, done = 0, requests = 0, bisect_requests = 0, in_flight = 0,
+    ready = {}, waiting = {}, -- jobs for the next round; retries waiting for their delay
+  }, Run)
+  for _, o in ipairs(outcomes.names) do self.counts[o] = 0 end
+  if s.rate then self.bucket = self:new_bucket(s.rate) end
+  return self
+end
+
+-- ------------------------------------------------------------------ outcomes
+
+function Run:progress()
+  if not self.on_progress then return end
+  local counts = {}
+  for k, v in pairs(self.counts) do counts[k] = v end
+  self.on_progress { done = self.done, total = self.rows.total, counts = counts,
+                     elapsed = self.now() - self.started, requests = self.requests }
+end
+
+-- Reports rows whose outcome is set: the entry of koophone.rows becomes its result (one table per
+-- row, whatever happens to it). One loop for a whole list: this runs for every row.
+function Run:report_rows(list)
+  local counts, results, on_result, n = self.counts, self.results, self.on_result, #list
+  for k = 1, n do
+    local e = list[k]
+    local outcome = e.outcome
+    counts[outcome] = counts[outcome] + 1
+    if results then results[e.pos] = e end
+    e.pos, e.tainted = nil, nil
+    if on_result then on_result(e) end
+  end
+  self.done = self.done + n
+end
+
+-- The journal records of a finished request (rows with their outcome set), written with the
+-- round's others; clear: the request certainly changed nothing.
+function Run:journal_done(list, request_id, clear)
+  if self.journal then self.journal:finished(request_id, list, clear) end
+end
+
+-- Writes the journal's buffered records, and with sync brings them to the disk; a failure stops
+-- the run.
+function Run:flush(sync)
+  if not self.journal then return end
+  local ok, problem = self.journal:flush(sync)
+  if not ok then error({ journal = problem }) end
+end
+
+-- Every pair of `items` gets `outcome`; the pairs are journaled together, then reported.
+function Run:finish(items, request_id, outcome, err, reason, clear)
+  for k = 1, #items do
+    local item = items[k]
+    item.outcome, item.request_id, item.err = outcome, request_id, err
+    if reason then item.reason = reason end
+  end
+  self:journal_done(items, request_id, clear)
+  self:report_rows(items)
+end
+
+function Run:fail(job, err, reason, clear)
+  self:finish(job.items, job.request_id, "failed", err, reason, clear)
+end
+
+-- ------------------------------------------------------------------ answers
+
+function Run:new_job(items)
+  return { items = items, attempt = 0, state = self.policy:new_state() }
+end
+
+local function taint(job)
+  for _, item in ipairs(job.items) do item.tainted = item.tainted or true end
+end
+
+-- Splits a job refused because of some of its pairs; both halves go out in the next round.
+function Run:bisect(job, err)
+  local n = #job.items
+  if self.aborted then return self:fail(job, err, STOPPED, false) end
+  if self.max_bisect and self.bisect_requests + 2 > self.max_bisect then
+    return self:fail(job, err, "max_bisect_requests reached", false)
+  end
+  local mid = math.floor(n / 2)
+  local left, right = {}, {}
+  for i = 1, n do
+    if i <= mid then left[#left + 1] = job.items[i] else right[#right + 1] = job.items[i] end
+  end
+  self.bisect_requests = self.bisect_requests + 2
+  self.ready[#self.ready + 1] = self:new_job(left)
+  self.ready[#self.ready + 1] = self:new_job(right)
+end
+
+-- A success answer: a pair is unassigned only with its own job (koophone.jobs); the others are
+-- unconfirmed, and may have been applied.
+function Run:succeeded(job, res)
+  res = self.policy:finish(res, nil, job.attempt, job.state)
+  local items, task_id = job.items, res.task_id
+  local ids, missing = {}, 0
+  if res.outcome == "unassigned" then ids, missing = match_jobs(items, res) end
+  for k = 1, #items do -- a plain loop: this runs for every pair sent
+    local item = items[k]
+    item.task_id, item.job_id = task_id, ids[k]
+  end
+  if missing == 0 then return self:finish(items, job.request_id, res.outcome, res.err, nil, false) end
+  local confirmed, open = {}, {}
+  for k = 1, #items do
+    local item = items[k]
+    if ids[k] then
+      confirmed[#confirmed + 1] = item
+    else
+      item.maybe_applied = true
+      open[#open + 1] = item
+    end
+  end
+  self:finish(confirmed, job.request_id, "unassigned", nil, nil, false)
+  self:finish(open, job.request_id, "unconfirmed", nil, UNCONFIRMED, false)
+end
+
+function Run:abort(err)
+  self.aborted = err
+  for _, list in ipairs { self.ready, self.waiting } do
+    for _, job in ipairs(list) do self:fail(job, err, STOPPED, false) end
+  end
+  self.ready, self.waiting = {}, {}
+end
+
+function Run:failed(job, err)
+  local single = SINGLE[err.code]
+  -- certainly nothing changed: no silent resend (the answer is about this copy only), and no
+  -- earlier copy that may have been applied
+  local _, _, maybe = classify(err)
+  local clean = (err.attempts or 1) == 1 and not (maybe or err.maybe_applied or job.state.maybe_applied)
+  if not clean then taint(job) end
+  if single then
+    if #job.items > 1 then
+      self:journal_done({}, job.request_id, clean)
+      return self:bisect(job, err)
+    end
+    local item = job.items[1]
+    if single == "not_bound" and item.tainted then
+      local reason = type(item.tainted) == "string" and item.tainted or nil
+      return self:finish(job.items, job.request_id, "assumed_unassigned", err, reason, false)
+    end
+    return self:finish(job.items, job.request_id, single, err, nil, clean)
+  end
+  local again, delay = self.policy:decide(err, job.attempt, job.state)
+  if again and not self.aborted then
+    self:journal_done({}, job.request_id, clean)
+    job.ready_at = self.now() + delay
+    self.waiting[#self.waiting + 1] = job
+    return
+  end
+  local res
+  res, err = self.policy:finish(nil, err, job.attempt, job.state)
+  if res then return self:succeeded(job, res) end
+  self:fail(job, err, nil, clean)
+  if fatal(err) and not self.aborted then self:abort(err) end
+end
+
+function Run:new_bucket(rate)
+  return bucket.new(rate, math.max(1, math.min(self.concurrency, math.floor(rate))), self.now)
+end
+
+-- A throttled answer slows the whole run. Without a configured rate the bucket starts from the
+-- rate the run has had so far (requests / elapsed), the rate the server just found too high:
+-- throttled() halves it, later answers win it back up to that rate.
+function Run:throttled()
+  if not self.bucket then
+    self.bucket = self:new_bucket(self.requests / math.max(self.now() - self.started, 0.001))
+  end
+  self.bucket:throttled()
+end
+
+-- Decides the pairs of an answered request; true when no further request of the round may start
+-- (the run stopped, or the server asked to slow down).
+function Run:answered(job, res, err)
+  local got = res or err
+  local throttle = err and (err.status == 429 or err.code == codes.GW_THROTTLED)
+  job.attempt = job.attempt + (got.attempts or 1)
+  if throttle then
+    self:throttled()
+  elseif self.bucket then
+    self.bucket:answered()
+  end
+  if res and res.outcome == "assumed_unassigned" and #job.items > 1 then
+    -- libcurl resent it silently: the first copy may have done the work, or failed for one pair
+    taint(job)
+    self:bisect(job, res.err)
+  elseif res then
+    self:succeeded(job, res)
+  else
+    self:failed(job, err)
+  end
+  self:progress()
+  return throttle or self.aborted ~= nil
+end
+
+-- ------------------------------------------------------------------ rounds
+
+-- Reads rows into a new job of up to batch_size pairs; rows final already are reported on the way.
+function Run:read_job()
+  local items, n, size, source, jnl = {}, 0, self.batch_size, self.rows, self.journal
+  while n < size do
+    local e = source:next()
+    if not e then break end
+    local rec, problem
+    if jnl and not e.outcome then
+      rec, problem = jnl:final(e.user_id, e.instance_id)
+      if problem then error({ journal = problem }) end
+    end
+    if e.outcome then
+      self:report_rows { e }
+    elseif rec then
+      e.outcome, e.task_id, e.job_id, e.request_id = rec.outcome, rec.task_id, rec.job_id, rec.request_id
+      e.reason, e.resumed = rec.message, true
+      self:report_rows { e }
+    elseif self.aborted then
+      e.outcome, e.err, e.reason = "failed", self.aborted, NOT_SENT
+      self:report_rows { e }
+    else
+      e.tainted = jnl and jnl:tainted(e.user_id, e.instance_id) or nil
+      n = n + 1
+      items[n] = e
+    end
+  end
+  return n > 0 and self:new_job(items) or nil
+end
+
+-- The jobs of the next round: bisection halves and due retries first, then new batches.
+function Run:collect()
+  local jobs, now, waiting = {}, self.now(), {}
+  for _, job in ipairs(self.ready) do jobs[#jobs + 1] = job end
+  for _, job in ipairs(self.waiting) do
+    if job.ready_at <= now then jobs[#jobs + 1] = job else waiting[#waiting + 1] = job end
+  end
+  self.ready, self.waiting = {}, waiting
+  while #jobs < self.round_size do
+    local job = self:read_job()
+    if not job then break end
+    jobs[#jobs + 1] = job
+  end
+  if self.bucket and #jobs > 0 then
+    local wait = self.bucket:wait()
+    if wait > 0 then self.sleep(wait) end
+    local n = self.bucket:take(#jobs, 1) -- at least one: the wait was for it
+    for i = n + 1, #jobs do self.ready[#self.ready + 1] = jobs[i]; jobs[i] = nil end
+  end
+  return jobs
+end
+
+-- An interrupted round (SIGINT, SIGTERM, core.interrupt) starts nothing more and abandons the
+-- requests in flight: their `send` records stay open, so a resume treats them as maybe applied.
+function Run:interrupt_round(jobs, results, errors, why)
+  self.interrupted = why
+  for i, job in ipairs(jobs) do
+    if job.started and not results[i] and not errors[i] then
+      self.in_flight = self.in_flight + #job.items
+    end
+  end
+end
+
+-- Sends a round. Its request ids are fixed first (a retry keeps its job's), so that the journal
+-- has every request of the round on the disk before the first one leaves, with the outcomes of the
+-- round before (one fsync a round); each request's outcomes are written when it ends, which
+-- survives the death of the process.
+function Run:send(jobs)
+  local batches, ids, jnl = {}, {}, self.journal
+  for i, job in ipairs(jobs) do
+    job.request_id = job.request_id or self.client.core:request_id()
+    job.started = nil
+    batches[i], ids[i] = job.items, job.request_id
+    if jnl then jnl:sent(job.request_id, job.items) end
+  end
+  self:flush(true)
+  local results, errors, _, why = self.client.core:unassign_many(self.token, batches, {
+    concurrency = self.concurrency, request_ids = ids, timeout = self.timeout,
+    on_start = function(i)
+      jobs[i].started = true
+      self.requests = self.requests + 1
+    end,
+    on_done = function(i, res, err)
+      local stop = self:answered(jobs[i], res, err)
+      self:flush(false)
+      if stop then return false end -- start no more of this round
+    end,
+  })
+  if why then self:interrupt_round(jobs, results, errors, why) end
+  for _, job in ipairs(jobs) do
+    if not job.started then -- never left: changed nothing
+      if jnl then jnl:finished(job.request_id, {}, true) end
+      if why then -- interrupted: not reported (report.unfinished); a resume sends it
+        self.ready = {}
+      elseif self.aborted then
+        self:fail(job, self.aborted, NOT_SENT, false)
+      else -- waits for the bucket
+        self.ready[#self.ready + 1] = job
+      end
+    end
+  end
+  self:flush(false)
+end
+
+function Run:loop()
+  while true do
+    self.interrupted = self.interrupted or core.interrupted()
+    if self.interrupted then return end
+    local jobs = self:collect()
+    if #jobs > 0 then
+      self:send(jobs)
+    elseif #self.ready == 0 and #self.waiting == 0 then
+      return
+    else -- only retries waiting: sleep until the first is due
+      local first, waiting = math.huge, {}
+      for _, job in ipairs(self.waiting) do first = math.min(first, job.ready_at) end
+      self:flush(true) -- the outcomes so far, before a long wait
+      self.sleep(math.max(0, first - self.now()))
+      -- due now, whether or not the sleep slept (an injected one may not)
+      for _, job in ipairs(self.waiting) do
+        if job.ready_at <= first then self.ready[#self.ready + 1] = job else waiting[#waiting + 1] = job end
+      end
+      self.waiting = waiting
+    end
+  end
+end
+
+-- ------------------------------------------------------------------ start and end
+
+-- close() -> true, or nil, err: closes the journal (its failure is err) and frees the memory of
+-- the rows. Closing again does nothing.
+function Run:close()
+  self.rows:close()
+  if not self.journal then return true end
+  return self.journal:close()
+end
+
+-- execute() -> the report (see koophone.bulk), or nil, err (a koophone.Error of kind "journal").
+-- Whatever happens, the journal is closed and the memory freed before it returns or raises.
+function Run:execute()
+  self.started = self.now()
+  local ok, e = pcall(self.loop, self)
+  local closed, problem = self:close()
+  if ok and not closed then ok, e = false, { journal = problem } end
+  if not ok then
+    if type(e) == "table" and e.journal then return nil, e.journal end
+    error(e, 0)
+  end
+  self:progress()
+  local jnl = self.journal
+  return { total = self.rows.total, counts = self.counts, results = self.results,
+           requests = self.requests, bisect_requests = self.bisect_requests,
+           elapsed = self.now() - self.started, aborted = self.aborted,
+           interrupted = self.interrupted, in_flight = self.in_flight,
+           unfinished = self.rows.pos - self.done,
+           journal_skipped = jnl and jnl.skipped or nil,
+           journal_damaged = jnl and jnl.damaged or nil }
+end
+
+return _M
