@@ -54,6 +54,12 @@ describe("argument errors", function()
         good, { request_id = "a b" } },
       { "koophone.unassign: bad argument #3 (opts): unknown option 'retries'", client.unassign,
         client, TOKEN, good, { retries = 1 } },
+      { "koophone.unassign_all: bad argument #3 (opts.concurrency): expected an integer from 1 to 64",
+        policy_client.unassign_all, policy_client, TOKEN, good, { concurrency = 100 } },
+      { "koophone.unassign_all: bad argument #3 (opts): unknown option 'speed'",
+        policy_client.unassign_all, policy_client, TOKEN, good, { speed = 1 } },
+      { "koophone.unassign_all: bad argument #1 (token): ", policy_client.unassign_all,
+        policy_client, "", good },
       -- the function the user called, not the one that shares its checks
       { "koophone.unassign_many: bad argument #1 (token): ", client.unassign_many, client, 42,
         { good } },

@@ -262,14 +262,19 @@ describe("client:unassign_all", function()
       assert.is_false(ok)
       assert.matches(pattern, err)
     end
-    raises("option 'batch_size': expected an integer from 1 to", TOKEN, {}, { batch_size = 0 })
-    raises("option 'concurrency': expected an integer from 1 to 64", TOKEN, {}, { concurrency = 100 })
-    raises("unknown option 'speed'", TOKEN, {}, { speed = 1 })
-    raises("option 'rate': expected > 0", TOKEN, {}, { rate = 0 })
-    raises("option 'resume' needs the option 'journal'", TOKEN, {}, { resume = true })
-    raises("option 'shard': expected", TOKEN, {}, { shard = { index = 2, count = 2 } })
-    raises("bad argument #1 %(token%)", "", {})
-    raises("bad argument #2 %(pairs%)", TOKEN, "x")
+    local shape = "^koophone%.unassign_all: bad argument "
+    raises(shape .. "#3 %(opts%.batch_size%): expected an integer from 1 to", TOKEN, {}, { batch_size = 0 })
+    raises(shape .. "#3 %(opts%.concurrency%): expected an integer from 1 to 64, got 100", TOKEN, {},
+           { concurrency = 100 })
+    raises(shape .. "#3 %(opts%): unknown option 'speed'", TOKEN, {}, { speed = 1 })
+    raises(shape .. "#3 %(opts%.rate%): expected a number from 0%.001", TOKEN, {}, { rate = 0 })
+    raises(shape .. "#3 %(opts%.rate%): expected a number from 0%.001", TOKEN, {}, { rate = 1e-9 })
+    raises(shape .. "#3 %(opts%.resume%): needs opts%.journal", TOKEN, {}, { resume = true })
+    raises(shape .. "#3 %(opts%.shard%): expected", TOKEN, {}, { shard = { index = 2, count = 2 } })
+    raises(shape .. "#3 %(opts%.input%.size%): expected a number, got string", TOKEN, {},
+           { input = { size = "1" } })
+    raises(shape .. "#1 %(token%)", "", {})
+    raises(shape .. "#2 %(pairs%)", TOKEN, "x")
   end)
 end)
 

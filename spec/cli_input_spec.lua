@@ -86,6 +86,11 @@ describe("bin/koophone input", function()
       assert.is_nil(err:find("s3cr3t", 1, true), args) -- no piece of a token
       assert.is_false(exists(journal), args)
     end
+    -- the library's own option checks, said with the CLI's option names
+    local _, _, said = ctx.run("unassign --concurrency 100" .. ENDPOINT .. " --input " .. input)
+    assert.equals("koophone: --concurrency: expected an integer from 1 to 64, got 100 (see 'koophone help')\n", said)
+    _, _, said = ctx.run("unassign --timeout 0" .. ENDPOINT .. " --input " .. input)
+    assert.matches("^koophone: %-%-timeout: expected a number > 0", said)
     local rc, _, err = run_with_env_token("s3cr3t\\npart", "unassign --endpoint " .. sim.http_url
                                           .. " --input " .. input .. " --journal " .. DIR .. "/je.jsonl")
     assert.equals(2, rc)

@@ -8,6 +8,8 @@
 local rows_new = require("koophone.rows").new
 local journal = require "koophone.journal"
 local run_new = require("koophone.run").new
+local argerror = require "koophone.argerror"
+local raise, check_names = argerror.raise, argerror.check_names
 
 local _M = {}
 
@@ -18,43 +20,48 @@ local OPTIONS = {
   shard = "table", timeout = "number", max_bisect_requests = "number", input = "table",
 }
 
+-- min, max, integer. A rate under 0.001 would mean sleeps of more than a quarter of an hour
+-- between requests: a mistake, not a plan.
+local RANGES = {
+  batch_size = { 1, 100000, true }, concurrency = { 1, 64, true }, rate = { 0.001, 100000 },
+  max_bisect_requests = { 0, math.huge, true },
+}
+
 -- The identity of the input that the journal records (see koophone.journal).
 local INPUT_FIELDS = { name = "string", size = "number", digest = "string", rows = "number" }
 
-local function check_integer(opts, name, default, min, max)
-  local v = opts[name]
-  if v == nil then return default end
-  if v % 1 ~= 0 or v < min or v > max then
-    error(("%s: option '%s': expected an integer from %d to %s, got %s"):format(
-      FNAME, name, min, tostring(max), tostring(v)), 3)
+local function check_range(name, v)
+  local min, max, integer = RANGES[name][1], RANGES[name][2], RANGES[name][3]
+  if v ~= v or v < min or v > max or (integer and v % 1 ~= 0) then
+    raise(FNAME, 3, "opts." .. name, "expected %s from %s to %s, got %s",
+          integer and "an integer" or "a number", tostring(min), tostring(max), tostring(v))
   end
-  return v
 end
 
-local function check_options(opts)
+-- check_options(opts) -> opts (a table): raises in the one argument-error shape, as argument #3
+-- of koophone.unassign_all. The CLI checks its options with it before anything is sent.
+function _M.check_options(opts)
   if opts == nil then return {} end
-  if type(opts) ~= "table" then error(FNAME .. ": bad argument #3 (opts): expected a table", 3) end
+  if type(opts) ~= "table" then raise(FNAME, 3, "opts", "expected a table, got %s", type(opts)) end
+  check_names(opts, OPTIONS, FNAME, 3, "opts")
   for k, v in pairs(opts) do
-    if not OPTIONS[k] then error(("%s: unknown option '%s'"):format(FNAME, tostring(k)), 3) end
     if type(v) ~= OPTIONS[k] then
-      error(("%s: option '%s': expected a %s, got %s"):format(FNAME, k, OPTIONS[k], type(v)), 3)
+      raise(FNAME, 3, "opts." .. k, "expected a %s, got %s", OPTIONS[k], type(v))
     end
+    if RANGES[k] then check_range(k, v) end
   end
-  if opts.rate and not (opts.rate > 0) then error(FNAME .. ": option 'rate': expected > 0", 3) end
-  if opts.resume and not opts.journal then
-    error(FNAME .. ": option 'resume' needs the option 'journal'", 3)
-  end
+  if opts.resume and not opts.journal then raise(FNAME, 3, "opts.resume", "needs opts.journal") end
   for k, v in pairs(opts.input or {}) do
     if type(v) ~= INPUT_FIELDS[k] then
-      error(("%s: option 'input': field '%s': expected %s, got %s"):format(
-        FNAME, tostring(k), INPUT_FIELDS[k] and "a " .. INPUT_FIELDS[k] or "no such field", type(v)), 3)
+      raise(FNAME, 3, "opts.input." .. tostring(k), "expected %s, got %s",
+            INPUT_FIELDS[k] and "a " .. INPUT_FIELDS[k] or "no such field", type(v))
     end
   end
   local s = opts.shard
   if s and not (type(s.count) == "number" and s.count % 1 == 0 and s.count >= 1
                 and type(s.index) == "number" and s.index % 1 == 0
                 and s.index >= 0 and s.index < s.count) then
-    error(FNAME .. ": option 'shard': expected { index = i, count = n } with 0 <= i < n", 3)
+    raise(FNAME, 3, "opts.shard", "expected { index = i, count = n } with 0 <= i < n")
   end
   return opts
 end
@@ -65,20 +72,21 @@ end
 -- returns early: report.interrupted says why, report.unfinished counts the rows read without an
 -- outcome (not reported), report.in_flight those of them abandoned in flight (maybe applied).
 function _M.unassign_all(client, token, pairs, opts)
-  opts = check_options(opts)
+  opts = _M.check_options(opts)
   if type(client) ~= "table" or not client.core or not client.policy then
-    error(FNAME .. ": bad argument #1 (client): expected a koophone.client", 2)
+    error(FNAME .. ": calling on bad self (expected a koophone.client)", 0)
   end
   if type(token) ~= "string" or token == "" then
-    error(FNAME .. ": bad argument #1 (token): expected a non-empty string", 2)
+    raise(FNAME, 1, "token", "expected a non-empty string, got %s",
+          token == "" and "an empty string" or type(token))
   end
   if type(pairs) ~= "table" and type(pairs) ~= "function" then
-    error(FNAME .. ": bad argument #2 (pairs): expected an array or an iterator, got " .. type(pairs), 2)
+    raise(FNAME, 2, "pairs", "expected an array or an iterator, got %s", type(pairs))
   end
   local settings = {
-    concurrency = check_integer(opts, "concurrency", 4, 1, 64),
-    batch_size = check_integer(opts, "batch_size", 100, 1, 100000),
-    max_bisect = check_integer(opts, "max_bisect_requests", nil, 0, math.huge),
+    concurrency = opts.concurrency or 4,
+    batch_size = opts.batch_size or 100,
+    max_bisect = opts.max_bisect_requests,
     timeout = opts.timeout, rate = opts.rate, keep_results = opts.keep_results,
     on_progress = opts.on_progress, on_result = opts.on_result,
   }
