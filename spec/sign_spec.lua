@@ -244,7 +244,7 @@ describe("koophone.sign", function()
 end)
 
 describe("koophone.aksk", function()
-  local SK, TOKEN = "SK-0123456789-very-secret", "SECURITY-TOKEN-abcdefghijklmnop"
+  local SK, TOKEN = "SK-zyxwvu-very-secret", "SECURITY-TOKEN-abcdefghijklmnop"
 
   it("keeps ak and project_id readable, not the SK or the security token", function()
     local cred = koophone.aksk { ak = "ABCDEFGH", sk = SK, project_id = PROJECT, security_token = TOKEN }
