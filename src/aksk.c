@@ -79,19 +79,16 @@ static int aksk_index(lua_State *L)
 {
   kp_aksk *c = luaL_checkudata(L, 1, KP_AKSK_MT);
   const char *k = luaL_checkstring(L, 2);
+  lua_pushnil(L);
   if (strcmp(k, "close") == 0)
     lua_pushcfunction(L, aksk_close);
-  else if (c->block == NULL)
-    lua_pushnil(L);
-  else if (strcmp(k, "ak") == 0)
+  else if (c->block != NULL && strcmp(k, "ak") == 0)
     lua_pushlstring(L, c->ak, c->ak_len);
-  else if (strcmp(k, "project_id") == 0 && c->project_id != NULL)
+  else if (c->block != NULL && strcmp(k, "project_id") == 0 && c->project_id != NULL)
     lua_pushlstring(L, c->project_id, c->project_id_len);
-  else if (strcmp(k, "temporary") == 0)
+  else if (c->block != NULL && strcmp(k, "temporary") == 0)
     lua_pushboolean(L, c->security_token != NULL);
-  else
-    lua_pushnil(L);
-  return 1;
+  return 1; /* the last value pushed: nil for any other key */
 }
 
 /* Made on first use: the module's entry point needs no call of its own. */
