@@ -211,6 +211,7 @@ describe("koophone.sign", function()
       { "url without host", "(opts.url): the URL has no host", { url = "https:///p" } },
       { "url with user", "(opts.url): a URL with user information cannot be signed", { url = "https://u:p@h/p" } },
       { "body", "(opts.body): expected a string, got table", { body = {} } },
+      { "unknown option", "koophone.sign: bad argument #1 (opts): unknown option 'header'", { header = {} } },
       { "headers", "(opts.headers): expected a table, got string", { headers = "x" } },
       { "header value with CR", "(opts.headers['X-A']): contains CR, LF or NUL", { headers = { ["X-A"] = "a\rb" } } },
       { "header value with LF", "(opts.headers['X-A']): contains CR, LF or NUL", { headers = { ["X-A"] = "a\nb" } } },

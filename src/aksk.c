@@ -15,7 +15,8 @@
 #define FNAME "koophone.aksk"
 
 enum { F_AK, F_SK, F_PROJECT_ID, F_SECURITY_TOKEN, F_N };
-static const char *const field_names[F_N] = { "ak", "sk", "project_id", "security_token" };
+static const char *const option_names[F_N + 1] = { "ak", "sk", "project_id", "security_token",
+                                                   NULL };
 static const char *const env_names[F_N] = { "HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK",
                                             "HUAWEICLOUD_SDK_PROJECT_ID",
                                             "HUAWEICLOUD_SDK_SECURITY_TOKEN" };
@@ -145,25 +146,15 @@ int kp_lua_aksk(lua_State *L)
   if (!from_env && !lua_istable(L, 1))
     return luaL_error(L, FNAME ": bad argument #1 (opts): expected a table or nothing, got %s",
                       luaL_typename(L, 1));
-  if (!from_env) {
-    lua_pushnil(L);
-    while (lua_next(L, 1) != 0) {
-      lua_pop(L, 1);
-      for (f = 0; f < F_N; f++)
-        if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), field_names[f]) == 0)
-          break;
-      if (f == F_N)
-        return luaL_error(L, FNAME ": bad argument #1 (opts): unknown option '%s'",
-                          lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
-    }
-  }
+  if (!from_env)
+    kp_check_option_names(L, 1, option_names, FNAME ": bad argument #1 (opts)");
   for (f = 0; f < F_N; f++) {
     if (from_env) {
       lua_pushstring(L, getenv(env_names[f]));
       lua_pushstring(L, env_names[f]);
     } else {
-      lua_getfield(L, 1, field_names[f]);
-      lua_pushfstring(L, "bad argument #1 (opts.%s)", field_names[f]);
+      lua_getfield(L, 1, option_names[f]);
+      lua_pushfstring(L, "bad argument #1 (opts.%s)", option_names[f]);
     }
     s[f] = check_field(L, -2, f, lua_tostring(L, -1), &len[f]);
     lua_pop(L, 1); /* the value stays on the stack while s[f] is in use */

@@ -29,6 +29,8 @@
 #define SCRATCH_KEY "koophone.sign scratch" /* registry: the buffer koophone.sign reuses */
 
 static const char hexdigits[] = "0123456789abcdef";
+static const char *const option_names[] = { "ak", "sk", "method", "url", "headers", "body",
+                                            "debug", NULL };
 
 static void hex(char *out, const unsigned char *in, size_t n)
 {
@@ -523,6 +525,7 @@ int kp_lua_sign(lua_State *L)
   if (!lua_istable(L, 1))
     return luaL_error(L, FNAME ": bad argument #1 (opts): expected a table, got %s",
                       luaL_typename(L, 1));
+  kp_check_option_names(L, 1, option_names, FNAME ": bad argument #1 (opts)");
   luaL_checkstack(L, 16, NULL);
   in.ak = string_field(L, 1, "ak", &in.ak_len);
   err = kp_sign_check_ak(in.ak, in.ak_len);
