@@ -33,8 +33,10 @@ static void check_value(const kp_sign_input *in)
   const char *p, *prev = NULL;
   size_t i, prev_len = 0;
   if (strncmp(buf.data, PREFIX, sizeof(PREFIX) - 1) != 0 || sig == NULL ||
-      strlen(sig) != sizeof(", Signature=") - 1 + 64 || buf.len != strlen(buf.data))
+      strlen(sig) != sizeof(", Signature=") - 1 + 64 || buf.len != strlen(buf.data)) {
     fz_fail("kp_sign: malformed Authorization value", buf.data);
+    return;
+  }
   for (i = sizeof(", Signature=") - 1; sig[i] != '\0'; i++)
     if (strchr("0123456789abcdef", sig[i]) == NULL)
       fz_fail("kp_sign: the signature is not lower-case hex", buf.data);
