@@ -158,6 +158,18 @@ static int is_space(char c)
   return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
 }
 
+/* A header's value as signed: without white space around it; sets *end. */
+static const char *trimmed(const kp_sign_header *x, const char **end)
+{
+  const char *v = x->value, *ve = x->value + x->value_len;
+  while (v < ve && is_space(*v))
+    v++;
+  while (ve > v && is_space(ve[-1]))
+    ve--;
+  *end = ve;
+  return v;
+}
+
 static int name_cmp(const kp_sign_header *a, const kp_sign_header *b)
 {
   size_t i, n = a->name_len < b->name_len ? a->name_len : b->name_len;
@@ -292,11 +304,7 @@ const char *kp_sign_canonical(kp_buf *buf, const kp_sign_input *in)
     nh++;
     if (x->value_len >= sizeof(UNSIGNED_PAYLOAD) - 1 && name_cmp(x, &(kp_sign_header){
           "x-sdk-content-sha256", NULL, 20, 0 }) == 0) {
-      const char *v = x->value, *ve = x->value + x->value_len;
-      while (v < ve && is_space(*v))
-        v++;
-      while (ve > v && is_space(ve[-1]))
-        ve--;
+      const char *ve, *v = trimmed(x, &ve);
       unsigned_payload = (size_t)(ve - v) == sizeof(UNSIGNED_PAYLOAD) - 1 &&
                          memcmp(v, UNSIGNED_PAYLOAD, sizeof(UNSIGNED_PAYLOAD) - 1) == 0;
     }
@@ -313,11 +321,7 @@ const char *kp_sign_canonical(kp_buf *buf, const kp_sign_input *in)
   p += canonical_query(p, buf->data + need, in->query, in->query_len);
   *p++ = '\n';
   for (i = 0; i < nh; i++) {
-    const char *v = h[i].value, *ve = h[i].value + h[i].value_len;
-    while (v < ve && is_space(*v))
-      v++;
-    while (ve > v && is_space(ve[-1]))
-      ve--;
+    const char *ve, *v = trimmed(&h[i], &ve);
     p = lower(p, h[i].name, h[i].name_len);
     *p++ = ':';
     memcpy(p, v, (size_t)(ve - v));
