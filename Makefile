@@ -24,9 +24,9 @@ CC         ?= cc
 OPT        ?= -O2 -g
 WARN       := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS_ALL  = -std=c99 -D_DEFAULT_SOURCE -fPIC $(OPT) $(WARN) $(SAN) $(CFLAGS) \
-              $(shell pkg-config --cflags $(LUA_PC) libcurl)
+              $(shell pkg-config --cflags $(LUA_PC) libcurl libcrypto)
 LDFLAGS_ALL = -shared $(SAN) $(LDFLAGS)
-LDLIBS_ALL  = $(shell pkg-config --libs libcurl) -lpthread
+LDLIBS_ALL  = $(shell pkg-config --libs libcurl libcrypto) -lpthread
 
 BUSTED     := $(LUA_BIN) /usr/bin/busted
 SIMCTL     := sim/simctl
@@ -34,7 +34,7 @@ SPECS      ?= spec
 
 # Debian packages the build, the simulator and the specs need (make deps installs the missing ones)
 DEB_PKGS   := gcc make pkg-config ca-certificates openssl curl \
-              lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted lua-socket luarocks \
+              lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson lua-busted lua-socket luarocks \
               nginx-light libnginx-mod-http-lua
 # mk/*.mk fragments add their own packages with DEB_PKGS += ...
 

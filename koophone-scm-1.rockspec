@@ -1,5 +1,6 @@
 -- koophone: `luarocks --lua-version=5.X make --deps-mode=none` in this directory builds and installs
--- it for Lua 5.1 .. 5.4 (Debian: install lua-cjson and libcurl4-openssl-dev with apt-get first).
+-- it for Lua 5.1 .. 5.4 (Debian: install lua-cjson, libcurl4-openssl-dev and libssl-dev with
+-- apt-get first).
 -- spec/rockspec_spec.lua checks that every src/*.c and every lua/**/*.lua is listed here.
 rockspec_format = "3.0"
 package = "koophone"
@@ -30,6 +31,7 @@ dependencies = {
 -- curl/curl.h in the multiarch include directory, which the compiler searches by itself.
 external_dependencies = {
   CURL = { library = "curl" },
+  OPENSSL = { library = "crypto" }, -- libcrypto: SHA-256 and HMAC of AK/SK signing
 }
 
 build = {
@@ -37,16 +39,16 @@ build = {
   modules = {
     ["koophone.core"] = {
       sources = {
-        "src/call.c", "src/check.c",
+        "src/aksk.c", "src/call.c", "src/check.c",
         "src/client.c", "src/clock.c", "src/errors.c", "src/interrupt.c", "src/jfile.c",
         "src/koophone.c", "src/multi.c", "src/pairset.c", "src/redact.c", "src/request.c",
-        "src/response.c", "src/rng.c", "src/rows.c",
+        "src/response.c", "src/rng.c", "src/rows.c", "src/sign.c",
         "src/transport.c",
       },
       defines = { "_DEFAULT_SOURCE" },
-      libraries = { "curl", "pthread", "m" },
-      incdirs = { "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
+      libraries = { "curl", "crypto", "pthread", "m" },
+      incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
     },
     ["koophone"] = "lua/koophone.lua",
     ["koophone.argerror"] = "lua/koophone/argerror.lua",

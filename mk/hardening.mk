@@ -12,8 +12,8 @@ DEB_PKGS += clang clang-tidy cppcheck valgrind libclang-rt-14-dev
 .PHONY: asan valgrind fuzz fuzz-build torture lint deps-graph hardening
 
 HARD_SAN    := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-HARD_INC     = -Isrc $(shell pkg-config --cflags lua5.4 libcurl)
-HARD_LIBS    = $(shell pkg-config --libs lua5.4 libcurl) -lpthread -lm
+HARD_INC     = -Isrc $(shell pkg-config --cflags lua5.4 libcurl libcrypto)
+HARD_LIBS    = $(shell pkg-config --libs lua5.4 libcurl libcrypto) -lpthread -lm
 HARD_CFLAGS  = -std=c99 -D_DEFAULT_SOURCE -g $(WARN) $(HARD_INC)
 # abort_on_error=0 and exitcode: a finding fails the run with a report instead of a core dump.
 HARD_ASAN_ENV = ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1 \

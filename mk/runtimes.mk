@@ -24,7 +24,7 @@ build-all:
 EMBED        := $(BUILD)/embed
 EMBED_CFLAGS  = -std=c99 -D_DEFAULT_SOURCE $(OPT) $(WARN) $(SAN) $(CFLAGS) \
                 -DKP_LUA_DIR='"$(CURDIR)/lua"' -DKP_CORE_DIR='"$(abspath $(BUILD))"' \
-                $(shell pkg-config --cflags $(LUA_PC) libcurl)
+                $(shell pkg-config --cflags $(LUA_PC) libcurl libcrypto)
 EMBED_LIBS    = $(shell pkg-config --libs $(LUA_PC)) -lm -ldl -pthread
 
 embed: $(CORE) $(EMBED)/admin_console $(EMBED)/admin_console_static
@@ -38,4 +38,4 @@ $(EMBED)/admin_console: examples/embed/admin_console.c mk/runtimes.mk
 $(EMBED)/admin_console_static: examples/embed/admin_console.c $(SRC) $(HDR) mk/runtimes.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(EMBED_CFLAGS) -DKOOPHONE_STATIC -o $@ $< $(SRC) \
-	  $(shell pkg-config --libs libcurl) $(EMBED_LIBS)
+	  $(shell pkg-config --libs libcurl libcrypto) $(EMBED_LIBS)

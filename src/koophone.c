@@ -87,6 +87,7 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
     { "validate_pair", kp_validate_pair },
     { "random", kp_lua_random },
     { "row_entry", kp_row_entry },
+    { "sign", kp_lua_sign }, { "aksk", kp_lua_aksk },
     { NULL, NULL }
   };
   kp_global_init();

@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <curl/curl.h>
 
 #include "compat.h"
@@ -130,6 +131,55 @@ kp_pairset *kp_check_pairset(lua_State *L, int idx);
  * row), 1 when present (*first = its row), -1 when out of memory. */
 int kp_pairset_add(kp_pairset *s, const char *u, size_t ul, const char *inst, size_t il,
                    uint64_t row, uint64_t *first);
+
+/* ---- sign.c: the "SDK-HMAC-SHA256" AK/SK signature (auth-notes.md 1.2-1.4) ---- */
+#define KP_SIGN_DATE_LEN 16     /* X-Sdk-Date: YYYYMMDDTHHMMSSZ */
+#define KP_SIGN_HEADERS_MAX 32  /* headers given besides host and X-Sdk-Date */
+
+typedef struct kp_sign_header {
+  const char *name, *value; /* name in any case; the value is trimmed when signed */
+  size_t name_len, value_len;
+} kp_sign_header;
+
+/* What is signed; nothing is copied. host ("host[:port]", the scheme's
+ * default port left out) and date (KP_SIGN_DATE_LEN bytes) are signed as
+ * "host" and "x-sdk-date"; headers must hold neither of them; names with
+ * "_" and Authorization are not signed. host NULL: not signed. */
+typedef struct kp_sign_input {
+  const char *method, *path, *query, *host, *body, *ak, *sk, *date;
+  size_t method_len, path_len, query_len, host_len, body_len, ak_len, sk_len;
+  const kp_sign_header *headers;
+  size_t nheaders;
+} kp_sign_input;
+
+/* Sets in's host, path and query from an http(s):// URL (or a path with no
+ * host, "/p?q"), pointing into url; NULL, or what is wrong with it. */
+/* NULL when the AK can go into the Authorization value as it is, else why not */
+const char *kp_sign_check_ak(const char *ak, size_t len);
+const char *kp_sign_url(kp_sign_input *in, const char *url, size_t len);
+void kp_sign_date(char out[KP_SIGN_DATE_LEN + 1], time_t t); /* UTC, X-Sdk-Date format */
+/* kp_sign writes the whole Authorization value, NUL-terminated, into buf
+ * (reused from call to call: one realloc at most); NULL, or what failed (out
+ * of memory, two headers of one name, more than KP_SIGN_HEADERS_MAX). It is
+ * kp_sign_canonical (buf = the canonical request) then kp_sign_finish (the
+ * canonical request in buf becomes the Authorization value). */
+const char *kp_sign(kp_buf *buf, const kp_sign_input *in);
+const char *kp_sign_canonical(kp_buf *buf, const kp_sign_input *in);
+const char *kp_sign_finish(kp_buf *buf, const kp_sign_input *in);
+int kp_lua_sign(lua_State *L); /* koophone.sign */
+
+/* ---- aksk.c: koophone.aksk, the AK/SK credentials object ---- */
+typedef struct kp_aksk {
+  char *block; /* one allocation: the four NUL-terminated strings, zeroed before free */
+  size_t block_len;
+  const char *ak, *sk, *project_id, *security_token; /* the last two NULL when not set */
+  size_t ak_len, sk_len, project_id_len, security_token_len;
+} kp_aksk;
+
+/* The credentials at idx, or NULL when it is no koophone.aksk; raises when
+ * they were closed. */
+kp_aksk *kp_test_aksk(lua_State *L, int idx);
+int kp_lua_aksk(lua_State *L); /* koophone.aksk */
 
 /* ---- request.c: pair validation and the unassign body ---- */
 typedef struct kp_pair_ref {

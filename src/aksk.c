@@ -1,0 +1,186 @@
+/* koophone.aksk: an access key pair (AK/SK), with the project id and the
+ * security token of temporary keys, as a userdata the pipeline signs with.
+ *
+ * The secrets live in one malloc'd block, never in a Lua string made by us:
+ * close (also __gc and __close) zeroes and frees it. Every field becomes a
+ * header (or the signature's key), so CR, LF and NUL are refused. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "kp.h"
+
+#define KP_AKSK_MT "koophone.aksk"
+#define FNAME "koophone.aksk"
+
+enum { F_AK, F_SK, F_PROJECT_ID, F_SECURITY_TOKEN, F_N };
+static const char *const option_names[F_N + 1] = { "ak", "sk", "project_id", "security_token",
+                                                   NULL };
+static const char *const env_names[F_N] = { "HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK",
+                                            "HUAWEICLOUD_SDK_PROJECT_ID",
+                                            "HUAWEICLOUD_SDK_SECURITY_TOKEN" };
+
+static void release(kp_aksk *c)
+{
+  if (c->block != NULL) {
+    OPENSSL_cleanse(c->block, c->block_len);
+    free(c->block);
+  }
+  memset(c, 0, sizeof(*c));
+}
+
+kp_aksk *kp_test_aksk(lua_State *L, int idx)
+{
+  kp_aksk *c = luaL_testudata(L, idx, KP_AKSK_MT);
+  if (c != NULL && c->block == NULL)
+    luaL_error(L, FNAME ": the credentials are closed");
+  return c;
+}
+
+/* cred:close(), also __gc and __close: idempotent */
+static int aksk_close(lua_State *L)
+{
+  release(luaL_checkudata(L, 1, KP_AKSK_MT));
+  return 0;
+}
+
+static void add_start(luaL_Buffer *b, const char *s, size_t len)
+{
+  luaL_addlstring(b, s, len < 4 ? len : 4);
+  if (len > 4)
+    luaL_addstring(b, "\xe2\x80\xa6"); /* … */
+}
+
+/* "koophone.aksk (AK ABCD…, project 0a1b…)": never more than 4 bytes of the
+ * AK or the project id, nothing of the SK or the security token. */
+static int aksk_tostring(lua_State *L)
+{
+  kp_aksk *c = luaL_checkudata(L, 1, KP_AKSK_MT);
+  luaL_Buffer b;
+  if (c->block == NULL) {
+    lua_pushliteral(L, FNAME " (closed)");
+    return 1;
+  }
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, FNAME " (AK ");
+  add_start(&b, c->ak, c->ak_len);
+  if (c->project_id != NULL) {
+    luaL_addstring(&b, ", project ");
+    add_start(&b, c->project_id, c->project_id_len);
+  }
+  luaL_addstring(&b, c->security_token != NULL ? ", temporary)" : ")");
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* cred.ak, cred.project_id, cred.temporary and cred:close; the SK and the
+ * security token are not readable. */
+static int aksk_index(lua_State *L)
+{
+  kp_aksk *c = luaL_checkudata(L, 1, KP_AKSK_MT);
+  const char *k = luaL_checkstring(L, 2);
+  lua_pushnil(L);
+  if (strcmp(k, "close") == 0)
+    lua_pushcfunction(L, aksk_close);
+  else if (c->block != NULL && strcmp(k, "ak") == 0)
+    lua_pushlstring(L, c->ak, c->ak_len);
+  else if (c->block != NULL && strcmp(k, "project_id") == 0 && c->project_id != NULL)
+    lua_pushlstring(L, c->project_id, c->project_id_len);
+  else if (c->block != NULL && strcmp(k, "temporary") == 0)
+    lua_pushboolean(L, c->security_token != NULL);
+  return 1; /* the last value pushed: nil for any other key */
+}
+
+/* Made on first use: the module's entry point needs no call of its own. */
+static void push_metatable(lua_State *L)
+{
+  static const luaL_Reg meta[] = {
+    { "__gc", aksk_close },
+    { "__close", aksk_close },
+    { "__tostring", aksk_tostring },
+    { "__index", aksk_index },
+    { NULL, NULL }
+  };
+  if (luaL_newmetatable(L, KP_AKSK_MT))
+    luaL_setfuncs(L, meta, 0);
+}
+
+/* Checks the string at idx for field f ("what" names where it came from);
+ * an absent or empty optional field is NULL. */
+static const char *check_field(lua_State *L, int idx, int f, const char *what, size_t *len)
+{
+  const char *s;
+  size_t i;
+  *len = 0;
+  if (lua_isnil(L, idx) || (f >= F_PROJECT_ID && lua_type(L, idx) == LUA_TSTRING &&
+                             lua_rawlen(L, idx) == 0)) {
+    if (f < F_PROJECT_ID)
+      luaL_error(L, FNAME ": %s: expected a non-empty string, got nil", what);
+    return NULL;
+  }
+  if (lua_type(L, idx) != LUA_TSTRING || lua_rawlen(L, idx) == 0)
+    luaL_error(L, FNAME ": %s: expected a non-empty string, got %s", what,
+               lua_type(L, idx) == LUA_TSTRING ? "an empty one" : luaL_typename(L, idx));
+  s = lua_tolstring(L, idx, len);
+  for (i = 0; i < *len; i++)
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
+      luaL_error(L, FNAME ": %s: contains CR, LF or NUL", what);
+  if (f == F_AK && kp_sign_check_ak(s, *len) != NULL)
+    luaL_error(L, FNAME ": %s: %s", what, kp_sign_check_ak(s, *len));
+  return s;
+}
+
+/* koophone.aksk{ ak =, sk =, project_id =, security_token = } or
+ * koophone.aksk() from the HUAWEICLOUD_SDK_* environment variables. */
+int kp_lua_aksk(lua_State *L)
+{
+  const char *s[F_N];
+  size_t len[F_N], total = 0;
+  kp_aksk *c;
+  char *p;
+  int f, from_env;
+
+  lua_settop(L, 1);
+  from_env = lua_isnil(L, 1);
+  if (!from_env && !lua_istable(L, 1))
+    return kp_argerror(L, FNAME, 1, "opts", "expected a table or nothing, got %s",
+                      luaL_typename(L, 1));
+  if (!from_env)
+    kp_check_opts(L, 1, FNAME, 1, option_names);
+  for (f = 0; f < F_N; f++) {
+    if (from_env) {
+      lua_pushstring(L, getenv(env_names[f]));
+      lua_pushstring(L, env_names[f]);
+    } else {
+      lua_getfield(L, 1, option_names[f]);
+      lua_pushfstring(L, "bad argument #1 (opts.%s)", option_names[f]);
+    }
+    s[f] = check_field(L, -2, f, lua_tostring(L, -1), &len[f]);
+    lua_pop(L, 1); /* the value stays on the stack while s[f] is in use */
+    total += s[f] != NULL ? len[f] + 1 : 0;
+  }
+
+  c = lua_newuserdata(L, sizeof(*c));
+  memset(c, 0, sizeof(*c));
+  push_metatable(L);
+  lua_setmetatable(L, -2); /* from here on, __gc releases the block */
+  c->block = malloc(total);
+  if (c->block == NULL)
+    return luaL_error(L, FNAME ": not enough memory");
+  c->block_len = total;
+  p = c->block;
+  for (f = 0; f < F_N; f++) {
+    const char **dst[F_N] = { &c->ak, &c->sk, &c->project_id, &c->security_token };
+    size_t *dst_len[F_N] = { &c->ak_len, &c->sk_len, &c->project_id_len,
+                             &c->security_token_len };
+    if (s[f] == NULL)
+      continue;
+    memcpy(p, s[f], len[f] + 1);
+    *dst[f] = p;
+    *dst_len[f] = len[f];
+    p += len[f] + 1;
+  }
+  return 1;
+}
+
