@@ -37,6 +37,7 @@ local OPTIONS = {
   batch_size = "number", concurrency = "number", rate = "number", journal = "string",
   resume = "boolean", on_progress = "function", on_result = "function", keep_results = "boolean",
   shard = "table", timeout = "number", max_bisect_requests = "number", input = "table",
+  wait = "boolean or table", -- koophone.bulk_wait
 }
 
 -- The identity of the input that the journal records (see koophone.journal).
@@ -64,7 +65,7 @@ local function check_options(opts)
   if type(opts) ~= "table" then error(FNAME .. ": bad argument #3 (opts): expected a table", 3) end
   for k, v in pairs(opts) do
     if not OPTIONS[k] then error(("%s: unknown option '%s'"):format(FNAME, tostring(k)), 3) end
-    if type(v) ~= OPTIONS[k] then
+    if not OPTIONS[k]:find(type(v), 1, true) then
       error(("%s: option '%s': expected a %s, got %s"):format(FNAME, k, OPTIONS[k], type(v)), 3)
     end
   end
@@ -422,13 +423,15 @@ function _M.unassign_all(client, token, pairs, opts)
     error(FNAME .. ": bad argument #2 (pairs): expected an array or an iterator, got " .. type(pairs), 2)
   end
   local concurrency = check_integer(opts, "concurrency", 4, 1, 64)
+  local waiter = opts.wait and require("koophone.bulk_wait").new(client, token, opts.wait, opts.on_result)
   local run = {
     client = client, token = token, policy = client.policy, now = core.now,
     sleep = client.sleep or core.sleep,
     batch_size = check_integer(opts, "batch_size", 100, 1, 100000),
     concurrency = concurrency, round_size = concurrency * ROUND_PER_CONNECTION,
     max_bisect = check_integer(opts, "max_bisect_requests", nil, 0, math.huge),
-    timeout = opts.timeout, on_progress = opts.on_progress, on_result = opts.on_result,
+    timeout = opts.timeout, on_progress = opts.on_progress,
+    on_result = waiter and waiter.on_result or opts.on_result,
     results = opts.keep_results ~= false and {} or nil,
     rows = rows_new(pairs, opts), counts = {}, done = 0, requests = 0, bisect_requests = 0,
     in_flight = 0,
@@ -446,6 +449,7 @@ function _M.unassign_all(client, token, pairs, opts)
   end
   run.started = run.now()
   local ok, e = pcall(loop, run)
+  if ok and waiter then ok, e = pcall(waiter.finish, waiter, run) end
   if run.journal then
     local closed, problem = run.journal:close()
     if ok and not closed then ok, e = false, { journal = problem } end
@@ -459,7 +463,7 @@ function _M.unassign_all(client, token, pairs, opts)
            requests = run.requests, bisect_requests = run.bisect_requests,
            elapsed = run.now() - run.started, aborted = run.aborted,
            interrupted = run.interrupted, in_flight = run.in_flight,
-           unfinished = run.rows.pos - run.done,
+           unfinished = run.rows.pos - run.done, jobs = waiter and waiter.counts,
            journal_skipped = run.journal and run.journal.skipped or nil,
            journal_damaged = run.journal and run.journal.damaged or nil }
 end
