@@ -2,8 +2,8 @@
 --
 --   local report, err = client:wait_jobs(token, what, opts)   -- = wait.wait_jobs(client, ...)
 --
--- `what`: an unassign result (task_id, jobs), an unassign_all report (its results) or a list of
--- its rows (task_id, job_id), or a list of task ids. Each task has its own next-poll time: its
+-- `what`: an unassign result (task_id, jobs), an unassign_all report (its results), or a list of
+-- unassign results, of unassign_all rows (task_id, job_id) or of task ids. Each task has its own next-poll time: its
 -- first poll at once, then after interval, 2 * interval, ... up to max_interval; a task whose jobs
 -- are all final is never polled again. A task GetTask does not know (KOOPHONE.API.1323, a 404, or
 -- any other final error) makes its jobs "unknown" with the error attached; nothing else fails.
@@ -75,9 +75,14 @@ local function tasks_of(what)
     argerror.raise(FNAME, 2, "what", "expected an unassign result, an unassign_all report or a list, got %s",
                    type(what))
   end
-  if type(what.task_id) == "string" then -- an unassign result
-    add(what.task_id)
-    for _, j in ipairs(what.jobs or {}) do add(what.task_id, j.job_id, j.instance_id) end
+  local function add_result(r) -- an unassign result, or a row of unassign_all
+    add(r.task_id, r.job_id, r.instance_id)
+    if r.job_id == nil and type(r.jobs) == "table" then
+      for _, j in ipairs(r.jobs) do add(r.task_id, j.job_id, j.instance_id) end
+    end
+  end
+  if type(what.task_id) == "string" then
+    add_result(what)
     return list
   end
   local rows = what.results or what
@@ -85,7 +90,7 @@ local function tasks_of(what)
     if type(r) == "string" then
       add(r)
     elseif type(r) == "table" then
-      add(r.task_id, r.job_id, r.instance_id)
+      add_result(r)
     elseif type(i) == "number" then
       argerror.raise(FNAME, 2, ("what[%d]"):format(i), "expected a task id or a row, got %s", type(r))
     end
