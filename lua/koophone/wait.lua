@@ -205,6 +205,7 @@ function _M.wait_jobs(client, token, what, opts, known)
     report.polls = report.polls + 1
     local task, err = client:get_task(token, t.id)
     if task then return update(t, task) end
+    if err.kind == "interrupted" then return false end -- the loop stops: nothing learnt
     if err.code == codes.TASK_NOT_FOUND or err.status == 404 or classify(err) == "final" then
       return give_up(t, err)
     end
@@ -212,11 +213,7 @@ function _M.wait_jobs(client, token, what, opts, known)
     return false
   end
 
-  while #open > 0 do
-    if core.interrupted() then
-      report.interrupted = core.interrupted()
-      break
-    end
+  while #open > 0 and not core.interrupted() do
     local first = 1
     for i = 2, #open do
       if open[i].next_at < open[first].next_at then first = i end
@@ -243,6 +240,7 @@ function _M.wait_jobs(client, token, what, opts, known)
     if not _M.FINAL[j.state] then report.pending = report.pending + 1 end
   end
   report.elapsed = now() - start
+  report.interrupted = #open > 0 and core.interrupted() or nil -- SIGINT, SIGTERM, interrupt()
   return report
 end
 
