@@ -192,21 +192,22 @@ static int api_error(lua_State *L, int decoded, kp_error *e)
 }
 
 /* An answer that is neither a success nor an API error: BAD_JSON or
- * BAD_SHAPE for a 2xx, HTTP.<status> otherwise, with the body as message. */
-static int answer_failure(lua_State *L, kp_error *e, const kp_result *r, int decoded,
+ * BAD_SHAPE for a 2xx, HTTP.<status> otherwise, with the body as message.
+ * e by value: its code may point at this function's buffer. */
+static int answer_failure(lua_State *L, kp_error e, const kp_result *r, int decoded,
                           const kp_secrets *sec)
 {
   char http_code[32];
   if (r->status >= 200 && r->status < 300) {
-    e->code = lua_type(L, decoded) == LUA_TNIL ? "BAD_JSON" : "BAD_SHAPE";
-    e->code_len = strlen(e->code);
+    e.code = lua_type(L, decoded) == LUA_TNIL ? "BAD_JSON" : "BAD_SHAPE";
+    e.code_len = strlen(e.code);
   } else {
-    e->kind = "http";
-    e->code_len = (size_t)snprintf(http_code, sizeof http_code, "HTTP.%ld", r->status);
-    e->code = http_code;
+    e.kind = "http";
+    e.code_len = (size_t)snprintf(http_code, sizeof http_code, "HTTP.%ld", r->status);
+    e.code = http_code;
   }
-  body_as_message(e, r);
-  return push_failure(L, e, sec);
+  body_as_message(&e, r);
+  return push_failure(L, &e, sec);
 }
 
 int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
@@ -234,7 +235,7 @@ int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
       return 1;
     }
   }
-  return answer_failure(L, &e, r, decoded, sec);
+  return answer_failure(L, e, r, decoded, sec);
 }
 
 /* The state of a job's status: 2 succeeded; -1, 3 failed; 0 pending; 1 running. */
@@ -323,5 +324,5 @@ int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const 
       }
     }
   }
-  return answer_failure(L, &e, r, decoded, sec);
+  return answer_failure(L, e, r, decoded, sec);
 }
