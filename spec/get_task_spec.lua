@@ -110,6 +110,11 @@ describe("get_task", function()
     assert.same({ "POST", "POST" }, { log[1].method, log[2].method })
     assert.equal(1, #sim.control("GET", "/_sim/task_log").requests)
     assert.same({ 3, log[1].connection }, { log[2].connection_requests, log[2].connection })
+    -- unassign_many's pool is made from the client's handle after its GET: it POSTs too
+    sim.control("POST", "/_sim/seed", { tenants = { { name = "t1", token = TOKEN, instances = { "i2" }, bindings = { i2 = "u2" } } } })
+    assert(client:get_task(TOKEN, res.task_id))
+    local results = client:unassign_many(TOKEN, { { { user_id = "u2", instance_id = "i2" } } })
+    assert.equal("unassigned", results[1].outcome)
   end)
 
   it("koophone.get_task uses the default client", function()

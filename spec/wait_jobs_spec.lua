@@ -4,28 +4,11 @@
 local koophone = require "koophone"
 local sim = require "helpers.sim"
 local cjson = require "cjson"
+local jobs = require "helpers.jobs"
 
 local TOKEN = sim.token
 
--- i1..i6 bound to u1..u6; jobs take `seconds` (0: final at once); i2 fails with 3, i3 with -1.
-local function seed(seconds)
-  local inst, bind = {}, {}
-  for i = 1, 6 do
-    inst[i] = "i" .. i
-    bind["i" .. i] = "u" .. i
-  end
-  sim.control("POST", "/_sim/reset")
-  sim.control("POST", "/_sim/seed", { tenants = { {
-    name = "t1", token = TOKEN, instances = inst, bindings = bind,
-    jobs = { delay = 0, seconds = seconds or 0, instances = { i2 = { fail = 3, error_code = "WIPE.1", error_msg = "no" },
-                                                             i3 = { fail = -1 } } } } } })
-end
-
-local function pairs_of(...)
-  local list = {}
-  for i, n in ipairs { ... } do list[i] = { user_id = "u" .. n, instance_id = "i" .. n } end
-  return list
-end
+local seed, pairs_of = jobs.seed, jobs.pairs_of
 
 local function recorder()
   local slept = {}
