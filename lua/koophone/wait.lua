@@ -101,8 +101,8 @@ end
 -- wait_jobs(client, token, what, opts) -> report (report.task_errors: task id -> the error that
 -- ended its polling). client: anything with get_task(token, id, opts)
 -- and sleep (a koophone.client). opts.on_job(job), when given, sees every job once, when it
--- becomes final (the bulk layer journals it there). opts.known: job_id -> a final job known
--- already (from a journal): not asked for again.
+-- becomes final (the bulk layer journals it there). known (optional): job_id -> { state,
+-- error_code, error_msg } of jobs final already (from a journal): not asked for again.
 function _M.wait_jobs(client, token, what, opts, known)
   opts = _M.check(opts, FNAME, 3, "opts")
   local tasks = tasks_of(what)
@@ -133,7 +133,7 @@ function _M.wait_jobs(client, token, what, opts, known)
     local left = 0
     for _, id in ipairs(t.jobs) do
       local k = known and known[id]
-      if k then
+      if k and _M.FINAL[k.state] then
         jobs[id] = { job_id = id, task_id = t.id, instance_id = t.instance[id], state = k.state,
                      error_code = k.error_code, error_msg = k.error_msg, resumed = true }
         final(jobs[id])
