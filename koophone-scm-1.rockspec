@@ -54,6 +54,7 @@ build = {
     ["koophone.argerror"] = "lua/koophone/argerror.lua",
     ["koophone.bucket"] = "lua/koophone/bucket.lua",
     ["koophone.bulk"] = "lua/koophone/bulk.lua",
+    ["koophone.bulk_wait"] = "lua/koophone/bulk_wait.lua",
     ["koophone.classify"] = "lua/koophone/classify.lua",
     ["koophone.client"] = "lua/koophone/client.lua",
     ["koophone.codes"] = "lua/koophone/codes.lua",
@@ -65,6 +66,7 @@ build = {
     ["koophone.retry"] = "lua/koophone/retry.lua",
     ["koophone.rows"] = "lua/koophone/rows.lua",
     ["koophone.run"] = "lua/koophone/run.lua",
+    ["koophone.wait"] = "lua/koophone/wait.lua",
   },
   install = {
     bin = { koophone = "bin/koophone" },

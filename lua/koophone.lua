@@ -6,6 +6,7 @@ local codes = require "koophone.codes"
 local _M = {
   _VERSION = core._VERSION,
   unassign = core.unassign,          -- one request, no retries, default client
+  get_task = core.get_task,          -- GetTask, one request, default client
   new = core.new,                    -- a client of one's own
   client = require("koophone.client").new, -- a client with a retry policy
   configure = core.configure,        -- options of the default client

@@ -10,9 +10,11 @@
 
 const kp_call_type kp_call_types[] = {
   /* KP_CALL_UNASSIGN */ { "POST", "/v1/instances/unassign", kp_map_unassign },
+  /* KP_CALL_GET_TASK */ { "GET", "/v1/instances/tasks/", kp_map_task }, /* + the task id */
 };
 
-static const char *const unassign_option_names[] = { "request_id", "timeout", NULL };
+/* the per-call options of unassign and get_task */
+static const char *const call_option_names[] = { "request_id", "timeout", NULL };
 
 void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const char *fname,
                   int base)
@@ -86,20 +88,48 @@ int kp_call_perform(lua_State *L, kp_call *call)
   return results;
 }
 
+/* Checks a call's options (request_id, timeout) at opts, the argument after
+ * the call's two, and pushes its x-request-id. */
+static void push_call_options(lua_State *L, kp_call *call, int opts)
+{
+  kp_call_options(L, call, opts, call_option_names);
+  if (lua_isnil(L, opts))
+    lua_pushnil(L);
+  else
+    lua_getfield(L, opts, "request_id");
+  kp_call_push_request_id(L, call, -1, 3, "opts.request_id");
+}
+
 int kp_unassign(lua_State *L, kp_client *c, const char *fname, int base)
 {
   int opts = base + 2;
   kp_call call;
   kp_call_init(L, &call, c, KP_CALL_UNASSIGN, fname, base);
-  kp_call_options(L, &call, opts, unassign_option_names);
-  if (lua_isnil(L, opts))
-    lua_pushnil(L);
-  else
-    lua_getfield(L, opts, "request_id");
-  kp_call_push_request_id(L, &call, -1, 3, "opts.request_id");
+  push_call_options(L, &call, opts);
   kp_push_request_body(L, &c->body, base + 1, fname, 2, "pairs");
   /* the request id and the body stay on the stack while in use */
   call.req.request_id = lua_tolstring(L, -2, &call.req.request_id_len);
   call.req.body = lua_tolstring(L, -1, &call.req.body_len);
   return kp_call_perform(L, &call);
+}
+
+int kp_get_task(lua_State *L, kp_client *c, const char *fname, int base)
+{
+  int results, opts = base + 2;
+  size_t len;
+  const char *id;
+  kp_call call;
+  kp_call_init(L, &call, c, KP_CALL_GET_TASK, fname, base);
+  id = kp_check_task_id(L, base + 1, fname, 2, &len);
+  push_call_options(L, &call, opts);
+  kp_push_path(L, call.type->path, id, len);
+  /* the request id and the path stay on the stack while in use */
+  call.req.request_id = lua_tolstring(L, -2, &call.req.request_id_len);
+  call.req.path = lua_tostring(L, -1);
+  results = kp_call_perform(L, &call);
+  if (results == 1) { /* GetTask's data has no task_id: the one asked for */
+    lua_pushvalue(L, base + 1);
+    lua_setfield(L, -2, "task_id");
+  }
+  return results;
 }

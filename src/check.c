@@ -58,6 +58,23 @@ const char *kp_check_request_id(lua_State *L, int idx, const char *fname, int ar
   return s;
 }
 
+const char *kp_check_task_id(lua_State *L, int idx, const char *fname, int argn, size_t *len)
+{
+  const char *s;
+  size_t i;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    kp_argerror(L, fname, argn, "task_id", "expected a non-empty string, got %s",
+                luaL_typename(L, idx));
+  s = lua_tolstring(L, idx, len);
+  if (*len == 0 || *len > KP_TASK_ID_MAX)
+    kp_argerror(L, fname, argn, "task_id", "expected 1 to %d bytes, got %d", KP_TASK_ID_MAX,
+                (int)*len);
+  for (i = 0; i < *len; i++)
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+      kp_argerror(L, fname, argn, "task_id", "contains a control character (CR, LF, NUL, ...)");
+  return s;
+}
+
 void kp_check_opts(lua_State *L, int t, const char *fname, int argn, const char *const names[])
 {
   if (lua_type(L, t) != LUA_TTABLE)

@@ -219,6 +219,14 @@ static int client_unassign(lua_State *L)
   return kp_unassign(L, c, "koophone.unassign", 2);
 }
 
+/* client:get_task(token, task_id [, opts]) */
+static int client_get_task(lua_State *L)
+{
+  kp_client *c = kp_check_client(L, 1);
+  lua_settop(L, 4);
+  return kp_get_task(L, c, "koophone.get_task", 2);
+}
+
 /* client:unassign_many(token, batches [, opts]) (multi.c) */
 static int client_unassign_many(lua_State *L)
 {
@@ -260,6 +268,7 @@ void kp_client_open(lua_State *L)
   static const luaL_Reg methods[] = {
     { "unassign", client_unassign },
     { "unassign_many", client_unassign_many },
+    { "get_task", client_get_task },
     { "request_id", client_request_id },
     { "close", client_close },
     { NULL, NULL }

@@ -28,6 +28,13 @@ static int module_unassign(lua_State *L)
   return kp_unassign(L, default_client(L), "koophone.unassign", 1);
 }
 
+/* koophone.get_task(token, task_id [, opts]) on the default client */
+static int module_get_task(lua_State *L)
+{
+  lua_settop(L, 3);
+  return kp_get_task(L, default_client(L), "koophone.get_task", 1);
+}
+
 /* koophone.new(opts) -> client */
 static int module_new(lua_State *L)
 {
@@ -81,6 +88,7 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
 {
   static const luaL_Reg functions[] = {
     { "unassign", module_unassign },
+    { "get_task", module_get_task },
     { "new", module_new },
     { "new_as", module_new_as },
     { "configure", module_configure },

@@ -24,6 +24,7 @@
 #define KP_ERROR_MT "koophone.Error"
 #define KP_ID_MAX 32          /* documented limit of user_id and instance_id */
 #define KP_REQUEST_ID_MAX 128 /* our own limit for a caller-given x-request-id */
+#define KP_TASK_ID_MAX 128    /* our own limit for a task id (they are ~35 bytes) */
 #define KP_UUID_LEN 36
 
 /* Upvalues shared by every function of the module. */
@@ -47,6 +48,8 @@ const char *kp_check_token(lua_State *L, int idx, const char *fname, int argn, s
 /* A caller's x-request-id */
 const char *kp_check_request_id(lua_State *L, int idx, const char *fname, int argn,
                                 const char *path, size_t *len);
+/* A task id: 1 to KP_TASK_ID_MAX bytes, no control character (path "task_id"). */
+const char *kp_check_task_id(lua_State *L, int idx, const char *fname, int argn, size_t *len);
 /* The options table at t (path "opts"): a table whose keys are all in names. */
 void kp_check_opts(lua_State *L, int t, const char *fname, int argn, const char *const names[]);
 long kp_check_seconds(lua_State *L, int idx, const char *fname, int argn,
@@ -181,7 +184,7 @@ typedef struct kp_aksk {
 kp_aksk *kp_test_aksk(lua_State *L, int idx);
 int kp_lua_aksk(lua_State *L); /* koophone.aksk */
 
-/* ---- request.c: pair validation and the unassign body ---- */
+/* ---- request.c: pair validation, the unassign body, a task's path ---- */
 typedef struct kp_pair_ref {
   const char *user_id, *instance_id;
   size_t user_id_len, instance_id_len;
@@ -206,6 +209,8 @@ int kp_pair_problem(lua_State *L, int idx, const char **field);
 /* The same, with the message "field: reason" (or the reason) on top. */
 int kp_pair_message(lua_State *L, int idx);
 int kp_validate_pair(lua_State *L);
+/* Pushes prefix + the id percent-encoded (every byte but RFC 3986's unreserved ones). */
+void kp_push_path(lua_State *L, const char *prefix, const char *id, size_t len);
 
 /* ---- rows.c: core.row_entry(set, v, pos, row) ---- */
 int kp_row_entry(lua_State *L);
@@ -228,7 +233,8 @@ typedef struct kp_result {
 } kp_result;
 
 /* What one request sends. The strings are used where they are, not copied:
- * they must stay alive until kp_conn_finish; method is a static string. */
+ * they must stay alive until kp_conn_finish; method is a static string. A
+ * request without a body (body NULL: GET) sends no Content-Type. */
 typedef struct kp_request {
   const char *method;
   const char *base, *path; /* URL = base (no trailing slash) + path */
@@ -266,6 +272,9 @@ void kp_conn_perform(kp_conn *k, kp_result *r);
  * The body is decoded as received; only its free text is redacted. */
 int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
                     const kp_secrets *sec);
+/* Maps a GetTask answer: pushes task ({ request_id, status, jobs = { { job_id, status,
+ * state, error_code, error_msg, execute_msg } } }), or nil and err, and returns how many. */
+int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const kp_secrets *sec);
 
 /* ---- call.c: one call of the API, the one sequence every call shares ---- */
 typedef struct kp_multi kp_multi; /* multi.c */
@@ -288,7 +297,7 @@ typedef struct kp_call_type {
   kp_map_fn map;
 } kp_call_type;
 
-enum { KP_CALL_UNASSIGN }; /* index into kp_call_types */
+enum { KP_CALL_UNASSIGN, KP_CALL_GET_TASK }; /* index into kp_call_types */
 extern const kp_call_type kp_call_types[];
 
 /* One call in progress: what the user called, and what the send-time step sends. */
@@ -319,6 +328,9 @@ int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r);
 int kp_call_perform(lua_State *L, kp_call *call);
 /* unassign(token, pairs [, opts]) with argument #1 at base. */
 int kp_unassign(lua_State *L, kp_client *c, const char *fname, int base);
+
+/* get_task(token, task_id [, opts]) with argument #1 at base. */
+int kp_get_task(lua_State *L, kp_client *c, const char *fname, int base);
 
 /* ---- multi.c: client:unassign_many, several requests at once ---- */
 /* client:unassign_many(token, batches [, opts]) with the client at 1 */

@@ -1,5 +1,5 @@
 /* Request mapping: the checks that turn programmer mistakes into clear
- * errors before anything is sent, and the JSON body.
+ * errors before anything is sent, the JSON body, and a path with an id.
  *
  * The body is encoded by our private cjson instance from one request table
  * per client that every call refills in place, so a call builds no tables. */
@@ -240,4 +240,25 @@ void kp_push_request_body(lua_State *L, const kp_body *b, int pairs, const char 
   lua_call(L, 1, 1);
   if (lua_type(L, -1) != LUA_TSTRING)
     luaL_error(L, "%s: cannot encode the request body", fname);
+}
+
+void kp_push_path(lua_State *L, const char *prefix, const char *id, size_t len)
+{
+  static const char hex[] = "0123456789ABCDEF";
+  luaL_Buffer b;
+  size_t i;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, prefix);
+  for (i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)id[i];
+    if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+        ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+      luaL_addchar(&b, (char)ch);
+    } else {
+      luaL_addchar(&b, '%');
+      luaL_addchar(&b, hex[ch >> 4]);
+      luaL_addchar(&b, hex[ch & 15]);
+    }
+  }
+  luaL_pushresult(&b);
 }

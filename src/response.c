@@ -8,7 +8,9 @@
  * The identifiers of an answer (task_id, the jobs' instance_id and job_id) are
  * data the caller needs byte for byte: they are kept as sent, never scanned,
  * and never put into a message by the library. The decoded tables are reused
- * for the result (the jobs array is the server's cmd_jobs, checked in place). */
+ * for the result (the jobs array is the server's cmd_jobs or, for GetTask,
+ * data.jobs, checked and completed in place). */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -130,67 +132,73 @@ static void body_as_message(kp_error *e, const kp_result *r)
   }
 }
 
-int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
-                    const kp_secrets *sec)
+/* Starts the error of an answer. When the transfer itself failed (libcurl,
+ * size cap, memory), pushes nil, err and returns 2; else 0. */
+static int transfer_failure(lua_State *L, kp_error *e, const kp_result *r, const char *request_id,
+                            const kp_secrets *sec)
 {
-  kp_error e;
-  char http_code[32];
-  int decoded, ok_status = r->status >= 200 && r->status < 300;
-  memset(&e, 0, sizeof e);
-  e.request_id = request_id;
-  e.status = r->status;
-  e.retry_after = r->retry_after;
-  e.sent = r->sent;
-  e.attempts = r->attempts;
-  e.kind = "decode";
+  memset(e, 0, sizeof *e);
+  e->request_id = request_id;
+  e->status = r->status;
+  e->retry_after = r->retry_after;
+  e->sent = r->sent;
+  e->attempts = r->attempts;
+  e->kind = "decode";
   if (r->too_large || r->out_of_memory) {
-    e.code = r->too_large ? "BODY_TOO_LARGE" : "OUT_OF_MEMORY";
-    e.message = r->too_large ? "the response body is larger than max_response_bytes"
-                             : "no memory to store the response body";
+    e->code = r->too_large ? "BODY_TOO_LARGE" : "OUT_OF_MEMORY";
+    e->message = r->too_large ? "the response body is larger than max_response_bytes"
+                              : "no memory to store the response body";
   } else if (r->code != CURLE_OK) {
-    e.kind = kp_curl_code_kind(r->code);
-    e.code = kp_curl_code_name(r->code);
-    e.message = r->curl_message;
+    e->kind = kp_curl_code_kind(r->code);
+    e->code = kp_curl_code_name(r->code);
+    e->message = r->curl_message;
   }
-  if (e.code != NULL) {
-    e.code_len = strlen(e.code);
-    e.message_len = strlen(e.message);
-    return push_failure(L, &e, sec);
-  }
+  if (e->code == NULL)
+    return 0;
+  e->code_len = strlen(e->code);
+  e->message_len = strlen(e->message);
+  return push_failure(L, e, sec);
+}
 
+/* Pushes the decoded body; returns its index. */
+static int push_decoded(lua_State *L, const kp_result *r)
+{
   lua_pushvalue(L, KP_UV_DECODE);
   lua_pushlstring(L, r->body, r->body_len);
   lua_call(L, 1, 1);
-  decoded = lua_gettop(L);
-  if (lua_type(L, decoded) == LUA_TTABLE) {
-    lua_getfield(L, decoded, "error_code");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      e.code = lua_tolstring(L, -1, &e.code_len);
-      if (strcmp(e.code, "0") != 0) {
-        e.kind = "api";
-        lua_getfield(L, decoded, "error_msg");
-        if (lua_type(L, -1) == LUA_TSTRING)
-          e.message = lua_tolstring(L, -1, &e.message_len);
-        else
-          e.message = "";
-        if (r->attempts > 1 && strcmp(e.code, KP_BINDING_NOT_FOUND) == 0) {
-          /* The first copy, sent before libcurl's silent resend, did the work. */
-          push_result(L, decoded, r, request_id, "assumed_unassigned", KP_BINDING_NOT_FOUND, sec);
-          kp_push_error(L, &e, sec);
-          lua_setfield(L, -2, "err");
-          return 1;
-        }
-        return push_failure(L, &e, sec);
-      }
-      lua_getfield(L, decoded, "data");
-      if (ok_status && data_has_expected_shape(L, lua_gettop(L))) {
-        push_result(L, decoded, r, request_id, "unassigned", "0", sec);
-        return 1;
-      }
-    }
-    e.code = NULL;
+  return lua_gettop(L);
+}
+
+/* The body's error_code when it is a string other than "0" (kind "api",
+ * message from error_msg): 1; else 0. Pushes two values either way. */
+static int api_error(lua_State *L, int decoded, kp_error *e)
+{
+  if (lua_type(L, decoded) != LUA_TTABLE) {
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return 0;
   }
-  if (ok_status) {
+  lua_getfield(L, decoded, "error_code");
+  lua_getfield(L, decoded, "error_msg");
+  if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "0") == 0)
+    return 0;
+  e->kind = "api";
+  e->code = lua_tolstring(L, -2, &e->code_len);
+  if (lua_type(L, -1) == LUA_TSTRING)
+    e->message = lua_tolstring(L, -1, &e->message_len);
+  else
+    e->message = "";
+  return 1;
+}
+
+/* An answer that is neither a success nor an API error: BAD_JSON or
+ * BAD_SHAPE for a 2xx, HTTP.<status> otherwise, with the body as message.
+ * e by value: its code may point at this function's buffer. */
+static int answer_failure(lua_State *L, kp_error e, const kp_result *r, int decoded,
+                          const kp_secrets *sec)
+{
+  char http_code[32];
+  if (r->status >= 200 && r->status < 300) {
     e.code = lua_type(L, decoded) == LUA_TNIL ? "BAD_JSON" : "BAD_SHAPE";
     e.code_len = strlen(e.code);
   } else {
@@ -200,4 +208,121 @@ int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
   }
   body_as_message(&e, r);
   return push_failure(L, &e, sec);
+}
+
+int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
+                    const kp_secrets *sec)
+{
+  kp_error e;
+  int decoded, ok_status = r->status >= 200 && r->status < 300;
+  if (transfer_failure(L, &e, r, request_id, sec))
+    return 2;
+  decoded = push_decoded(L, r);
+  if (api_error(L, decoded, &e)) {
+    if (r->attempts > 1 && strcmp(e.code, KP_BINDING_NOT_FOUND) == 0) {
+      /* The first copy, sent before libcurl's silent resend, did the work. */
+      push_result(L, decoded, r, request_id, "assumed_unassigned", KP_BINDING_NOT_FOUND, sec);
+      kp_push_error(L, &e, sec);
+      lua_setfield(L, -2, "err");
+      return 1;
+    }
+    return push_failure(L, &e, sec);
+  }
+  if (lua_type(L, -2) == LUA_TSTRING) { /* error_code "0" */
+    lua_getfield(L, decoded, "data");
+    if (ok_status && data_has_expected_shape(L, lua_gettop(L))) {
+      push_result(L, decoded, r, request_id, "unassigned", "0", sec);
+      return 1;
+    }
+  }
+  return answer_failure(L, e, r, decoded, sec);
+}
+
+/* The state of a job's status: 2 succeeded; -1, 3 failed; 0 pending; 1 running. */
+static const char *job_state(lua_State *L, int status)
+{
+  lua_Number n;
+  if (lua_type(L, status) != LUA_TNUMBER)
+    return "unknown";
+  n = lua_tonumber(L, status);
+  if (n == 2)
+    return "succeeded";
+  if (n == -1 || n == 3)
+    return "failed";
+  if (n == 0)
+    return "pending";
+  if (n == 1)
+    return "running";
+  return "unknown";
+}
+
+static void redact_field(lua_State *L, int t, const char *name, const kp_secrets *sec)
+{
+  size_t len;
+  const char *s;
+  lua_getfield(L, t, name);
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    s = lua_tolstring(L, -1, &len);
+    kp_push_redacted(L, s, len, sec);
+    lua_setfield(L, t, name);
+  }
+  lua_pop(L, 1);
+}
+
+/* 1 when data.jobs is an array of tables with a string job_id; then every
+ * job gains its state (an integral status becomes an integer) and its free
+ * text is redacted, in place. */
+static int complete_jobs(lua_State *L, int jobs, const kp_secrets *sec)
+{
+  int i, n, job;
+  if (lua_type(L, jobs) != LUA_TTABLE || !kp_is_array(L, jobs))
+    return 0;
+  n = (int)lua_rawlen(L, jobs);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, jobs, i);
+    job = lua_gettop(L);
+    if (lua_type(L, job) != LUA_TTABLE || !field_is_string(L, job, "job_id"))
+      return 0;
+    lua_getfield(L, job, "status");
+    if (lua_type(L, -1) == LUA_TNUMBER && fabs(lua_tonumber(L, -1)) < 9007199254740992.0 &&
+        lua_tonumber(L, -1) == floor(lua_tonumber(L, -1))) { /* exact below 2^53 */
+      lua_pushinteger(L, (lua_Integer)lua_tonumber(L, -1));
+      lua_setfield(L, job, "status");
+    }
+    lua_pushstring(L, job_state(L, -1));
+    lua_setfield(L, job, "state");
+    redact_field(L, job, "error_code", sec);
+    redact_field(L, job, "error_msg", sec);
+    redact_field(L, job, "execute_msg", sec);
+    lua_settop(L, job - 1);
+  }
+  return 1;
+}
+
+int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const kp_secrets *sec)
+{
+  kp_error e;
+  int decoded, jobs;
+  if (transfer_failure(L, &e, r, request_id, sec))
+    return 2;
+  decoded = push_decoded(L, r);
+  if (api_error(L, decoded, &e))
+    return push_failure(L, &e, sec);
+  if (lua_type(L, -2) == LUA_TSTRING && r->status >= 200 && r->status < 300) {
+    lua_getfield(L, decoded, "data");
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_getfield(L, -1, "jobs");
+      jobs = lua_gettop(L);
+      if (complete_jobs(L, jobs, sec)) {
+        lua_createtable(L, 0, 4);
+        lua_pushvalue(L, jobs);
+        lua_setfield(L, -2, "jobs");
+        set_string(L, lua_gettop(L), "request_id", request_id);
+        lua_pushinteger(L, (lua_Integer)r->status);
+        lua_setfield(L, -2, "status");
+        return 1;
+      }
+    }
+  }
+  return answer_failure(L, e, r, decoded, sec);
 }

@@ -172,16 +172,27 @@ static int set_url(kp_conn *k, const char *base, const char *path)
   return curl_easy_setopt(k->easy, CURLOPT_URL, b->data) == CURLE_OK ? 0 : -1;
 }
 
+/* Only when the method changes: a request without a body is a plain GET
+ * (CURLOPT_HTTPGET also drops the POST state) and its header list skips
+ * Content-Type; one with a body is a POST of it. */
+static int set_method(kp_conn *k, const kp_request *req)
+{
+  int get = req->body == NULL;
+  if (curl_easy_setopt(k->easy, get ? CURLOPT_HTTPGET : CURLOPT_POST, 1L) != CURLE_OK ||
+      curl_easy_setopt(k->easy, CURLOPT_CUSTOMREQUEST, req->method) != CURLE_OK)
+    return -1;
+  k->headers[1].next = get ? &k->headers[3] : &k->headers[2];
+  k->method = req->method;
+  return 0;
+}
+
 int kp_conn_prepare(kp_conn *k, const kp_request *req)
 {
   static const char prefix[] = "x-request-id: ";
   if (set_url(k, req->base, req->path) != 0 || set_token_header(k, req->token, req->token_len) != 0)
     return -1;
-  if (k->method != req->method) {
-    if (curl_easy_setopt(k->easy, CURLOPT_CUSTOMREQUEST, req->method) != CURLE_OK)
-      return -1;
-    k->method = req->method;
-  }
+  if (k->method != req->method && set_method(k, req) != 0)
+    return -1;
   memcpy(k->id_header, prefix, sizeof prefix - 1);
   memcpy(k->id_header + sizeof prefix - 1, req->request_id, req->request_id_len);
   k->id_header[sizeof prefix - 1 + req->request_id_len] = '\0';
@@ -193,8 +204,10 @@ int kp_conn_prepare(kp_conn *k, const kp_request *req)
    * same packet as the headers (a read callback would cost a second send
    * and, on loopback, a second wake-up of the server). Size first: setting
    * it drops a copied body, which this handle never has. */
-  curl_easy_setopt(k->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-  curl_easy_setopt(k->easy, CURLOPT_POSTFIELDS, req->body);
+  if (req->body != NULL) {
+    curl_easy_setopt(k->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    curl_easy_setopt(k->easy, CURLOPT_POSTFIELDS, req->body);
+  }
   curl_easy_setopt(k->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
   return 0;
 }

@@ -18,6 +18,7 @@ local OPTIONS = {
   batch_size = "number", concurrency = "number", rate = "number", journal = "string",
   resume = "boolean", on_progress = "function", on_result = "function", keep_results = "boolean",
   shard = "table", timeout = "number", max_bisect_requests = "number", input = "table",
+  wait = "boolean or table", -- koophone.bulk_wait
 }
 
 -- min, max, integer. A rate under 0.001 would mean sleeps of more than a quarter of an hour
@@ -45,12 +46,13 @@ function _M.check_options(opts)
   if type(opts) ~= "table" then raise(FNAME, 3, "opts", "expected a table, got %s", type(opts)) end
   check_names(opts, OPTIONS, FNAME, 3, "opts")
   for k, v in pairs(opts) do
-    if type(v) ~= OPTIONS[k] then
+    if not OPTIONS[k]:find(type(v), 1, true) then
       raise(FNAME, 3, "opts." .. k, "expected a %s, got %s", OPTIONS[k], type(v))
     end
     if RANGES[k] then check_range(k, v) end
   end
   if opts.resume and not opts.journal then raise(FNAME, 3, "opts.resume", "needs opts.journal") end
+  if opts.wait then require("koophone.wait").check(opts.wait, FNAME, 3, "opts.wait") end
   for k, v in pairs(opts.input or {}) do
     if type(v) ~= INPUT_FIELDS[k] then
       raise(FNAME, 3, "opts.input." .. tostring(k), "expected %s, got %s",
@@ -83,12 +85,15 @@ function _M.unassign_all(client, token, pairs, opts)
   if type(pairs) ~= "table" and type(pairs) ~= "function" then
     raise(FNAME, 2, "pairs", "expected an array or an iterator, got %s", type(pairs))
   end
+  local waiter = opts.wait and require("koophone.bulk_wait").new(client, token, opts.wait,
+                                                                  opts.on_result)
   local settings = {
     concurrency = opts.concurrency or 4,
     batch_size = opts.batch_size or 100,
     max_bisect = opts.max_bisect_requests,
     timeout = opts.timeout, rate = opts.rate, keep_results = opts.keep_results,
-    on_progress = opts.on_progress, on_result = opts.on_result,
+    on_progress = opts.on_progress, on_result = waiter and waiter.on_result or opts.on_result,
+    waiter = waiter,
   }
   local run = run_new(client, token, rows_new(pairs, opts), settings)
   if opts.journal then

@@ -10,6 +10,8 @@
 --                                          pairs the answer has no job for
 --   client:unassign_many(token, batches, opts)   the core's unassign_many, as it is (no policy)
 --   client:unassign_all(token, pairs, opts)      koophone.bulk.unassign_all(client, ...)
+--   client:get_task(token, task_id, opts)   GetTask; a read: every transient failure is retried
+--   client:wait_jobs(token, what, opts)     koophone.wait.wait_jobs(client, ...)
 --   client.core     the koophone.core client userdata (one libcurl handle, kept-alive connection)
 --   client.policy   the koophone.retry policy: policy:new_state(), policy:decide(err, attempt, state)
 --                   -> again, delay, why (calls on_retry when again), policy:finish(res, err,
@@ -20,6 +22,7 @@
 local argerror = require "koophone.argerror"
 local core = require "koophone.core"
 local retry = require "koophone.retry"
+local classify = require("koophone.classify").classify
 local unconfirmed = require("koophone.jobs").unconfirmed
 
 local _M = {}
@@ -90,6 +93,40 @@ function Client:unassign(token, list, opts)
   local res, err = self.core:unassign(token, list, call)
   if res then return confirm(list, self.policy:finish(res, nil, res.attempts)) end
   return confirm(list, retry_failed_call(self, token, list, call, err))
+end
+
+-- GetTask is a read: a timeout or a 5xx cannot change anything, so every failure that is not
+-- final (classify) is retried, within max_attempts and the budget; a 4xx (task not found) is final.
+function Client:get_task(token, task_id, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    argerror.raise("koophone.get_task", 3, "opts", "expected a table, got %s", type(opts))
+  end
+  local call = opts -- one x-request-id for every attempt, as for unassign
+  if not (opts and opts.request_id) then
+    call = { request_id = self.core:request_id() }
+    for k, v in pairs(opts or {}) do call[k] = v end
+  end
+  local policy, attempt = self.policy, 0
+  while true do
+    local task, err = self.core:get_task(token, task_id, call)
+    if task then return task end
+    attempt = attempt + math.max(err.attempts or 1, 1)
+    local class, why = classify(err)
+    if class == "final" or attempt >= policy.max_attempts or not policy:withdraw(err) then
+      err.attempts = attempt
+      return nil, err
+    end
+    local delay = policy:delay(attempt, err, why)
+    if policy.on_retry then
+      policy.on_retry { attempt = attempt, delay = delay, err = err, class = class, reason = why,
+                        request_id = err.request_id }
+    end
+    self.sleep(delay)
+  end
+end
+
+function Client:wait_jobs(token, what, opts)
+  return require("koophone.wait").wait_jobs(self, token, what, opts)
 end
 
 function Client:unassign_many(token, batches, opts)

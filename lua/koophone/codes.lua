@@ -10,6 +10,7 @@ local documented = {
   { "BAD_PARAMETER", "KOOPHONE.API.1000", "request parameter incorrect" },
   { "NO_PERMISSION", "KOOPHONE.API.1001", "no permission on the instance" },
   { "NOT_TENANT_INSTANCE", "KOOPHONE.API.1012", "instance does not belong to the tenant" },
+  { "TASK_NOT_FOUND", "KOOPHONE.API.1323", "task does not exist (GetTask)" },
   { "BINDING_NOT_FOUND", "KOOPHONE.API.2210", "binding does not exist" },
   { "INTERNAL_ERROR", "KOOPHONE.API.9999", "internal service error" },
   { "GW_API_NOT_FOUND", "APIGW.0101", "API not found (wrong host, path or method)" },

@@ -12,6 +12,9 @@
 --        one per pair after its request ended; `failed` (and any outcome not in FINAL) is not
 --        final; `maybe_applied`: its request may have unassigned it all the same
 --   {"type":"clear","request_id":"…"}   that request ended and certainly changed nothing
+--   {"type":"job","task_id":"…","job_id":"…","state":"failed","status":3,"code":"…","message":"…"}
+--        a job that became final while the run waited for it (koophone.bulk_wait); a resume
+--        takes its state from here instead of asking GetTask again
 --
 -- Resuming reads it back: a pair with a final `done` is not sent again; a pair is "tainted" (a
 -- 2210 for it then means assumed_unassigned, never not_bound) when a `send` or `done` record marks
@@ -120,6 +123,9 @@ local function fold(self, rec, offset)
       if p[3] then self.taint:add(p[1], p[2], 0) end
     end
     self.open[rec.request_id] = { offset = offset, n = #list }
+  elseif kind == "job" then
+    if type(rec.job_id) ~= "string" or type(rec.state) ~= "string" then return false end
+    self.jobs[rec.job_id] = { state = rec.state, error_code = rec.code, error_msg = rec.message }
   elseif kind == "clear" then
     if type(rec.request_id) ~= "string" then return false end
     self.open[rec.request_id] = nil
@@ -245,7 +251,7 @@ function _M.open(path, opts)
                         or "JOURNAL_IO", err)
   end
   local self = setmetatable({ path = path, file = file, shard = opts.shard, input = opts.input,
-                              finals = core.pairset(), taint = core.pairset(), open = {},
+                              finals = core.pairset(), taint = core.pairset(), open = {}, jobs = {},
                               skipped = 0, out = {} }, Journal)
   local function fail(problem)
     self:close()
@@ -318,6 +324,15 @@ function Journal:finished(request_id, items, clear)
       code = err and err.code, message = err and err.message, maybe_applied = maybe or nil }
   end
   if clear and request_id then out[#out + 1] = cjson.encode { type = "clear", request_id = request_id } end
+end
+
+-- Records a job that became final (job_id, task_id, state, status, error_code, error_msg).
+function Journal:job(j)
+  local out = self.out
+  out[#out + 1] = cjson.encode { type = "job", task_id = j.task_id, job_id = j.job_id,
+                                 state = j.state, status = j.status,
+                                 code = j.error_code or (j.err and j.err.code),
+                                 message = j.error_msg or (j.err and j.err.message) }
 end
 
 -- flush(sync) -> true, or nil, err (a koophone.Error): the buffered records in one write; with

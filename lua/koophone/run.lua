@@ -42,14 +42,14 @@ Run.__index = Run
 
 -- new(client, token, rows, settings) -> a run of the koophone.rows `rows`. settings (checked
 -- by koophone.bulk): batch_size, concurrency, max_bisect, timeout, rate, on_progress, on_result,
--- keep_results. The journal, when there is one, is set as run.journal before execute().
+-- keep_results, waiter (koophone.bulk_wait: waits for the jobs after the rounds). The journal, when there is one, is set as run.journal before execute().
 function _M.new(client, token, rows, s)
   local self = setmetatable({
     client = client, token = token, policy = client.policy, now = core.now,
     sleep = client.sleep or core.sleep, rows = rows,
     batch_size = s.batch_size, concurrency = s.concurrency,
     round_size = s.concurrency * ROUND_PER_CONNECTION, max_bisect = s.max_bisect,
-    timeout = s.timeout, on_progress = s.on_progress, on_result = s.on_result,
+    timeout = s.timeout, on_progress = s.on_progress, on_result = s.on_result, waiter = s.waiter,
     results = s.keep_results ~= false and {} or nil,
     counts = {}, done = 0, requests = 0, bisect_requests = 0, in_flight = 0,
     ready = {}, waiting = {}, -- jobs for the next round; retries waiting for their delay
@@ -388,6 +388,7 @@ end
 function Run:execute()
   self.started = self.now()
   local ok, e = pcall(self.loop, self)
+  if ok and self.waiter then ok, e = pcall(self.waiter.finish, self.waiter, self) end
   local closed, problem = self:close()
   if ok and not closed then ok, e = false, { journal = problem } end
   if not ok then
@@ -400,7 +401,7 @@ function Run:execute()
            requests = self.requests, bisect_requests = self.bisect_requests,
            elapsed = self.now() - self.started, aborted = self.aborted,
            interrupted = self.interrupted, in_flight = self.in_flight,
-           unfinished = self.rows.pos - self.done,
+           unfinished = self.rows.pos - self.done, jobs = self.waiter and self.waiter.counts,
            journal_skipped = jnl and jnl.skipped or nil,
            journal_damaged = jnl and jnl.damaged or nil }
 end
