@@ -165,7 +165,7 @@ describe("unassign_all with wait", function()
 
   it("checks the wait option", function()
     assert.has_error(function() client:unassign_all(TOKEN, pairs_of(1), { wait = "yes" }) end,
-                     "koophone.unassign_all: option 'wait': expected a boolean or table, got string")
+                     "koophone.unassign_all: bad argument #3 (opts.wait): expected a boolean or table, got string")
     assert.has_error(function() client:unassign_all(TOKEN, pairs_of(1), { wait = { every = 1 } }) end,
                      "koophone.unassign_all: bad argument #3 (opts.wait): unknown option 'every'")
   end)
