@@ -60,6 +60,7 @@ build = {
     ["koophone.ngx"] = "lua/koophone/ngx.lua",
     ["koophone.ngx.inflight"] = "lua/koophone/ngx/inflight.lua",
     ["koophone.outcomes"] = "lua/koophone/outcomes.lua",
+    ["koophone.readers"] = "lua/koophone/readers.lua",
     ["koophone.retry"] = "lua/koophone/retry.lua",
     ["koophone.rows"] = "lua/koophone/rows.lua",
     ["koophone.run"] = "lua/koophone/run.lua",

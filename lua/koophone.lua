@@ -10,6 +10,7 @@ local _M = {
   client = require("koophone.client").new, -- a client with a retry policy
   configure = core.configure,        -- options of the default client
   validate_pair = core.validate_pair,
+  rows = require "koophone.readers", -- rows.csv(path_or_file), rows.jsonl(...): unassign_all's input
   codes = codes.names,
   describe = codes.describe,
   Error = core.Error,
