@@ -152,7 +152,8 @@ function _M.csv(source, opts)
   return function()
     local fields, line_no, why = record(src, sep)
     if not fields then
-      return line_no and false or nil, line_no and ("line %d: %s"):format(line_no, why)
+      if not line_no then return nil end
+      return false, ("line %d: %s"):format(line_no, why)
     end
     if #fields ~= #cols then
       return false, ("line %d: %d fields, the header has %d"):format(line_no, #fields, #cols)
