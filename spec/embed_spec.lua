@@ -1,6 +1,7 @@
--- examples/embed: a C host program embeds the runtime these specs run on, loads koophone from
--- the build tree (core.so through package.cpath, or linked in and put in package.preload) and
--- runs the admin command script against the simulator, in one or several OS threads.
+-- examples/embed: a C host program embeds the runtime these specs run on, loads koophone (core.so
+-- and lua/ found relative to the program or through KOOPHONE_CORE_DIR / KOOPHONE_LUA_DIR, or the
+-- core and the Lua layer linked in and put in package.preload) and runs the admin command script
+-- against the simulator, in one or several OS threads, from the build tree and from copies.
 local sim = require "helpers.sim"
 local shell = require "helpers.shell"
 
@@ -8,12 +9,36 @@ local LUA = os.getenv("KOOPHONE_LUA") or "lua5.4"
 local DIR = "build/" .. LUA .. "/embed"
 local SCRIPT = "examples/embed/admin.lua"
 
--- Runs the host; returns its output and exit status.
-local function console(binary, args)
-  local env = ("env KOOPHONE_TOKEN=%s KOOPHONE_ENDPOINT=%s KOOPHONE_CAFILE=%s")
-    :format(shell.quote(sim.token), shell.quote(sim.https_url), shell.quote(sim.ca))
-  return shell.run(env .. " " .. DIR .. "/" .. binary .. " " .. args)
+local ROOT = shell.read("pwd")
+
+-- Runs the host (a path, default: the build tree's binary of that name) with the simulator's
+-- endpoint, token and CA in its environment after `env` (env's options, then variables), from
+-- cwd (default: the checkout); returns its output and exit status.
+local function console(binary, args, env, cwd)
+  local vars = ("env %s KOOPHONE_TOKEN=%s KOOPHONE_ENDPOINT=%s KOOPHONE_CAFILE=%s"):format(env or "",
+    shell.quote(sim.token), shell.quote(sim.https_url),
+    shell.quote(sim.ca:find("^/") and sim.ca or ROOT .. "/" .. sim.ca))
+  local program = binary:find("/", 1, true) and binary or DIR .. "/" .. binary
+  return shell.run(("cd %s && %s %s %s"):format(shell.quote(cwd or ROOT), vars, program, args))
 end
+
+-- A new empty directory outside the checkout, with copies of the given files of the checkout.
+local function temp_copy(files)
+  local dir = shell.read("mktemp -d /tmp/koophone-embed.XXXXXX")
+  for _, f in ipairs(files) do shell.read(("cp %s %s/"):format(shell.quote(f), shell.quote(dir))) end
+  return dir
+end
+
+-- Whether the program has a path into the checkout compiled in (as the first version had).
+local function knows_checkout(program)
+  local f = assert(io.open(program, "rb"))
+  local bytes = f:read("*a")
+  f:close()
+  return bytes:find(ROOT .. "/lua", 1, true) ~= nil or bytes:find(ROOT .. "/build", 1, true) ~= nil
+end
+
+-- No Lua file of the checkout or of a LUA_PATH can be found (cjson comes from the system's cpath).
+local NO_LUA_PATH = "-u LUA_PATH_5_2 -u LUA_PATH_5_3 -u LUA_PATH_5_4 LUA_PATH=/nonexistent/?.lua"
 
 local function words(list)
   local out = {}
@@ -43,6 +68,37 @@ describe("examples/embed admin_console on " .. LUA, function()
       assert.equals(variant.linked and "1" or "0", symbols)
     end)
   end
+
+  it("runs from a copy of the program in another directory, given KOOPHONE_LUA_DIR and KOOPHONE_CORE_DIR", function()
+    local list = sim.make_pairs(2, "cp")
+    sim.reset(list)
+    assert.is_false(knows_checkout(DIR .. "/admin_console"))
+    local tmp = temp_copy({ DIR .. "/admin_console", SCRIPT })
+    -- nothing compiled in points at the checkout: without the variables the copy finds no koophone
+    local out, status = console(tmp .. "/admin_console", "admin.lua unassign " .. words(list), NO_LUA_PATH, tmp)
+    assert.equals(1, status, out)
+    assert.matches("module 'koophone' not found", out, 1, true)
+    out, status = console(tmp .. "/admin_console", "admin.lua unassign " .. words(list),
+                          ("%s KOOPHONE_LUA_DIR=%s/lua KOOPHONE_CORE_DIR=%s/build/%s")
+                            :format(NO_LUA_PATH, ROOT, ROOT, LUA), tmp)
+    shell.read("rm -rf " .. shell.quote(tmp))
+    assert.equals(0, status, out)
+    assert.matches("thread 1: unassigned " .. list[2].instance_id .. " job %x+", out)
+    assert.same({}, sim.bindings())
+  end)
+
+  it("runs the static program from a copy with no koophone file on the disk it can reach", function()
+    local list = sim.make_pairs(2, "mem")
+    sim.reset(list)
+    assert.is_false(knows_checkout(DIR .. "/admin_console_static"))
+    local tmp = temp_copy({ DIR .. "/admin_console_static", SCRIPT })
+    local out, status = console(tmp .. "/admin_console_static", "admin.lua unassign " .. words(list),
+                                NO_LUA_PATH, tmp)
+    shell.read("rm -rf " .. shell.quote(tmp))
+    assert.equals(0, status, out)
+    assert.matches("thread 1: unassigned " .. list[1].instance_id .. " job %x+", out)
+    assert.same({}, sim.bindings())
+  end)
 
   it("runs one lua_State and one client per OS thread", function()
     local list = sim.make_pairs(8, "th")
