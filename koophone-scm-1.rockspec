@@ -68,4 +68,6 @@ build = {
   install = {
     bin = { koophone = "bin/koophone" },
   },
+  -- include/koophone.h, for hosts that link the core in: <luarocks show --rock-dir koophone>/include
+  copy_directories = { "include" },
 }
