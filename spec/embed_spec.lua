@@ -100,6 +100,21 @@ describe("examples/embed admin_console on " .. LUA, function()
     assert.same({}, sim.bindings())
   end)
 
+  it("runs the command of docs/embedding.md as written, against the simulator's demo data", function()
+    local f = assert(io.open("docs/embedding.md", "rb"))
+    local command = assert(f:read("*a"):match("```sh\n(.-)```"), "no sh block in docs/embedding.md")
+    f:close()
+    -- the simulator of these specs runs already (seeded instead of started and stopped), and
+    -- setup built this runtime's programs
+    command = command:gsub("make embed[^\n]*", ""):gsub("make sim%-stop[^\n]*", "")
+      :gsub("make sim%-start[^\n]*", "sim/simctl seed sim/seed-demo.json >/dev/null")
+      :gsub("build/lua5%.4/", "build/" .. LUA .. "/")
+    local out, status = shell.run(command)
+    assert.equals(0, status, out)
+    assert.matches("thread 1: unassigned demo0002 job %x+", out)
+    assert.matches("thread 2: unassigned demo0003 job %x+", out)
+  end)
+
   it("runs one lua_State and one client per OS thread", function()
     local list = sim.make_pairs(8, "th")
     sim.reset(list)
