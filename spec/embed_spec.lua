@@ -22,13 +22,6 @@ local function console(binary, args, env, cwd)
   return shell.run(("cd %s && %s %s %s"):format(shell.quote(cwd or ROOT), vars, program, args))
 end
 
--- A new empty directory outside the checkout, with copies of the given files of the checkout.
-local function temp_copy(files)
-  local dir = shell.read("mktemp -d /tmp/koophone-embed.XXXXXX")
-  for _, f in ipairs(files) do shell.read(("cp %s %s/"):format(shell.quote(f), shell.quote(dir))) end
-  return dir
-end
-
 -- Whether the program has a path into the checkout compiled in (as the first version had).
 local function knows_checkout(program)
   local f = assert(io.open(program, "rb"))
@@ -44,6 +37,17 @@ local function words(list)
   local out = {}
   for i, p in ipairs(list) do out[i] = p.user_id .. ":" .. p.instance_id end
   return table.concat(out, " ")
+end
+
+-- Runs a copy of the program `binary` made in a new directory outside the checkout, beside a copy
+-- of the script, from that directory, on the pairs of list; returns its output and exit status.
+local function run_copy(binary, list, env)
+  assert.is_false(knows_checkout(DIR .. "/" .. binary))
+  local tmp = shell.read("mktemp -d /tmp/koophone-embed.XXXXXX")
+  shell.read(("cp %s/%s %s %s/"):format(DIR, binary, SCRIPT, tmp))
+  local out, status = console(tmp .. "/" .. binary, "admin.lua unassign " .. words(list), env, tmp)
+  shell.read("rm -rf " .. shell.quote(tmp))
+  return out, status
 end
 
 describe("examples/embed admin_console on " .. LUA, function()
@@ -72,16 +76,12 @@ describe("examples/embed admin_console on " .. LUA, function()
   it("runs from a copy of the program in another directory, given KOOPHONE_LUA_DIR and KOOPHONE_CORE_DIR", function()
     local list = sim.make_pairs(2, "cp")
     sim.reset(list)
-    assert.is_false(knows_checkout(DIR .. "/admin_console"))
-    local tmp = temp_copy({ DIR .. "/admin_console", SCRIPT })
     -- nothing compiled in points at the checkout: without the variables the copy finds no koophone
-    local out, status = console(tmp .. "/admin_console", "admin.lua unassign " .. words(list), NO_LUA_PATH, tmp)
+    local out, status = run_copy("admin_console", list, NO_LUA_PATH)
     assert.equals(1, status, out)
     assert.matches("module 'koophone' not found", out, 1, true)
-    out, status = console(tmp .. "/admin_console", "admin.lua unassign " .. words(list),
-                          ("%s KOOPHONE_LUA_DIR=%s/lua KOOPHONE_CORE_DIR=%s/build/%s")
-                            :format(NO_LUA_PATH, ROOT, ROOT, LUA), tmp)
-    shell.read("rm -rf " .. shell.quote(tmp))
+    out, status = run_copy("admin_console", list, ("%s KOOPHONE_LUA_DIR=%s/lua KOOPHONE_CORE_DIR=%s/build/%s")
+                                                    :format(NO_LUA_PATH, ROOT, ROOT, LUA))
     assert.equals(0, status, out)
     assert.matches("thread 1: unassigned " .. list[2].instance_id .. " job %x+", out)
     assert.same({}, sim.bindings())
@@ -90,11 +90,7 @@ describe("examples/embed admin_console on " .. LUA, function()
   it("runs the static program from a copy with no koophone file on the disk it can reach", function()
     local list = sim.make_pairs(2, "mem")
     sim.reset(list)
-    assert.is_false(knows_checkout(DIR .. "/admin_console_static"))
-    local tmp = temp_copy({ DIR .. "/admin_console_static", SCRIPT })
-    local out, status = console(tmp .. "/admin_console_static", "admin.lua unassign " .. words(list),
-                                NO_LUA_PATH, tmp)
-    shell.read("rm -rf " .. shell.quote(tmp))
+    local out, status = run_copy("admin_console_static", list, NO_LUA_PATH)
     assert.equals(0, status, out)
     assert.matches("thread 1: unassigned " .. list[1].instance_id .. " job %x+", out)
     assert.same({}, sim.bindings())
