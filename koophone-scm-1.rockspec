@@ -63,6 +63,7 @@ build = {
     ["koophone.ngx"] = "lua/koophone/ngx.lua",
     ["koophone.ngx.inflight"] = "lua/koophone/ngx/inflight.lua",
     ["koophone.outcomes"] = "lua/koophone/outcomes.lua",
+    ["koophone.readers"] = "lua/koophone/readers.lua",
     ["koophone.retry"] = "lua/koophone/retry.lua",
     ["koophone.rows"] = "lua/koophone/rows.lua",
     ["koophone.run"] = "lua/koophone/run.lua",
@@ -71,4 +72,6 @@ build = {
   install = {
     bin = { koophone = "bin/koophone" },
   },
+  -- include/koophone.h, for hosts that link the core in: <luarocks show --rock-dir koophone>/include
+  copy_directories = { "include" },
 }

@@ -13,6 +13,7 @@ local _M = {
   validate_pair = core.validate_pair,
   sign = core.sign,                  -- the AK/SK Authorization value of a request
   aksk = core.aksk,                  -- AK/SK credentials (from the environment without options)
+  rows = require "koophone.readers", -- rows.csv(path_or_file), rows.jsonl(...): unassign_all's input
   codes = codes.names,
   describe = codes.describe,
   Error = core.Error,

@@ -20,22 +20,27 @@ test-all: deps
 build-all:
 	@for l in $(ALL_LUAS); do $(MAKE) --no-print-directory build LUA=$$l || exit 1; done
 
-# ---- examples/embed: a C host that embeds $(LUA) and loads koophone from this tree ----
+# ---- examples/embed: a C host that embeds $(LUA) and runs koophone (docs/embedding.md) ----
 EMBED        := $(BUILD)/embed
-EMBED_CFLAGS  = -std=c99 -D_DEFAULT_SOURCE $(OPT) $(WARN) $(SAN) $(CFLAGS) \
-                -DKP_LUA_DIR='"$(CURDIR)/lua"' -DKP_CORE_DIR='"$(abspath $(BUILD))"' \
+EMBED_CFLAGS  = -std=c99 -D_DEFAULT_SOURCE $(OPT) $(WARN) $(SAN) $(CFLAGS) -Iinclude \
                 $(shell pkg-config --cflags $(LUA_PC) libcurl libcrypto)
 EMBED_LIBS    = $(shell pkg-config --libs $(LUA_PC)) -lm -ldl -pthread
+LUA_MODULES  := $(sort $(wildcard lua/*.lua lua/koophone/*.lua lua/koophone/*/*.lua))
 
 embed: $(CORE) $(EMBED)/admin_console $(EMBED)/admin_console_static
 
-# koophone/core.so from $(BUILD), loaded by require through package.cpath
+# koophone/core.so and lua/ found relative to the program (or $KOOPHONE_CORE_DIR, $KOOPHONE_LUA_DIR)
 $(EMBED)/admin_console: examples/embed/admin_console.c mk/runtimes.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(EMBED_CFLAGS) -o $@ $< $(EMBED_LIBS)
 
-# the core linked in and put in package.preload
-$(EMBED)/admin_console_static: examples/embed/admin_console.c $(SRC) $(HDR) mk/runtimes.mk
+# the Lua layer as C string literals, for the static host
+$(EMBED)/koophone_lua.c: examples/embed/lua2c.lua $(LUA_MODULES)
 	@mkdir -p $(dir $@)
-	$(CC) $(EMBED_CFLAGS) -DKOOPHONE_STATIC -o $@ $< $(SRC) \
+	$(LUA_BIN) examples/embed/lua2c.lua $@ $(LUA_MODULES)
+
+# the core and the Lua layer linked in and put in package.preload: no koophone file on the disk
+$(EMBED)/admin_console_static: examples/embed/admin_console.c $(EMBED)/koophone_lua.c $(SRC) $(HDR) \
+                               include/koophone.h mk/runtimes.mk
+	$(CC) $(EMBED_CFLAGS) -DKOOPHONE_STATIC -o $@ $< $(EMBED)/koophone_lua.c $(SRC) \
 	  $(shell pkg-config --libs libcurl libcrypto) $(EMBED_LIBS)

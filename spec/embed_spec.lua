@@ -1,6 +1,7 @@
--- examples/embed: a C host program embeds the runtime these specs run on, loads koophone from
--- the build tree (core.so through package.cpath, or linked in and put in package.preload) and
--- runs the admin command script against the simulator, in one or several OS threads.
+-- examples/embed: a C host program embeds the runtime these specs run on, loads koophone (core.so
+-- and lua/ found relative to the program or through KOOPHONE_CORE_DIR / KOOPHONE_LUA_DIR, or the
+-- core and the Lua layer linked in and put in package.preload) and runs the admin command script
+-- against the simulator, in one or several OS threads, from the build tree and from copies.
 local sim = require "helpers.sim"
 local shell = require "helpers.shell"
 
@@ -8,17 +9,45 @@ local LUA = os.getenv("KOOPHONE_LUA") or "lua5.4"
 local DIR = "build/" .. LUA .. "/embed"
 local SCRIPT = "examples/embed/admin.lua"
 
--- Runs the host; returns its output and exit status.
-local function console(binary, args)
-  local env = ("env KOOPHONE_TOKEN=%s KOOPHONE_ENDPOINT=%s KOOPHONE_CAFILE=%s")
-    :format(shell.quote(sim.token), shell.quote(sim.https_url), shell.quote(sim.ca))
-  return shell.run(env .. " " .. DIR .. "/" .. binary .. " " .. args)
+local ROOT = shell.read("pwd")
+
+-- Runs the host (a path, default: the build tree's binary of that name) with the simulator's
+-- endpoint, token and CA in its environment after `env` (env's options, then variables), from
+-- cwd (default: the checkout); returns its output and exit status.
+local function console(binary, args, env, cwd)
+  local vars = ("env %s KOOPHONE_TOKEN=%s KOOPHONE_ENDPOINT=%s KOOPHONE_CAFILE=%s"):format(env or "",
+    shell.quote(sim.token), shell.quote(sim.https_url),
+    shell.quote(sim.ca:find("^/") and sim.ca or ROOT .. "/" .. sim.ca))
+  local program = binary:find("/", 1, true) and binary or DIR .. "/" .. binary
+  return shell.run(("cd %s && %s %s %s"):format(shell.quote(cwd or ROOT), vars, program, args))
 end
+
+-- Whether the program has a path into the checkout compiled in (as the first version had).
+local function knows_checkout(program)
+  local f = assert(io.open(program, "rb"))
+  local bytes = f:read("*a")
+  f:close()
+  return bytes:find(ROOT .. "/lua", 1, true) ~= nil or bytes:find(ROOT .. "/build", 1, true) ~= nil
+end
+
+-- No Lua file of the checkout or of a LUA_PATH can be found (cjson comes from the system's cpath).
+local NO_LUA_PATH = "-u LUA_PATH_5_2 -u LUA_PATH_5_3 -u LUA_PATH_5_4 LUA_PATH=/nonexistent/?.lua"
 
 local function words(list)
   local out = {}
   for i, p in ipairs(list) do out[i] = p.user_id .. ":" .. p.instance_id end
   return table.concat(out, " ")
+end
+
+-- Runs a copy of the program `binary` made in a new directory outside the checkout, beside a copy
+-- of the script, from that directory, on the pairs of list; returns its output and exit status.
+local function run_copy(binary, list, env)
+  assert.is_false(knows_checkout(DIR .. "/" .. binary))
+  local tmp = shell.read("mktemp -d /tmp/koophone-embed.XXXXXX")
+  shell.read(("cp %s/%s %s %s/"):format(DIR, binary, SCRIPT, tmp))
+  local out, status = console(tmp .. "/" .. binary, "admin.lua unassign " .. words(list), env, tmp)
+  shell.read("rm -rf " .. shell.quote(tmp))
+  return out, status
 end
 
 describe("examples/embed admin_console on " .. LUA, function()
@@ -43,6 +72,44 @@ describe("examples/embed admin_console on " .. LUA, function()
       assert.equals(variant.linked and "1" or "0", symbols)
     end)
   end
+
+  it("runs from a copy of the program in another directory, given KOOPHONE_LUA_DIR and KOOPHONE_CORE_DIR", function()
+    local list = sim.make_pairs(2, "cp")
+    sim.reset(list)
+    -- nothing compiled in points at the checkout: without the variables the copy finds no koophone
+    local out, status = run_copy("admin_console", list, NO_LUA_PATH)
+    assert.equals(1, status, out)
+    assert.matches("module 'koophone' not found", out, 1, true)
+    out, status = run_copy("admin_console", list, ("%s KOOPHONE_LUA_DIR=%s/lua KOOPHONE_CORE_DIR=%s/build/%s")
+                                                    :format(NO_LUA_PATH, ROOT, ROOT, LUA))
+    assert.equals(0, status, out)
+    assert.matches("thread 1: unassigned " .. list[2].instance_id .. " job %x+", out)
+    assert.same({}, sim.bindings())
+  end)
+
+  it("runs the static program from a copy with no koophone file on the disk it can reach", function()
+    local list = sim.make_pairs(2, "mem")
+    sim.reset(list)
+    local out, status = run_copy("admin_console_static", list, NO_LUA_PATH)
+    assert.equals(0, status, out)
+    assert.matches("thread 1: unassigned " .. list[1].instance_id .. " job %x+", out)
+    assert.same({}, sim.bindings())
+  end)
+
+  it("runs the command of docs/embedding.md as written, against the simulator's demo data", function()
+    local f = assert(io.open("docs/embedding.md", "rb"))
+    local command = assert(f:read("*a"):match("```sh\n(.-)```"), "no sh block in docs/embedding.md")
+    f:close()
+    -- the simulator of these specs runs already (seeded instead of started and stopped), and
+    -- setup built this runtime's programs
+    command = command:gsub("make embed[^\n]*", ""):gsub("make sim%-stop[^\n]*", "")
+      :gsub("make sim%-start[^\n]*", "sim/simctl seed sim/seed-demo.json >/dev/null")
+      :gsub("build/lua5%.4/", "build/" .. LUA .. "/")
+    local out, status = shell.run(command)
+    assert.equals(0, status, out)
+    assert.matches("thread 1: unassigned demo0002 job %x+", out)
+    assert.matches("thread 2: unassigned demo0003 job %x+", out)
+  end)
 
   it("runs one lua_State and one client per OS thread", function()
     local list = sim.make_pairs(8, "th")

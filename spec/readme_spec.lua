@@ -201,8 +201,8 @@ describe("the README", function()
     local index, missing = api_index(), {}
     assert.is_true(#index >= 10, "the README has no '## API' index of links")
     for _, entry in ipairs(index) do
-      -- functions are lower-case members: koophone.unassign, client:close, kngx.new
-      local member = entry.text:match("^[%w_]+[.:]([%l_][%w_]*)$")
+      -- functions are lower-case members: koophone.unassign, client:close, koophone.rows.csv
+      local member = entry.text:match("^[%w_]+[.:]([%l_][%w_.]*)$")
       if member then
         local ok = false
         for _, line in ipairs(section(README, entry.anchor)) do
@@ -224,6 +224,13 @@ describe("the README", function()
     end
     for name, v in pairs(koophone) do
       if type(v) == "function" then check("koophone." .. name) end
+      if type(v) == "table" then -- a group of functions (koophone.rows), not a metatable's methods
+        for member, f in pairs(v) do
+          if type(f) == "function" and not member:match("^__") then
+            check("koophone." .. name .. "." .. member)
+          end
+        end
+      end
     end
     local core_client = koophone.new {}
     local retry_client = koophone.client {}

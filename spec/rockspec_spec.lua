@@ -53,10 +53,13 @@ describe("the rockspec", function()
     local tree = dir .. "/tree"
     -- in a copy: luarocks builds in the source directory and would leave koophone/core.so at
     -- the top of the work tree, where ./?.so finds it
-    shell.read(("cp -r %s src lua bin %s/"):format(ROCKSPEC, dir))
+    shell.read(("cp -r %s src lua bin include %s/"):format(ROCKSPEC, dir))
     local out, status = shell.run(("cd %s && luarocks --lua-version=%s --tree %s make --deps-mode=none %s")
       :format(dir, VERSION, tree, ROCKSPEC))
     assert.equals(0, status, out)
+    -- the header of hosts that link the core in, in the rock's directory
+    local rock_dir = shell.read(("luarocks --lua-version=%s --tree %s show --rock-dir koophone"):format(VERSION, tree))
+    assert.equals(0, select(2, shell.run("cmp include/koophone.h " .. shell.quote(rock_dir .. "/include/koophone.h"))))
     local list = sim.make_pairs(1, "rock")
     sim.reset(list)
     local script = ([[
