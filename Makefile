@@ -65,7 +65,7 @@ demo: deps
 	  $(LUA_BIN) examples/unassign.lua --demo && \
 	  echo "== bin/koophone unassign --input examples/bulk-demo.csv (the same tenant; u-1001 is done already)" && \
 	  KOOPHONE_TOKEN="$$(sed -n 's/.*"token": "\([^"]*\)".*/\1/p' sim/seed-demo.json)" \
-	  $(LUA_BIN) bin/koophone unassign --input examples/bulk-demo.csv --output jsonl --batch-size 5 \
+	  $(LUA_BIN) bin/koophone unassign --input examples/bulk-demo.csv --yes --output-format jsonl --batch-size 5 \
 	    --endpoint "$$KOOPHONE_SIM_HTTPS_URL" --cafile "$$KOOPHONE_SIM_CA"; rc=$$?; \
 	  $(SIMCTL) stop >/dev/null; exit $$rc
 

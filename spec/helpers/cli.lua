@@ -14,7 +14,9 @@ local BUILD = os.getenv("KOOPHONE_BUILD") or "build/lua5.4"
 -- down, which turned a correct run into exit status 1.
 local NO_CHILD_LEAK_CHECK = (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true)
   and "ASAN_OPTIONS=\"$ASAN_OPTIONS:detect_leaks=0\" " or ""
-_M.CMD = ("%sLUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' KOOPHONE_TOKEN= %s bin/koophone")
+-- stdin is not the terminal the specs may run from (it would ask for a confirmation); a later
+-- "< file" in the arguments wins.
+_M.CMD = ("%sLUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' KOOPHONE_TOKEN= %s bin/koophone </dev/null")
          :format(NO_CHILD_LEAK_CHECK, BUILD, LUA)
 
 function _M.read_file(path)
@@ -72,7 +74,7 @@ function _M.new()
   -- before), ctx.output() its stdout and stderr.
   function ctx.start(args, script)
     os.remove(dir .. "/rc")
-    local cmd = script and _M.CMD:gsub("bin/koophone$", script) or _M.CMD
+    local cmd = script and _M.CMD:gsub("bin/koophone", script, 1) or _M.CMD
     local p = io.popen(("(%s %s >%s/out 2>%s/err & echo $! >%s/pid; wait $!; echo $? >%s/rc) "
                         .. ">/dev/null 2>&1 & sleep 0.01; while [ ! -s %s/pid ]; do sleep 0.01; done; cat %s/pid")
                        :format(cmd, args, dir, dir, dir, dir, dir, dir))
@@ -80,6 +82,15 @@ function _M.new()
     p:close()
     os.remove(dir .. "/pid")
     return assert(pid, "no pid")
+  end
+
+  -- pty(args [, answer]) -> exit status, what the terminal showed: the CLI in a pseudo-terminal
+  -- of 80 columns (util-linux script) as its stdin, stdout and stderr; answer is typed into it.
+  function ctx.pty(args, answer)
+    sim.write_file(dir .. "/pty.sh", ("stty cols 80; %s %s\n"):format((_M.CMD:gsub(" </dev/null$", "")), args))
+    local rc = _M.exit_code(os.execute(("printf '%%s' '%s' | script -qfec 'sh %s/pty.sh' /dev/null >%s/pty"):format(
+      answer or "", dir, dir)))
+    return rc, _M.read_file(dir .. "/pty")
   end
 
   function ctx.status()

@@ -1,0 +1,119 @@
+-- bin/koophone's options people expect: --version, --help per command, the usage, the output
+-- to a file, the format option's name, the retry policy, and the confirmation before a run from
+-- a terminal (in a pseudo-terminal made by util-linux script).
+local sim = require "helpers.sim"
+local cli = require "helpers.cli"
+local koophone = require "koophone"
+
+local ctx = cli.new()
+local run, csv, DIR = ctx.run, ctx.csv, ctx.dir
+
+describe("bin/koophone options", function()
+  teardown(ctx.cleanup)
+
+  it("--version prints the module's and libcurl's versions", function()
+    local rc, out = run("--version")
+    assert.equals(0, rc)
+    assert.equals(("koophone %s (libcurl %s)\n"):format(koophone._VERSION,
+                  require("koophone.core").curl_version), out)
+  end)
+
+  it("unassign --help and task --help print the usage with defaults; alone, it is on stderr", function()
+    for _, args in ipairs({ "unassign --help", "task --help", "task 12 -h", "help" }) do
+      local rc, out, err = run(args)
+      assert.equals(0, rc)
+      assert.equals("", err)
+      assert.matches("^usage: koophone unassign", out)
+      assert.matches("%-%-batch%-size N%s+pairs per request, 1%.%.100000 %[100%]", out)
+      assert.matches("%-%-timeout S%s+seconds per request, 0%.001%.%.86400 %[30%]", out)
+    end
+    local rc, out, err = run("")
+    assert.equals(2, rc)
+    assert.equals("", out)
+    assert.matches("^usage: koophone unassign", err)
+  end)
+
+  it("--output-file writes the results to a file; --output-format names the format", function()
+    local list = sim.make_pairs(3, "of")
+    sim.reset(list)
+    local rc, out = run("unassign --yes --output-format jsonl --output-file " .. DIR .. "/res.jsonl"
+                        .. " --input " .. csv(list) .. ctx.endpoint)
+    assert.equals(0, rc)
+    assert.equals("", out)
+    local recs = cli.json_lines(cli.read_file(DIR .. "/res.jsonl"))
+    assert.equals(3, #recs)
+    assert.equals("unassigned", recs[1].outcome)
+    -- --output is the old name, still accepted; both at once is a usage error
+    sim.reset(list)
+    rc, out = run("unassign --output jsonl --input " .. csv(list) .. ctx.endpoint)
+    assert.equals(0, rc)
+    assert.equals(3, #cli.json_lines(out))
+    local err
+    rc, _, err = run("unassign --output jsonl --output-format summary --input " .. csv(list))
+    assert.equals(2, rc)
+    assert.matches("%-%-output is the old name of %-%-output%-format", err)
+    rc, _, err = run("unassign --output-file " .. DIR .. "/no/such/dir/x --input " .. csv(list)
+                     .. ctx.endpoint)
+    assert.equals(2, rc)
+    assert.matches("^koophone: cannot write %-%-output%-file: ", err)
+  end)
+
+  it("--max-attempts and --ambiguous-attempts set the retry policy", function()
+    local list = sim.make_pairs(1, "ma")
+    sim.reset(list)
+    sim.faults({ type = "unavailable", at = 1, count = 1 })
+    local rc, _, err = run("unassign --max-attempts 1 --input " .. csv(list) .. ctx.endpoint)
+    assert.equals(1, rc) -- one try: the 503 is final
+    assert.matches("failed 1: ", err)
+    -- a lost answer is resent with --ambiguous-attempts 1: applied already, 2210 settles it
+    sim.reset(list)
+    sim.faults({ type = "drop_after_apply", at = 1, count = 1 })
+    local out
+    rc, out = run("unassign --ambiguous-attempts 1 --input " .. csv(list) .. ctx.endpoint)
+    assert.equals(0, rc)
+    assert.matches("assumed_unassigned%s+1\n", out)
+    rc, _, err = run("unassign --max-attempts 0 --input " .. csv(list) .. ctx.endpoint)
+    assert.equals(2, rc)
+    assert.equals("koophone: --max-attempts: expected an integer >= 1, got 0 (see 'koophone help')\n", err)
+  end)
+
+  describe("the confirmation from a terminal", function()
+    local list = sim.make_pairs(3, "cf")
+    local function input() return csv(list, { "u-cf-1,cf0001" }, "cf.csv") end -- a duplicate
+
+    it("says what it is about to do and goes on when yes is typed", function()
+      sim.reset(list)
+      local rc, screen = ctx.pty("unassign --shard 0/1 --input " .. input() .. ctx.endpoint, "yes\n")
+      assert.equals(0, rc)
+      assert.matches("about to unassign 3 pairs %(after invalid and duplicate rows%) at "
+                     .. sim.http_url:gsub("%p", "%%%0") .. " with the token file [^\n]*token, "
+                     .. "shard 0/1%.", screen)
+      assert.matches("unassigned%s+3", screen)
+      assert.same({}, sim.bindings())
+    end)
+
+    it("sends nothing and exits 1 when anything else is typed", function()
+      sim.reset(list)
+      local log = #sim.log()
+      local rc, screen = ctx.pty("unassign --input " .. input() .. ctx.endpoint, "no\n")
+      assert.equals(1, rc)
+      assert.matches("not confirmed; nothing was sent", screen)
+      assert.equals(log, #sim.log())
+      assert.same({ cf0001 = "u-cf-1", cf0002 = "u-cf-2", cf0003 = "u-cf-3" }, sim.bindings())
+    end)
+
+    it("is skipped with --yes, and without a terminal on stdin", function()
+      sim.reset(list)
+      local rc, screen = ctx.pty("unassign --yes --input " .. input() .. ctx.endpoint)
+      assert.equals(0, rc)
+      assert.is_nil(screen:find("about to", 1, true))
+      assert.matches("unassigned%s+3", screen)
+      sim.reset(list)
+      local out, err
+      rc, out, err = run("unassign --input " .. input() .. ctx.endpoint, ">" .. DIR .. "/out </dev/null")
+      assert.equals(0, rc)
+      assert.matches("unassigned%s+3", out)
+      assert.is_nil(err:find("about to", 1, true))
+    end)
+  end)
+end)
