@@ -57,6 +57,7 @@ build = {
     ["koophone.bulk"] = "lua/koophone/bulk.lua",
     ["koophone.bulk_wait"] = "lua/koophone/bulk_wait.lua",
     ["koophone.classify"] = "lua/koophone/classify.lua",
+    ["koophone.eventlog"] = "lua/koophone/eventlog.lua",
     ["koophone.client"] = "lua/koophone/client.lua",
     ["koophone.codes"] = "lua/koophone/codes.lua",
     ["koophone.jobs"] = "lua/koophone/jobs.lua",
