@@ -7,6 +7,15 @@ local http = require "socket.http"
 
 local example = openresty.new("example", sim.http_port + 21)
 
+-- /metrics as name{labels} -> value
+local function scrape()
+  local body, status = http.request(example.base .. "/metrics")
+  assert.equals(200, status)
+  local m = {}
+  for name, value in body:gmatch("\n?([%w_]+[^ \n]*) ([%d.]+)") do m[name] = tonumber(value) end
+  return m
+end
+
 describe("make openresty-example", function()
   setup(function()
     local out, status = shell.run(("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL KOOPHONE_EXAMPLE_PORT=%d "
@@ -27,6 +36,29 @@ describe("make openresty-example", function()
     assert.truthy(line)
     assert.truthy(line:find("[info]", 1, true))
     assert.truthy(line:find(("task_id=%s jobs=%s,"):format(body.task_id, jobs), 1, true))
+  end)
+
+  it("serves metrics that count what was sent, shared through a lua_shared_dict", function()
+    local list = sim.make_pairs(3, "exm")
+    sim.reset(list)
+    local before = scrape()
+    for i = 1, 3 do assert.equals(200, (example:admin { pairs = { list[i] } })) end
+    local list2 = sim.make_pairs(1, "exm2")
+    sim.reset(list2)
+    sim.faults({ type = "unavailable" })
+    assert.equals(200, (example:admin { pairs = list2 })) -- a 503 then a retry that succeeds
+    local after = scrape()
+    local ok_key = 'koophone_requests_total{call="unassign",code="OK"}'
+    assert.equals(4, after[ok_key] - (before[ok_key] or 0))
+    local u_key = 'koophone_requests_total{call="unassign",code="APIGW.0613"}'
+    assert.equals(1, after[u_key] - (before[u_key] or 0))
+    assert.equals(5, after.koophone_request_duration_seconds_count
+                     - (before.koophone_request_duration_seconds_count or 0))
+    assert.equals(after.koophone_request_duration_seconds_count,
+                  after['koophone_request_duration_seconds_bucket{le="+Inf"}'])
+    assert.equals(1, after.koophone_retries_total - (before.koophone_retries_total or 0))
+    assert.equals(0, after.koophone_in_flight)
+    assert.equals(#sim.log(), 2)
   end)
 
   it("answers 405 to a GET", function()

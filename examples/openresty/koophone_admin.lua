@@ -17,6 +17,7 @@
 local cjson = require "cjson.safe"
 local koophone = require "koophone"
 local kngx = require "koophone.ngx"
+local metrics = require "koophone_metrics"
 
 local _M = {}
 
@@ -35,7 +36,9 @@ function _M.options(overrides)
     endpoint = os.getenv("KOOPHONE_ENDPOINT"),
     cafile = os.getenv("KOOPHONE_CAFILE"),
     timeout = 15,
-    retry = { max_attempts = 3, base_delay = 0.05, throttle_base_delay = 0.1, max_retry_after = 1 },
+    retry = { max_attempts = 3, base_delay = 0.05, throttle_base_delay = 0.1, max_retry_after = 1,
+              on_retry = metrics.retry },
+    on_event = metrics.record, -- /metrics (koophone_metrics.lua)
   }
   for k, v in pairs(overrides or {}) do opts[k] = v end
   return opts
@@ -99,7 +102,10 @@ function _M.unassign()
   if not token then return reply(500, { error = { message = "KOOPHONE_TOKEN is not set" } }) end
   local list, opts_or_reason = read_request()
   if not list then return reply(400, { error = { message = opts_or_reason } }) end
-  local res, err = client:unassign(token, list, opts_or_reason)
+  metrics.enter()
+  local ok, res, err = pcall(client.unassign, client, token, list, opts_or_reason)
+  metrics.leave()
+  if not ok then error(res, 0) end
   if not res then
     local status, message = failure_status(err)
     if err.code == "WORKER_THREAD_UNAVAILABLE" and not err.maybe_applied then
