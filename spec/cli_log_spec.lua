@@ -19,10 +19,9 @@ describe("bin/koophone --log", function()
   teardown(ctx.cleanup)
 
   it("writes a start line, one line per request with its task id, and an end line", function()
-    local list = sim.make_pairs(25, "log")
+    local path, list = DIR .. "/run.log", sim.make_pairs(25, "log")
     sim.reset(list)
     sim.faults({ type = "api_error", status = 400, code = "KOOPHONE.API.1012", msg = "x", at = 2 })
-    local path = DIR .. "/run.log"
     local rc, _, err = ctx.run(("unassign --input %s --batch-size 10 --log %s --verbose%s")
                                :format(ctx.csv(list), path, ENDPOINT))
     assert.equals(0, rc, err) -- the failed batch is split and its halves go through
@@ -44,10 +43,9 @@ describe("bin/koophone --log", function()
   end)
 
   it("holds a whole line for every request answered before a SIGKILL", function()
-    local list = sim.make_pairs(40, "kill")
+    local path, list = DIR .. "/kill.log", sim.make_pairs(40, "kill")
     sim.reset(list)
     sim.faults({ type = "delay", seconds = 3, at = 3 })
-    local path = DIR .. "/kill.log"
     local pid = ctx.start(("unassign --input %s --batch-size 10 --log %s%s")
                           :format(ctx.csv(list), path, ENDPOINT))
     cli.wait_for("the delayed request", function()
