@@ -5,6 +5,7 @@
  *   check.c                      every raising argument check
  *   rng.c ... rows.c             leaves: ids, time, signals, redaction, errors, sets
  *   request.c response.c transport.c   the body, the answer, the wire
+ *   event.c                      on_event: the event of one exchange
  *   call.c                       one call: prepare, send-time step, perform, map
  *   multi.c                      several calls at once, from call.c's pieces
  *   client.c                     the client object, methods as thin wrappers
