@@ -38,7 +38,7 @@ DEB_PKGS   := gcc make pkg-config ca-certificates openssl curl \
               nginx-light libnginx-mod-http-lua
 # mk/*.mk fragments add their own packages with DEB_PKGS += ...
 
-.PHONY: all build deps demo test check check-one sim-start sim-stop install clean
+.PHONY: openresty-example all build deps demo test check check-one sim-start sim-stop install clean
 
 all: build
 build: $(CORE)
@@ -86,6 +86,11 @@ check:
 check-one: build
 	@eval "$$($(SIMCTL) env)"; KOOPHONE_LUA=$(LUA_BIN) KOOPHONE_BUILD=$(BUILD) \
 	  $(BUSTED) --cpath="$(BUILD)/?.so" $(BUSTED_FLAGS) $(SPECS)
+
+# examples/openresty in nginx on a free port against the simulator (docs/openresty.md)
+openresty-example: deps
+	@$(MAKE) --no-print-directory build LUA=luajit
+	@examples/openresty/try.sh
 
 sim-start:
 	@$(SIMCTL) start --seed sim/seed-demo.json

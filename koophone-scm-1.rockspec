@@ -40,7 +40,8 @@ build = {
     ["koophone.core"] = {
       sources = {
         "src/aksk.c", "src/call.c", "src/check.c",
-        "src/client.c", "src/clock.c", "src/errors.c", "src/interrupt.c", "src/jfile.c",
+        "src/client.c", "src/clock.c", "src/errors.c", "src/event.c", "src/interrupt.c",
+        "src/jfile.c",
         "src/koophone.c", "src/multi.c", "src/pairset.c", "src/redact.c", "src/request.c",
         "src/response.c", "src/rng.c", "src/rows.c", "src/sign.c",
         "src/transport.c",
@@ -56,6 +57,7 @@ build = {
     ["koophone.bulk"] = "lua/koophone/bulk.lua",
     ["koophone.bulk_wait"] = "lua/koophone/bulk_wait.lua",
     ["koophone.classify"] = "lua/koophone/classify.lua",
+    ["koophone.eventlog"] = "lua/koophone/eventlog.lua",
     ["koophone.client"] = "lua/koophone/client.lua",
     ["koophone.codes"] = "lua/koophone/codes.lua",
     ["koophone.jobs"] = "lua/koophone/jobs.lua",

@@ -1,6 +1,7 @@
 -- koophone, sequential single-pair calls: the loop a user would write.
--- Usage: lua koophone_seq.lua client|module|policy URL CALLS WARMUP TOKEN_FILE [CAFILE]
--- client: koophone.new{}:unassign (the C client); module: koophone.unassign (default client);
+-- Usage: lua koophone_seq.lua client|events|module|policy URL CALLS WARMUP TOKEN_FILE [CAFILE]
+-- client: koophone.new{}:unassign (the C client); events: the same with an empty on_event hook
+-- (what building the events costs); module: koophone.unassign (default client);
 -- policy: koophone.client{}:unassign (the Lua client with the default retry policy).
 -- Prints "us_per_call <microseconds>" (wall) and "cpu_us_per_call <microseconds>" (CPU).
 local koophone = require "koophone"
@@ -20,10 +21,11 @@ local function check(res, err)
 end
 
 local run
-if mode == "client" or mode == "policy" then
+if mode == "client" or mode == "events" or mode == "policy" then
   -- "policy" is the same loop through koophone.client's retry layer
   local make = mode == "policy" and koophone.client or koophone.new
-  local client = make { endpoint = url, cafile = cafile }
+  local client = make { endpoint = url, cafile = cafile,
+                        on_event = mode == "events" and function() end or nil }
   run = function(n)
     for _ = 1, n do
       check(client:unassign(token, pairs_))

@@ -3,7 +3,6 @@
 -- stops reading, and TLS verification only goes off with insecure = true.
 local koophone = require "koophone"
 local sim = require "helpers.sim"
-local cjson = require "cjson.safe"
 
 local TOKEN = sim.token
 
@@ -33,31 +32,7 @@ describe("security", function()
   local list = sim.make_pairs(2, "sec")
 
   describe("the token never appears in anything the module returns", function()
-    local echo_ok = cjson.encode { error_code = "0", error_msg = "ok " .. TOKEN,
-      data = { task_id = TOKEN, cmd_jobs = { { instance_id = "sec0001", job_id = TOKEN } } } }
-    local echo_err = cjson.encode { error_code = "KOOPHONE.API.1000", error_msg = "bad token " .. TOKEN }
-    local faults = {
-      { type = "delay", seconds = 0.05 },
-      { type = "delay_body", seconds = 0.05 },
-      { type = "reset" },
-      { type = "drop" },
-      { type = "drop_after_apply" },
-      { type = "error_after_apply" },
-      { type = "error" },
-      { type = "respond", status = 200, body = echo_ok },
-      { type = "respond", status = 400, body = echo_err },
-      { type = "respond", status = 502, body = "<html>" .. TOKEN .. "</html>", headers = { ["Content-Type"] = "text/html" } },
-      { type = "respond", status = 200, body = "not json " .. TOKEN },
-      { type = "throttle", retry_after = "1" },
-      { type = "unavailable" },
-      { type = "bad_gateway", status = 504 },
-      { type = "truncate", missing = 50 },
-      { type = "big_body", bytes = 4096 },
-      { type = "trickle", bytes_per_second = 100000, total_bytes = 64 },
-      { type = "redirect", status = 302 },
-      { type = "api_error", status = 200, code = TOKEN, msg = TOKEN },
-      { type = "api_error", status = 400, code = "KOOPHONE.API.2210", msg = "x" .. TOKEN:sub(1, 100) },
-    }
+    local faults, echo_ok = sim.token_faults()
     for _, scheme in ipairs { "http", "https" } do
       for _, fault in ipairs(faults) do
         local what = scheme .. " " .. fault.type .. " " .. tostring(fault.status or "")

@@ -9,8 +9,8 @@
 #include "kp.h"
 
 const kp_call_type kp_call_types[] = {
-  /* KP_CALL_UNASSIGN */ { "POST", "/v1/instances/unassign", kp_map_unassign },
-  /* KP_CALL_GET_TASK */ { "GET", "/v1/instances/tasks/", kp_map_task }, /* + the task id */
+  /* KP_CALL_UNASSIGN */ { "unassign", "POST", "/v1/instances/unassign", kp_map_unassign },
+  /* KP_CALL_GET_TASK */ { "get_task", "GET", "/v1/instances/tasks/", kp_map_task }, /* + id */
 };
 
 /* the per-call options of unassign and get_task */
@@ -34,6 +34,8 @@ void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const cha
   call->req.timeout_ms = c->timeout_ms;
   call->secrets.n = 0;
   kp_secrets_add(&call->secrets, call->req.token, call->req.token_len);
+  call->pairs = 0;
+  call->task_arg = 0;
 }
 
 void kp_call_options(lua_State *L, kp_call *call, int idx, const char *const names[])
@@ -70,7 +72,15 @@ int kp_call_arm(kp_call *call, kp_conn *k)
 
 int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r)
 {
-  return call->type->map(L, r, call->req.request_id, &call->secrets);
+  int results = call->type->map(L, r, call->req.request_id, &call->secrets);
+  if (results == 1 && call->task_arg != 0) { /* GetTask's data has no task_id: the one asked for */
+    lua_pushvalue(L, call->task_arg);
+    lua_setfield(L, -2, "task_id");
+  }
+  if (call->c->hook.ref != LUA_NOREF)
+    kp_event_emit(L, &call->c->hook, call->type->name, r, &call->req, call->pairs, results,
+                  &call->secrets);
+  return results;
 }
 
 int kp_call_perform(lua_State *L, kp_call *call)
@@ -110,12 +120,13 @@ int kp_unassign(lua_State *L, kp_client *c, const char *fname, int base)
   /* the request id and the body stay on the stack while in use */
   call.req.request_id = lua_tolstring(L, -2, &call.req.request_id_len);
   call.req.body = lua_tolstring(L, -1, &call.req.body_len);
+  call.pairs = (lua_Integer)lua_rawlen(L, base + 1);
   return kp_call_perform(L, &call);
 }
 
 int kp_get_task(lua_State *L, kp_client *c, const char *fname, int base)
 {
-  int results, opts = base + 2;
+  int opts = base + 2;
   size_t len;
   const char *id;
   kp_call call;
@@ -126,10 +137,6 @@ int kp_get_task(lua_State *L, kp_client *c, const char *fname, int base)
   /* the request id and the path stay on the stack while in use */
   call.req.request_id = lua_tolstring(L, -2, &call.req.request_id_len);
   call.req.path = lua_tostring(L, -1);
-  results = kp_call_perform(L, &call);
-  if (results == 1) { /* GetTask's data has no task_id: the one asked for */
-    lua_pushvalue(L, base + 1);
-    lua_setfield(L, -2, "task_id");
-  }
-  return results;
+  call.task_arg = base + 1;
+  return kp_call_perform(L, &call);
 }

@@ -19,7 +19,7 @@
 static const char *const option_names[] = {
   "endpoint", "timeout", "connect_timeout", "cafile", "capath", "insecure", "proxy",
   "user_agent", "max_response_bytes", "max_pairs", "low_speed_limit", "low_speed_time",
-  "max_idle", NULL
+  "max_idle", "on_event", NULL
 };
 
 static void set_string_option(lua_State *L, kp_client *c, CURLoption opt, const char *value,
@@ -158,6 +158,8 @@ static void close_client(lua_State *L, kp_client *c)
   c->body.scratch = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, c->body.ref);
   c->body.ref = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, c->hook.ref);
+  c->hook.ref = LUA_NOREF;
 }
 
 int kp_client_create(lua_State *L, int opts, const char *what)
@@ -174,7 +176,7 @@ int kp_client_create(lua_State *L, int opts, const char *what)
 
   c = lua_newuserdata(L, sizeof *c);
   memset(c, 0, sizeof *c);
-  c->body.ref = LUA_NOREF;
+  c->body.ref = c->hook.ref = LUA_NOREF;
   luaL_getmetatable(L, KP_CLIENT_MT);
   lua_setmetatable(L, -2); /* from here on, __gc releases whatever was made */
   top = lua_gettop(L);
@@ -192,6 +194,12 @@ int kp_client_create(lua_State *L, int opts, const char *what)
   apply_tls(L, c, opts, what);
   apply_proxy(L, c, opts, what);
   apply_limits(L, c, opts, what);
+  lua_getfield(L, opts, "on_event");
+  kp_check_type(L, -1, LUA_TFUNCTION, what, 1, "opts.on_event", "a function");
+  if (lua_isnil(L, -1))
+    lua_pop(L, 1);
+  else
+    c->hook.ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   c->body.scratch = malloc((size_t)c->body.max_pairs * sizeof *c->body.scratch);
   if (c->body.scratch == NULL)
@@ -208,6 +216,8 @@ kp_client *kp_check_client(lua_State *L, int idx)
   kp_client *c = luaL_checkudata(L, idx, KP_CLIENT_MT);
   if (c->closed)
     luaL_error(L, "koophone: client is closed");
+  if (c->hook.running)
+    luaL_error(L, "koophone: a client cannot be used from its own on_event hook");
   return c;
 }
 
@@ -248,7 +258,10 @@ static int client_request_id(lua_State *L)
 /* client:close(), also __gc and __close: idempotent */
 static int client_close(lua_State *L)
 {
-  close_client(L, luaL_checkudata(L, 1, KP_CLIENT_MT));
+  kp_client *c = luaL_checkudata(L, 1, KP_CLIENT_MT);
+  if (c->hook.running)
+    return luaL_error(L, "koophone: a client cannot be closed from its own on_event hook");
+  close_client(L, c);
   return 0;
 }
 

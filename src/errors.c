@@ -143,11 +143,45 @@ static int error_tostring(lua_State *L)
   return 1;
 }
 
+/* 1 when the value at idx is a table with the koophone.Error metatable */
+static int is_error(lua_State *L, int idx)
+{
+  int same;
+  if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
+    return 0;
+  luaL_getmetatable(L, KP_ERROR_MT);
+  same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same;
+}
+
+/* "failed: " .. err and err .. "!": either side may be the error, the
+ * other a string or a number (anything else raises as a plain concat would). */
+static int error_concat(lua_State *L)
+{
+  int i;
+  lua_settop(L, 2);
+  for (i = 1; i <= 2; i++)
+    if (is_error(L, i)) {
+      lua_pushcfunction(L, error_tostring);
+      lua_pushvalue(L, i);
+      lua_call(L, 1, 1);
+      lua_replace(L, i);
+    } else if (!lua_isstring(L, i)) {
+      return luaL_error(L, "attempt to concatenate a %s value with a koophone.Error",
+                        luaL_typename(L, i));
+    }
+  lua_concat(L, 2);
+  return 1;
+}
+
 void kp_errors_open(lua_State *L)
 {
   luaL_newmetatable(L, KP_ERROR_MT);
   lua_pushcfunction(L, error_tostring);
   lua_setfield(L, -2, "__tostring");
+  lua_pushcfunction(L, error_concat);
+  lua_setfield(L, -2, "__concat");
   lua_pushliteral(L, KP_ERROR_MT);
   lua_setfield(L, -2, "__name");
   lua_pop(L, 1);

@@ -5,6 +5,7 @@
  *   check.c                      every raising argument check
  *   rng.c ... rows.c             leaves: ids, time, signals, redaction, errors, sets
  *   request.c response.c transport.c   the body, the answer, the wire
+ *   event.c                      on_event: the event of one exchange
  *   call.c                       one call: prepare, send-time step, perform, map
  *   multi.c                      several calls at once, from call.c's pieces
  *   client.c                     the client object, methods as thin wrappers
@@ -230,6 +231,7 @@ typedef struct kp_result {
   const char *body;
   size_t body_len;
   const char *curl_message;
+  CURL *easy;             /* the handle it ran on: its timers, for on_event */
 } kp_result;
 
 /* What one request sends. The strings are used where they are, not copied:
@@ -276,6 +278,23 @@ int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
  * state, error_code, error_msg, execute_msg } } }), or nil and err, and returns how many. */
 int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const kp_secrets *sec);
 
+/* ---- event.c: on_event, one event per HTTP exchange (docs/events.md) ---- */
+typedef struct kp_hook {
+  int ref;     /* registry ref of the function, LUA_NOREF when none */
+  int running; /* the hook is running: its client refuses to be used */
+  int failed;  /* it raised once: reported on stderr once */
+  int attempt; /* copies sent so far with last_id (ev.attempt) */
+  char last_id[KP_REQUEST_ID_MAX + 1];
+} kp_hook;
+
+/* Calls the hook with the event of the exchange r that sent req (as call `name`, with `pairs`
+ * pairs), whose mapped outcome is on top of the stack (results: 1 res, 2 nil and err); an
+ * error it raises is reported and dropped. The stack is left as it was. Its free text
+ * (code, task id) is redacted with sec. */
+void kp_event_emit(lua_State *L, kp_hook *h, const char *name, const kp_result *r,
+                   const kp_request *req, lua_Integer pairs, int results,
+                   const kp_secrets *sec);
+
 /* ---- call.c: one call of the API, the one sequence every call shares ---- */
 typedef struct kp_multi kp_multi; /* multi.c */
 
@@ -287,12 +306,14 @@ typedef struct kp_client {
   long timeout_ms;  /* default per-call timeout */
   kp_multi *multi;  /* unassign_many's handles, made on first use */
   int closed;
+  kp_hook hook;     /* opts.on_event */
 } kp_client;
 
 /* A call of the API: its method, its path and the mapping of its answer. */
 typedef int (*kp_map_fn)(lua_State *L, const kp_result *r, const char *request_id,
                          const kp_secrets *sec);
 typedef struct kp_call_type {
+  const char *name; /* ev.call */
   const char *method, *path;
   kp_map_fn map;
 } kp_call_type;
@@ -308,6 +329,8 @@ typedef struct kp_call {
   kp_client *c;
   kp_secrets secrets; /* what no text leaving the call may carry */
   kp_request req;
+  lua_Integer pairs; /* ev.pairs: the pairs of the request being sent */
+  int task_arg;      /* stack index of get_task's task id (res.task_id), else 0 */
 } kp_call;
 
 /* Starts a call of kp_call_types[type]: argument #1 (at base) is the token. */
@@ -321,7 +344,8 @@ void kp_call_push_request_id(lua_State *L, kp_call *call, int idx, int argn, con
 /* The send-time step, right before the request goes out on k, on every attempt: sets
  * everything the request sends (URL, method, headers, body). 0, or -1 out of memory. */
 int kp_call_arm(kp_call *call, kp_conn *k);
-/* Maps a finished request of the call (req.request_id: its id); pushes res or nil, err. */
+/* Maps a finished request of the call (req.request_id: its id); pushes res or nil, err;
+ * then gives the client's on_event hook its event (the one place both paths go through). */
 int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r);
 /* The sequence of one request on the client's own handle: interruption check, send-time
  * step, perform, map. */

@@ -208,6 +208,9 @@ static int finish(lua_State *L, kp_multi *m, CURL *easy, CURLcode code, kp_call 
   top = lua_gettop(L);
   lua_rawgeti(L, SLOT_IDS, b);
   call->req.request_id = lua_tolstring(L, -1, &call->req.request_id_len);
+  lua_rawgeti(L, ARG_BATCHES, b);
+  call->pairs = (lua_Integer)lua_rawlen(L, -1);
+  lua_pop(L, 1);
   /* the outcome is on top: res, or nil and err (with work values below) */
   failed = kp_call_map(L, call, &r) == 2;
   kp_conn_release_response(m->conns[i]);

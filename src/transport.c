@@ -228,6 +228,7 @@ void kp_conn_finish(kp_conn *k, CURLcode code, kp_result *r)
   r->body = k->response.data != NULL ? k->response.data : "";
   r->body_len = k->response.len;
   r->curl_message = k->errbuf[0] ? k->errbuf : curl_easy_strerror(code);
+  r->easy = k->easy;
 }
 
 /* Called once the result has been turned into Lua values. */

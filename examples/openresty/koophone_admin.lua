@@ -3,15 +3,21 @@
 --   POST /admin/unassign {"pairs":[{"user_id":"u1","instance_id":"i1"}, ...], "request_id":"opt"}
 --   200 {"outcome":"unassigned","task_id":"…","request_id":"…","jobs":[{"instance_id":"…","job_id":"…"}]}
 --   400 {"error":{"message":"…"}}                  the body is not a valid request; nothing was sent
+--   405 + Allow: POST                              any other method
 --   409 {"error":{kind, code, message, …}}         KooPhone refused it (e.g. KOOPHONE.API.2210)
+--   429 {"error":{…}} + Retry-After                KooPhone throttled every attempt: try later
 --   502 {"error":{kind, code, message, sent, maybe_applied, …}}   no usable answer;
---       maybe_applied: an attempt may have been applied, else sent=false: certainly not applied
+--       maybe_applied: an attempt may have been applied, else sent=false: certainly not applied;
+--       also KooPhone's 401 (message "the gateway's KooPhone credentials were refused"): this
+--       gateway's problem, not the caller's
+-- Every unassign is logged at INFO (request id, task id, job ids), failures at WARN.
 --   503 {"error":{code = "WORKER_THREAD_UNAVAILABLE", sent = false, …}} + Retry-After: overloaded,
 --       the last attempt was not started and no attempt may have been applied: try again later
 -- The token comes from KOOPHONE_TOKEN; put this location behind your own authentication.
 local cjson = require "cjson.safe"
 local koophone = require "koophone"
 local kngx = require "koophone.ngx"
+local metrics = require "koophone_metrics"
 
 local _M = {}
 
@@ -30,7 +36,9 @@ function _M.options(overrides)
     endpoint = os.getenv("KOOPHONE_ENDPOINT"),
     cafile = os.getenv("KOOPHONE_CAFILE"),
     timeout = 15,
-    retry = { max_attempts = 3, base_delay = 0.05, throttle_base_delay = 0.1, max_retry_after = 1 },
+    retry = { max_attempts = 3, base_delay = 0.05, throttle_base_delay = 0.1, max_retry_after = 1,
+              on_retry = metrics.retry },
+    on_event = metrics.record, -- /metrics (koophone_metrics.lua)
   }
   for k, v in pairs(overrides or {}) do opts[k] = v end
   return opts
@@ -51,7 +59,6 @@ end
 
 -- The request's pairs and options, or nil and why they are not acceptable.
 local function read_request()
-  if ngx.req.get_method() ~= "POST" then return nil, "use POST" end
   ngx.req.read_body()
   local req = cjson.decode(ngx.req.get_body_data() or "")
   if type(req) ~= "table" or type(req.pairs) ~= "table" or #req.pairs == 0 then
@@ -69,13 +76,38 @@ local function read_request()
   return req.pairs, { request_id = rid }
 end
 
+-- The job ids of a result, for the log line.
+local function job_ids(res)
+  local ids = {}
+  for i, j in ipairs(res.jobs) do ids[i] = tostring(j.job_id) end
+  return table.concat(ids, ",")
+end
+
+-- The HTTP status that answers a failure, and the message the caller sees.
+local function failure_status(err)
+  if err.status == 401 then
+    return 502, "the gateway's KooPhone credentials were refused (HTTP 401): " .. tostring(err.message)
+  elseif err.status == 429 then
+    ngx.header["Retry-After"] = tostring(math.ceil(err.retry_after or 1))
+    return 429, err.message
+  end
+  return err.kind == "api" and 409 or 502, err.message
+end
+
 function _M.unassign()
+  if ngx.req.get_method() ~= "POST" then
+    ngx.header["Allow"] = "POST"
+    return reply(405, { error = { message = "use POST" } })
+  end
   if not token then return reply(500, { error = { message = "KOOPHONE_TOKEN is not set" } }) end
   local list, opts_or_reason = read_request()
   if not list then return reply(400, { error = { message = opts_or_reason } }) end
-  local res, err = client:unassign(token, list, opts_or_reason)
+  metrics.enter()
+  local ok, res, err = pcall(client.unassign, client, token, list, opts_or_reason)
+  metrics.leave()
+  if not ok then error(res, 0) end
   if not res then
-    local status = err.kind == "api" and 409 or 502
+    local status, message = failure_status(err)
     if err.code == "WORKER_THREAD_UNAVAILABLE" and not err.maybe_applied then
       -- overload, nothing applied: koophone.ngx logs these itself, at most once a second
       status = 503
@@ -85,11 +117,13 @@ function _M.unassign()
       ngx.log(ngx.WARN, "unassign failed: ", tostring(err))
     end
     return reply(status, { error = {
-      kind = err.kind, code = err.code, status = err.status, message = err.message,
+      kind = err.kind, code = err.code, status = err.status, message = message,
       request_id = err.request_id, sent = err.sent, attempts = err.attempts,
       maybe_applied = err.maybe_applied, text = tostring(err),
     } })
   end
+  ngx.log(ngx.INFO, "unassign ", res.outcome, " request_id=", res.request_id, " task_id=",
+          tostring(res.task_id), " jobs=", job_ids(res))
   return reply(200, { outcome = res.outcome, task_id = res.task_id, request_id = res.request_id,
                       attempts = res.attempts, jobs = res.jobs })
 end

@@ -31,25 +31,43 @@ local THREAD_MODULE = "koophone.ngx"
 -- its client keeps its connection (and TLS session) for the next call that VM takes.
 local clients = {}
 
-local function call_in_thread(key, opts, token, list, call_opts)
+-- The events of the call in progress in this VM, for a client with on_event (request side):
+-- functions cannot cross the thread boundary, so the events go back with the result.
+local collected
+
+local function collect(ev)
+  if collected then collected[#collected + 1] = ev end
+end
+
+local function call_in_thread(key, opts, token, list, call_opts, events)
+  if events then key = key .. "\0\0on_event" end
   local c = clients[key]
   if c == nil then
-    local ok, made = pcall(core.new, opts)
+    local o = opts
+    if events then
+      o = { on_event = collect }
+      for k, v in pairs(opts) do o[k] = v end
+    end
+    local ok, made = pcall(core.new, o)
     if not ok then return false, made end
     c = made
     clients[key] = c
   end
+  collected = events and {} or nil
   local ok, res, err = pcall(c.unassign, c, token, list, call_opts)
+  events, collected = collected, nil
   if not ok then return false, res end
-  return true, res, err
+  return true, res, err, events
 end
 
--- Runs in the thread VM: true, res, err for an outcome, or false, message when the call raised
--- (a programmer mistake, re-raised in the request). Then frees the call's in-flight slot.
-function _M.thread_unassign(key, opts, token, list, call_opts, slots_addr, slot)
-  local done, res, err = call_in_thread(key, opts, token, list, call_opts)
+-- Runs in the thread VM: true, res, err (and the call's events when asked) for an outcome, or
+-- false, message when the call raised (a programmer mistake, re-raised in the request). Then
+-- frees the call's in-flight slot.
+function _M.thread_unassign(key, opts, token, list, call_opts, slots_addr, slot, events)
+  local done, res, err
+  done, res, err, events = call_in_thread(key, opts, token, list, call_opts, events)
   if slots_addr then require("koophone.ngx.inflight").clear(slots_addr, slot) end
-  return done, res, err
+  return done, res, err, events
 end
 
 -- ---------------------------------------------------------------- request side
@@ -126,7 +144,8 @@ local OWN = {
 -- pool with max_queue >= 10 safe.
 _M.defaults = { thread_pool = "koophone", max_in_flight = 10, queue_timeout = 0 }
 
--- new(opts): the options of koophone.new plus thread_pool, max_in_flight and queue_timeout.
+-- new(opts): the options of koophone.new plus thread_pool, max_in_flight and queue_timeout;
+-- on_event is called here, in the request, with the events the thread side collected.
 -- Options are checked here, now, by making a client, so mistakes raise at startup; that client
 -- stays, to make request ids in this VM.
 -- fname: the function the user called, for option errors (koophone.ngx.new or .client).
@@ -137,7 +156,12 @@ local function new(opts, fname)
   local self, copts = {}, {}
   for name, default in pairs(_M.defaults) do self[name] = default end
   for name, v in pairs(opts or {}) do
-    if OWN[name] then
+    if name == "on_event" then -- called here, with the events the thread side collected
+      if type(v) ~= "function" then
+        argerror.raise(fname, 1, "opts.on_event", "expected a function, got %s", type(v))
+      end
+      self.on_event = v
+    elseif OWN[name] then
       local ok, expected = OWN[name](v)
       if not ok then
         argerror.raise(fname, 1, "opts." .. name, "expected %s, got %s", expected,
@@ -173,16 +197,36 @@ local function wait_for_slot(self, deadline)
   return true
 end
 
+-- The events of a call, to the client's on_event; an error it raises is logged once per client.
+-- Each try may run in another thread VM, so ev.attempt is counted here, per call_opts table
+-- (koophone.client passes the same one to every attempt of a call).
+local function deliver(self, events, call_opts)
+  if not self.sent then self.sent = setmetatable({}, { __mode = "k" }) end
+  for _, ev in ipairs(events) do
+    if type(call_opts) == "table" then
+      self.sent[call_opts] = (self.sent[call_opts] or 0) + ev.resends + 1
+      ev.attempt = self.sent[call_opts]
+    end
+    local ok, why = pcall(self.on_event, ev)
+    if not ok and not self.hook_failed then
+      self.hook_failed = true
+      ngx.log(ngx.ERR, "koophone.ngx: on_event raised (logged once per client): ", tostring(why))
+    end
+  end
+end
+
 -- One try: true, done, res, err when the thread ran the call; false, why when it did not start.
 local function post(self, token, list, call_opts)
   local slots = self.slots
   local slot = slots:take()
   if not slot then return false, IN_FLIGHT_FULL end
   -- protected: a raise (e.g. called from a phase that cannot yield) must not keep the slot
-  local called, ok, done, res, err = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
-    "thread_unassign", self.key, self.opts, token, list, call_opts, slots.addr, slot)
+  local called, ok, done, res, err, events = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
+    "thread_unassign", self.key, self.opts, token, list, call_opts, slots.addr, slot,
+    self.on_event ~= nil)
   if called and ok then
     if self.freed and self.freed:count() < 0 then self.freed:post(1) end
+    if events then deliver(self, events, call_opts) end
     return true, done, res, err
   end
   slots:release(slot)

@@ -215,4 +215,36 @@ end
 -- Moves the simulator's clock forward by `seconds` (token expiry, X-Sdk-Date window, jobs).
 function _M.advance(seconds) return control("POST", "/_sim/clock", { advance = seconds }) end
 
+-- Every fault of the simulator, with answers that echo the token: a spec checks that nothing
+-- the module hands out carries it. Returns the faults and the echoing success body.
+function _M.token_faults()
+  local echo_ok = cjson.encode { error_code = "0", error_msg = "ok " .. _M.token,
+    data = { task_id = _M.token, cmd_jobs = { { instance_id = "sec0001", job_id = _M.token } } } }
+  local echo_err = cjson.encode { error_code = "KOOPHONE.API.1000", error_msg = "bad token " .. _M.token }
+  local faults = {
+    { type = "delay", seconds = 0.05 },
+    { type = "delay_body", seconds = 0.05 },
+    { type = "reset" },
+    { type = "drop" },
+    { type = "drop_after_apply" },
+    { type = "error_after_apply" },
+    { type = "error" },
+    { type = "respond", status = 200, body = echo_ok },
+    { type = "respond", status = 400, body = echo_err },
+    { type = "respond", status = 502, body = "<html>" .. _M.token .. "</html>", headers = { ["Content-Type"] = "text/html" } },
+    { type = "respond", status = 200, body = "not json " .. _M.token },
+    { type = "throttle", retry_after = "1" },
+    { type = "unavailable" },
+    { type = "bad_gateway", status = 504 },
+    { type = "truncate", missing = 50 },
+    { type = "big_body", bytes = 4096 },
+    { type = "trickle", bytes_per_second = 100000, total_bytes = 64 },
+    { type = "redirect", status = 302 },
+    { type = "stale_connection" },
+    { type = "api_error", status = 200, code = _M.token, msg = _M.token },
+    { type = "api_error", status = 400, code = "KOOPHONE.API.2210", msg = "x" .. _M.token:sub(1, 100) },
+  }
+  return faults, echo_ok
+end
+
 return _M

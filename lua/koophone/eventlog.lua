@@ -1,0 +1,68 @@
+-- koophone.eventlog: the CLI's request log (bin/koophone --log FILE, --verbose).
+--
+--   local log = eventlog.open(path, verbose_stream)   -- path or nil, stream (io.stderr) or nil
+--   log:start{ endpoint = ..., input = ..., ... }     -- {"event":"start", ...}
+--   client options: on_event = log.on_event           -- {"event":"request", <the event>}
+--   log:finish{ counts = ..., total = ..., ... }      -- {"event":"end", ...}
+--
+-- One JSON line per request, written and flushed as the request ends, so the run's request ids,
+-- statuses, task ids and timings are on disk even when stdout is lost or the process is killed
+-- (a line is one write: a kill leaves every earlier line whole). The file is appended to, so a
+-- resumed run adds to the log of the first. Events hold no secret and no pair id (docs/events.md).
+local cjson = require("cjson.safe").new()
+
+local _M = {}
+
+local Log = {}
+Log.__index = Log
+
+local function now_utc()
+  return os.date("!%Y-%m-%dT%H:%M:%SZ")
+end
+
+-- Writes one JSON line of `fields` with event = kind; a write error stops the file log (the run
+-- goes on: its results still reach stdout and the journal).
+function Log:write(kind, fields)
+  if not self.file then return end
+  local t = { event = kind, time = now_utc() }
+  for k, v in pairs(fields) do t[k] = v end
+  local ok = self.file:write(cjson.encode(t), "\n")
+  if ok then ok = self.file:flush() end
+  if not ok then
+    self.file:close()
+    self.file = nil
+  end
+end
+
+-- The --verbose line of an event.
+local function verbose_line(ev)
+  return ("koophone: %s %s status=%d attempt=%d pairs=%d %s%.3fs%s%s\n"):format(
+    ev.call, ev.request_id, ev.status, ev.attempt, ev.pairs,
+    ev.task_id and ("task=" .. ev.task_id .. " ") or "", ev.duration,
+    ev.code and (" " .. ev.code) or "", ev.kind and (" (" .. ev.kind .. ")") or "")
+end
+
+-- open(path, verbose) -> log, or nil and the error; path nil: --verbose only.
+function _M.open(path, verbose)
+  local self = setmetatable({ verbose = verbose }, Log)
+  if path then
+    local f, err = io.open(path, "a")
+    if not f then return nil, err end
+    self.file = f
+  end
+  self.on_event = function(ev)
+    self:write("request", ev)
+    if self.verbose then self.verbose:write(verbose_line(ev)) end
+  end
+  return self
+end
+
+function Log:start(fields) self:write("start", fields) end
+
+function Log:finish(fields)
+  self:write("end", fields)
+  if self.file then self.file:close() end
+  self.file = nil
+end
+
+return _M
