@@ -184,3 +184,35 @@ int kp_lua_aksk(lua_State *L)
   return 1;
 }
 
+/* core.is_aksk(v): true for open koophone.aksk credentials (for the Lua layers' checks) */
+int kp_lua_is_aksk(lua_State *L)
+{
+  kp_aksk *c = luaL_testudata(L, 1, KP_AKSK_MT);
+  lua_pushboolean(L, c != NULL && c->block != NULL);
+  return 1;
+}
+
+/* core.aksk_export(cred) -> { ak =, sk =, project_id =, security_token = }: what
+ * koophone.aksk{} takes to make the same credentials in another Lua VM (koophone.ngx's
+ * worker threads copy only plain values). Not part of the API: the SK is not readable
+ * through the object itself. */
+int kp_lua_aksk_export(lua_State *L)
+{
+  kp_aksk *c = kp_test_aksk(L, 1);
+  if (c == NULL)
+    return luaL_argerror(L, 1, "expected koophone.aksk credentials");
+  lua_createtable(L, 0, F_N);
+  lua_pushlstring(L, c->ak, c->ak_len);
+  lua_setfield(L, -2, "ak");
+  lua_pushlstring(L, c->sk, c->sk_len);
+  lua_setfield(L, -2, "sk");
+  if (c->project_id != NULL) {
+    lua_pushlstring(L, c->project_id, c->project_id_len);
+    lua_setfield(L, -2, "project_id");
+  }
+  if (c->security_token != NULL) {
+    lua_pushlstring(L, c->security_token, c->security_token_len);
+    lua_setfield(L, -2, "security_token");
+  }
+  return 1;
+}

@@ -6,6 +6,9 @@
  * the per-call options, fix the x-request-id, arm the handle right before the
  * request goes out (kp_call_arm: the one place that sets what a request
  * sends, on every attempt), perform, map the answer. */
+#include <string.h>
+#include <time.h>
+
 #include "kp.h"
 
 const kp_call_type kp_call_types[] = {
@@ -24,7 +27,11 @@ void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const cha
   call->req.method = call->type->method;
   call->req.base = c->endpoint;
   call->req.path = call->type->path;
-  call->req.token = kp_check_token(L, base, fname, 1, &call->req.token_len);
+  call->aksk = kp_test_aksk(L, base);
+  call->req.token = NULL;
+  call->req.token_len = 0;
+  if (call->aksk == NULL)
+    call->req.token = kp_check_token(L, base, fname, 1, &call->req.token_len);
   call->req.request_id = NULL;
   call->req.request_id_len = 0;
   call->req.body = NULL;
@@ -32,6 +39,10 @@ void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const cha
   call->req.timeout_ms = c->timeout_ms;
   call->secrets.n = 0;
   kp_secrets_add(&call->secrets, call->req.token, call->req.token_len);
+  if (call->aksk != NULL) {
+    kp_secrets_add(&call->secrets, call->aksk->sk, call->aksk->sk_len);
+    kp_secrets_add(&call->secrets, call->aksk->security_token, call->aksk->security_token_len);
+  }
 }
 
 void kp_call_options(lua_State *L, kp_call *call, int idx, const char *const names[])
@@ -61,9 +72,61 @@ void kp_call_push_request_id(lua_State *L, kp_call *call, int idx, int argn, con
   lua_pushlstring(L, uuid, KP_UUID_LEN);
 }
 
+/* h[n] = the header when value is set; the new count */
+static size_t add_header(kp_sign_header *h, size_t n, const char *name, const char *value,
+                         size_t len)
+{
+  if (value == NULL)
+    return n;
+  h[n].name = name;
+  h[n].name_len = strlen(name);
+  h[n].value = value;
+  h[n].value_len = len;
+  return n + 1;
+}
+
+/* Signs the request prepared on k with the call's AK/SK, dated now: the
+ * date, the project id and the security token are signed, and so is the host
+ * as libcurl sends it (from the URL, the scheme's default port left out). */
+static int sign(const kp_aksk *cred, kp_conn *k, const kp_request *req)
+{
+  kp_sign_header h[2];
+  kp_sign_input in;
+  const char *nv[8];
+  char date[KP_SIGN_DATE_LEN + 1];
+  if (cred->block == NULL) /* closed by a callback since the call began */
+    return -1;
+  memset(&in, 0, sizeof in);
+  if (kp_sign_url(&in, k->url.data, k->url.len) != NULL)
+    return -1; /* cannot happen: the client checked its endpoint */
+  kp_sign_date(date, time(NULL));
+  in.method = req->method;
+  in.method_len = strlen(req->method);
+  in.body = req->body;
+  in.body_len = req->body_len;
+  in.ak = cred->ak;
+  in.ak_len = cred->ak_len;
+  in.sk = cred->sk;
+  in.sk_len = cred->sk_len;
+  in.date = date;
+  in.headers = h;
+  in.nheaders = add_header(h, 0, "X-Project-Id", cred->project_id, cred->project_id_len);
+  in.nheaders = add_header(h, in.nheaders, "X-Security-Token", cred->security_token,
+                           cred->security_token_len);
+  if (kp_sign(&k->sign, &in) != NULL)
+    return -1;
+  nv[0] = "Authorization", nv[1] = k->sign.data;
+  nv[2] = "X-Sdk-Date", nv[3] = date;
+  nv[4] = "X-Project-Id", nv[5] = cred->project_id;
+  nv[6] = "X-Security-Token", nv[7] = cred->security_token;
+  return kp_conn_set_auth_headers(k, nv, 4);
+}
+
 int kp_call_arm(kp_call *call, kp_conn *k)
 {
-  return kp_conn_prepare(k, &call->req);
+  if (kp_conn_prepare(k, &call->req) != 0)
+    return -1;
+  return call->aksk != NULL ? sign(call->aksk, k, &call->req) : 0;
 }
 
 int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r)

@@ -88,6 +88,7 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
     { "random", kp_lua_random },
     { "row_entry", kp_row_entry },
     { "sign", kp_lua_sign }, { "aksk", kp_lua_aksk },
+    { "is_aksk", kp_lua_is_aksk }, { "aksk_export", kp_lua_aksk_export },
     { NULL, NULL }
   };
   kp_global_init();

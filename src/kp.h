@@ -180,6 +180,8 @@ typedef struct kp_aksk {
  * they were closed. */
 kp_aksk *kp_test_aksk(lua_State *L, int idx);
 int kp_lua_aksk(lua_State *L); /* koophone.aksk */
+int kp_lua_is_aksk(lua_State *L);     /* core.is_aksk(v) */
+int kp_lua_aksk_export(lua_State *L); /* core.aksk_export(cred), for koophone.ngx */
 
 /* ---- request.c: pair validation and the unassign body ---- */
 typedef struct kp_pair_ref {
@@ -232,16 +234,21 @@ typedef struct kp_result {
 typedef struct kp_request {
   const char *method;
   const char *base, *path; /* URL = base (no trailing slash) + path */
-  const char *token, *request_id, *body;
+  const char *token; /* NULL: the credentials' headers are set by kp_conn_set_auth_headers */
+  const char *request_id, *body;
   size_t token_len, request_id_len, body_len;
   long timeout_ms;
 } kp_request;
 
+#define KP_AUTH_HEADERS_MAX 4 /* X-Auth-Token, or a signature's four headers */
 typedef struct kp_conn {
   CURL *easy;
-  struct curl_slist headers[5];
+  /* x-request-id, the credentials' headers (the unused ones skipped), three fixed ones */
+  struct curl_slist headers[KP_AUTH_HEADERS_MAX + 4];
   char id_header[sizeof("x-request-id: ") + KP_REQUEST_ID_MAX];
   kp_buf token_header;
+  kp_buf auth_headers; /* a signed request's headers, NUL-separated */
+  kp_buf sign;         /* the signer's work buffer */
   kp_buf url;         /* the URL set on the handle */
   const char *method; /* the method set on the handle */
   size_t max_response_bytes;
@@ -257,6 +264,9 @@ int kp_conn_clone(kp_conn *k, const kp_conn *from);
 void kp_conn_close(kp_conn *k); /* idempotent */
 /* Sets what changes per request; -1 when out of memory. */
 int kp_conn_prepare(kp_conn *k, const kp_request *req);
+/* After kp_conn_prepare of a request without token: its credentials' headers, n
+ * name/value pairs in nv (a NULL value leaves the header out); -1 out of memory. */
+int kp_conn_set_auth_headers(kp_conn *k, const char *const nv[], int n);
 void kp_conn_finish(kp_conn *k, CURLcode code, kp_result *r);
 void kp_conn_release_response(kp_conn *k); /* after the result is in Lua */
 void kp_conn_perform(kp_conn *k, kp_result *r);
@@ -297,11 +307,13 @@ typedef struct kp_call {
   const char *fname; /* the function the user called, for messages */
   int base;          /* stack index of its argument #1 */
   kp_client *c;
+  const kp_aksk *aksk; /* argument #1 when it is AK/SK credentials (req.token NULL) */
   kp_secrets secrets; /* what no text leaving the call may carry */
   kp_request req;
 } kp_call;
 
-/* Starts a call of kp_call_types[type]: argument #1 (at base) is the token. */
+/* Starts a call of kp_call_types[type]: argument #1 (at base) is the token or
+ * a koophone.aksk (signed by kp_call_arm). */
 void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const char *fname,
                   int base);
 /* Checks the options table at idx (nil is fine) against names; reads timeout. */
@@ -310,7 +322,8 @@ void kp_call_options(lua_State *L, kp_call *call, int idx, const char *const nam
  * fresh UUIDv4 when that is nil. */
 void kp_call_push_request_id(lua_State *L, kp_call *call, int idx, int argn, const char *path);
 /* The send-time step, right before the request goes out on k, on every attempt: sets
- * everything the request sends (URL, method, headers, body). 0, or -1 out of memory. */
+ * everything the request sends (URL, method, headers, body) and signs it with AK/SK
+ * credentials, dated now. 0, or -1 out of memory (or credentials closed meanwhile). */
 int kp_call_arm(kp_call *call, kp_conn *k);
 /* Maps a finished request of the call (req.request_id: its id); pushes res or nil, err. */
 int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r);

@@ -83,13 +83,14 @@ static int bind_handle(kp_conn *k)
   CURL *e = k->easy;
   int i;
   k->headers[0].data = k->id_header;
-  k->headers[1].data = k->token_header.data; /* the token header, set per call */
-  k->headers[2].data = header_content_type;
-  k->headers[3].data = header_accept;
-  k->headers[4].data = header_no_expect;
-  for (i = 0; i < 4; i++)
+  k->headers[1].data = k->token_header.data; /* the credentials' headers, set per call */
+  k->headers[KP_AUTH_HEADERS_MAX + 1].data = header_content_type;
+  k->headers[KP_AUTH_HEADERS_MAX + 2].data = header_accept;
+  k->headers[KP_AUTH_HEADERS_MAX + 3].data = header_no_expect;
+  for (i = 0; i < KP_AUTH_HEADERS_MAX + 3; i++)
     k->headers[i].next = &k->headers[i + 1];
-  k->headers[4].next = NULL;
+  k->headers[KP_AUTH_HEADERS_MAX + 3].next = NULL;
+  k->headers[1].next = &k->headers[KP_AUTH_HEADERS_MAX + 1];
   if (curl_easy_setopt(e, CURLOPT_ERRORBUFFER, k->errbuf) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, before_request) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_PREREQDATA, k) != CURLE_OK ||
@@ -133,6 +134,8 @@ void kp_conn_close(kp_conn *k)
     curl_easy_cleanup(k->easy);
   k->easy = NULL;
   buf_free(&k->token_header);
+  buf_free(&k->auth_headers);
+  buf_free(&k->sign);
   buf_free(&k->response);
   buf_free(&k->url);
   k->method = NULL;
@@ -143,15 +146,44 @@ static int set_token_header(kp_conn *k, const char *token, size_t len)
   static const char prefix[] = "X-Auth-Token: ";
   const size_t plen = sizeof prefix - 1;
   kp_buf *b = &k->token_header;
-  if (b->len == plen + len && memcmp(b->data + plen, token, len) == 0)
-    return 0; /* the same token as the last call: the usual case */
-  if (buf_reserve(b, plen + len + 1) != 0)
-    return -1;
-  memcpy(b->data, prefix, plen);
-  memcpy(b->data + plen, token, len);
-  b->data[plen + len] = '\0';
-  b->len = plen + len;
+  k->headers[1].next = &k->headers[KP_AUTH_HEADERS_MAX + 1];
+  if (b->len != plen + len || memcmp(b->data + plen, token, len) != 0) {
+    if (buf_reserve(b, plen + len + 1) != 0)
+      return -1;
+    memcpy(b->data, prefix, plen);
+    memcpy(b->data + plen, token, len);
+    b->data[plen + len] = '\0';
+    b->len = plen + len;
+  } /* else the same token as the last call: the usual case */
   k->headers[1].data = b->data;
+  return 0;
+}
+
+int kp_conn_set_auth_headers(kp_conn *k, const char *const nv[], int n)
+{
+  kp_buf *b = &k->auth_headers;
+  size_t need = 0, at = 0, len;
+  int i, used = 0;
+  for (i = 0; i < 2 * n; i += 2)
+    need += nv[i + 1] != NULL ? strlen(nv[i]) + 2 + strlen(nv[i + 1]) + 1 : 0;
+  if (buf_reserve(b, need) != 0)
+    return -1;
+  for (i = 0; i < 2 * n && used < KP_AUTH_HEADERS_MAX; i += 2) {
+    if (nv[i + 1] == NULL)
+      continue;
+    k->headers[1 + used].data = b->data + at;
+    k->headers[1 + used].next = &k->headers[2 + used];
+    used++;
+    len = strlen(nv[i]);
+    memcpy(b->data + at, nv[i], len);
+    memcpy(b->data + at + len, ": ", 2);
+    at += len + 2;
+    len = strlen(nv[i + 1]) + 1;
+    memcpy(b->data + at, nv[i + 1], len);
+    at += len;
+  }
+  b->len = at;
+  k->headers[used].next = &k->headers[KP_AUTH_HEADERS_MAX + 1];
   return 0;
 }
 
@@ -175,7 +207,8 @@ static int set_url(kp_conn *k, const char *base, const char *path)
 int kp_conn_prepare(kp_conn *k, const kp_request *req)
 {
   static const char prefix[] = "x-request-id: ";
-  if (set_url(k, req->base, req->path) != 0 || set_token_header(k, req->token, req->token_len) != 0)
+  if (set_url(k, req->base, req->path) != 0 ||
+      (req->token != NULL && set_token_header(k, req->token, req->token_len) != 0))
     return -1;
   if (k->method != req->method) {
     if (curl_easy_setopt(k->easy, CURLOPT_CUSTOMREQUEST, req->method) != CURLE_OK)

@@ -16,7 +16,8 @@
 -- What crosses the thread boundary: ngx.run_worker_thread copies arguments and results between
 -- the request's VM and the thread's VM; only nil, booleans, numbers, strings and tables of those
 -- survive (no functions, userdata or metatables). So the options are plain values, the client
--- lives in the thread VM, and errors get their koophone.Error metatable back on this side.
+-- lives in the thread VM, koophone.aksk credentials cross as their fields and are made again
+-- there, and errors get their koophone.Error metatable back on this side.
 -- The thread side must not touch the `ngx` API: this file reads `ngx` only in request code.
 local argerror = require "koophone.argerror"
 local core = require "koophone.core"
@@ -39,7 +40,9 @@ local function call_in_thread(key, opts, token, list, call_opts)
     c = made
     clients[key] = c
   end
-  local ok, res, err = pcall(c.unassign, c, token, list, call_opts)
+  local cred = type(token) == "table" and core.aksk(token) -- AK/SK, exported by post()
+  local ok, res, err = pcall(c.unassign, c, cred or token, list, call_opts)
+  if cred then cred:close() end
   if not ok then return false, res end
   return true, res, err
 end
@@ -179,6 +182,8 @@ local function post(self, token, list, call_opts)
   local slot = slots:take()
   if not slot then return false, IN_FLIGHT_FULL end
   -- protected: a raise (e.g. called from a phase that cannot yield) must not keep the slot
+  -- AK/SK credentials cross as their fields: a userdata does not survive the copy
+  if core.is_aksk(token) then token = core.aksk_export(token) end
   local called, ok, done, res, err = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
     "thread_unassign", self.key, self.opts, token, list, call_opts, slots.addr, slot)
   if called and ok then
