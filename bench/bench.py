@@ -277,9 +277,12 @@ def callgrind():
                                 ("http", TOKEN_1K, "HTTP, 1 KiB")):
         progs = [("C floor", [os.path.join(BIN, "floor"), URL[proto]], None),
                  ("koophone client:unassign", [LUA, "bench/koophone_seq.lua", "client", ENDPOINT[proto]], LUA_ENV)]
+        if token == TOKEN:  # the credentials rows: next to the token call with its 8 KiB token
+            progs += [("koophone, AK/SK signed", [LUA, "bench/koophone_seq.lua", "aksk", ENDPOINT[proto]], LUA_ENV)]
         for name, cmd, env in progs:
             counts = [callgrind_total(cmd + [str(calls), "0", token] + ca_args(proto), env, "%s-%s-%s-%d" % (
-                name.split()[0].lower(), proto, os.path.basename(token)[:-4], calls)) for calls in (100, 1100)]
+                "".join(ch if ch.isalnum() else "-" for ch in name.lower()), proto,
+                os.path.basename(token)[:-4], calls)) for calls in (100, 1100)]
             per_call[(name, label)] = (counts[1] - counts[0]) / 1000
         floor = per_call[("C floor", label)]
         for name, _, _ in progs:

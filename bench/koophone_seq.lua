@@ -1,7 +1,8 @@
 -- koophone, sequential single-pair calls: the loop a user would write.
--- Usage: lua koophone_seq.lua client|module|policy URL CALLS WARMUP TOKEN_FILE [CAFILE]
+-- Usage: lua koophone_seq.lua client|module|policy|aksk URL CALLS WARMUP TOKEN_FILE [CAFILE]
 -- client: koophone.new{}:unassign (the C client); module: koophone.unassign (default client);
--- policy: koophone.client{}:unassign (the Lua client with the default retry policy).
+-- policy: koophone.client{}:unassign (the Lua client with the default retry policy);
+-- aksk: koophone.new{}:unassign with koophone.aksk credentials (a signed call).
 -- Prints "us_per_call <microseconds>" (wall) and "cpu_us_per_call <microseconds>" (CPU).
 local koophone = require "koophone"
 
@@ -20,7 +21,18 @@ local function check(res, err)
 end
 
 local run
-if mode == "client" or mode == "policy" then
+if mode == "aksk" then
+  -- the C client with AK/SK credentials: every call signed at send time (the token file is
+  -- not used; the bench server does not check signatures)
+  local client = koophone.new { endpoint = url, cafile = cafile }
+  local cred = koophone.aksk { ak = "BENCHAK0000000000001", sk = "bench-secret-key-0123456789abcdefghijklm",
+                               project_id = "0123456789abcdef0123456789abcdef" }
+  run = function(n)
+    for _ = 1, n do
+      check(client:unassign(cred, pairs_))
+    end
+  end
+elseif mode == "client" or mode == "policy" then
   -- "policy" is the same loop through koophone.client's retry layer
   local make = mode == "policy" and koophone.client or koophone.new
   local client = make { endpoint = url, cafile = cafile }
@@ -38,7 +50,7 @@ elseif mode == "module" then
     end
   end
 else
-  error("mode must be client, module or policy")
+  error("mode must be client, module, policy or aksk")
 end
 
 run(warmup)
