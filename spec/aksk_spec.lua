@@ -4,6 +4,7 @@
 local koophone = require "koophone"
 local core = require "koophone.core"
 local sim = require "helpers.sim"
+local read = require("helpers.cli").read_file
 
 local PROJECT = "0123456789abcdef0123456789abcdef"
 local SK = "SK-perm-" .. string.rep("s3cr3tKEY", 6)
@@ -42,13 +43,6 @@ end
 local function assert_no_secret_in(v)
   for _, s in ipairs(sim.strings(v)) do assert_no_secret(s) end
   if getmetatable(v) and getmetatable(v).__tostring then assert_no_secret(tostring(v)) end
-end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
 end
 
 -- Every log entry since the reset was a verified signed call (the simulator logs auth "aksk").
@@ -181,6 +175,26 @@ describe("AK/SK signed calls", function()
     assert.equals(4, report.counts.unassigned)
     assert_all_signed(4)
     pc:close()
+  end)
+
+  it("bin/koophone unassign signs with HUAWEICLOUD_SDK_* when no token is given", function()
+    local cli = require "helpers.cli"
+    local ctx = cli.new()
+    local list = sim.make_pairs(3, "cli")
+    seed(list)
+    local journal = ctx.dir .. "/run.jsonl"
+    local env = ("HUAWEICLOUD_SDK_AK=AKTEMP0001 HUAWEICLOUD_SDK_SK=%s HUAWEICLOUD_SDK_PROJECT_ID=%s "
+                 .. "HUAWEICLOUD_SDK_SECURITY_TOKEN=%s "):format(TEMP_SK, PROJECT, SECURITY_TOKEN)
+    local rc = cli.exit_code(os.execute(("%s%s unassign --input %s --batch-size 2 --journal %s "
+      .. "--endpoint %s >%s/out 2>%s/err"):format(env, cli.CMD, ctx.csv(list), journal, sim.http_url,
+                                                   ctx.dir, ctx.dir)))
+    local out, err = ctx.output()
+    assert.equals(0, rc, err)
+    assert.matches("unassigned%s+3\n", out)
+    assert.matches("credentials: AK/SK from HUAWEICLOUD_SDK_%* %(koophone.aksk %(AK AKTE", err)
+    assert_all_signed(2)
+    for _, text in ipairs { out, err, read(journal) } do assert_no_secret(text) end
+    ctx.cleanup()
   end)
 
   it("argument #1 may be credentials, a token, nothing else; closed ones raise", function()
