@@ -12,6 +12,7 @@ local _M = {
   validate_pair = core.validate_pair,
   sign = core.sign,                  -- the AK/SK Authorization value of a request
   aksk = core.aksk,                  -- AK/SK credentials (from the environment without options)
+  iam_token = require("koophone.iam_token").new, -- an IAM token provider (password login, refresh)
   codes = codes.names,
   describe = codes.describe,
   Error = core.Error,

@@ -12,10 +12,42 @@
 #include "kp.h"
 
 const kp_call_type kp_call_types[] = {
-  /* KP_CALL_UNASSIGN */ { "POST", "/v1/instances/unassign", kp_map_unassign },
+  /* KP_CALL_UNASSIGN */ { "POST", "/v1/instances/unassign", kp_map_unassign, 0 },
+  /* KP_CALL_IAM_TOKEN */ { "POST", "/v3/auth/tokens?nocatalog=true", kp_map_iam_token, 1 },
 };
 
 static const char *const unassign_option_names[] = { "request_id", "timeout", NULL };
+
+static int is_provider(lua_State *L, int idx)
+{
+  int yes = 0;
+  if (lua_istable(L, idx) && luaL_getmetafield(L, idx, "__name") != 0) {
+    yes = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), KP_PROVIDER_MT) == 0;
+    lua_pop(L, 1);
+  }
+  return yes;
+}
+
+/* provider:<method>() with nresults results */
+static void call_provider(lua_State *L, const kp_call *call, const char *method, int nresults)
+{
+  lua_getfield(L, call->provider, method);
+  lua_pushvalue(L, call->provider);
+  lua_call(L, 1, nresults);
+}
+
+int kp_call_credentials(lua_State *L, kp_call *call)
+{
+  if (call->provider == 0)
+    return 0;
+  call_provider(L, call, "token", 2);
+  if (lua_type(L, -2) != LUA_TSTRING)
+    return 2; /* nil, err */
+  lua_pop(L, 1); /* the token stays on the stack while in use */
+  call->req.token = kp_check_token(L, -1, call->fname, 1, &call->req.token_len);
+  kp_secrets_add(&call->secrets, call->req.token, call->req.token_len);
+  return 0;
+}
 
 void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const char *fname,
                   int base)
@@ -27,10 +59,13 @@ void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const cha
   call->req.method = call->type->method;
   call->req.base = c->endpoint;
   call->req.path = call->type->path;
-  call->aksk = kp_test_aksk(L, base);
+  call->aksk = call->type->anonymous ? NULL : kp_test_aksk(L, base);
+  call->provider = 0;
   call->req.token = NULL;
   call->req.token_len = 0;
-  if (call->aksk == NULL)
+  if (is_provider(L, base) && !call->type->anonymous)
+    call->provider = lua_absindex(L, base);
+  else if (call->aksk == NULL && !call->type->anonymous)
     call->req.token = kp_check_token(L, base, fname, 1, &call->req.token_len);
   call->req.request_id = NULL;
   call->req.request_id_len = 0;
@@ -126,7 +161,9 @@ int kp_call_arm(kp_call *call, kp_conn *k)
 {
   if (kp_conn_prepare(k, &call->req) != 0)
     return -1;
-  return call->aksk != NULL ? sign(call->aksk, k, &call->req) : 0;
+  if (call->aksk != NULL)
+    return sign(call->aksk, k, &call->req);
+  return call->req.token == NULL ? kp_conn_set_auth_headers(k, NULL, 0) : 0;
 }
 
 int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r)
@@ -134,7 +171,7 @@ int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r)
   return call->type->map(L, r, call->req.request_id, &call->secrets);
 }
 
-int kp_call_perform(lua_State *L, kp_call *call)
+static int perform_once(lua_State *L, kp_call *call)
 {
   kp_conn *k = &call->c->conn;
   kp_result r;
@@ -147,6 +184,58 @@ int kp_call_perform(lua_State *L, kp_call *call)
   results = kp_call_map(L, call, &r);
   kp_conn_release_response(k);
   return results;
+}
+
+/* The err on top is the gateway refusing a token: 401 APIGW.0301 or APIGW.0307. */
+static int token_refused(lua_State *L)
+{
+  int yes;
+  lua_getfield(L, -1, "status");
+  lua_getfield(L, -2, "code");
+  yes = lua_tointeger(L, -2) == 401 && lua_type(L, -1) == LUA_TSTRING &&
+        (strcmp(lua_tostring(L, -1), "APIGW.0301") == 0 ||
+         strcmp(lua_tostring(L, -1), "APIGW.0307") == 0);
+  lua_pop(L, 2);
+  return yes;
+}
+
+int kp_call_perform(lua_State *L, kp_call *call)
+{
+  lua_Integer before;
+  int results;
+  if (kp_call_credentials(L, call) != 0)
+    return 2;
+  results = perform_once(L, call);
+  if (call->provider == 0 || results != 2 || !token_refused(L))
+    return results;
+  /* once: invalidate, a new token, the same request (same x-request-id) */
+  lua_getfield(L, -1, "attempts");
+  before = lua_tointeger(L, -1);
+  lua_pop(L, 3);
+  call_provider(L, call, "invalidate", 0);
+  if (kp_call_credentials(L, call) != 0)
+    return 2;
+  results = perform_once(L, call);
+  lua_getfield(L, -1, "attempts"); /* res or err: both count the two requests */
+  lua_pushinteger(L, before + lua_tointeger(L, -1));
+  lua_setfield(L, -3, "attempts");
+  lua_pop(L, 1);
+  return results;
+}
+
+int kp_iam_token(lua_State *L, kp_client *c, const char *fname, int base)
+{
+  kp_call call;
+  size_t len;
+  const char *password;
+  kp_call_init(L, &call, c, KP_CALL_IAM_TOKEN, fname, base);
+  call.req.body = luaL_checklstring(L, base, &call.req.body_len);
+  password = luaL_checklstring(L, base + 1, &len);
+  kp_secrets_add(&call.secrets, password, len);
+  lua_pushnil(L);
+  kp_call_push_request_id(L, &call, -1, 1, "request_id");
+  call.req.request_id = lua_tolstring(L, -1, &call.req.request_id_len);
+  return kp_call_perform(L, &call);
 }
 
 int kp_unassign(lua_State *L, kp_client *c, const char *fname, int base)

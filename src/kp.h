@@ -226,6 +226,9 @@ typedef struct kp_result {
   int out_of_memory;      /* the body could not be stored */
   const char *body;
   size_t body_len;
+  const char *subject_token; /* the X-Subject-Token answer header, NULL when absent */
+  size_t subject_token_len;
+  int subject_too_large; /* it passed KP_SUBJECT_TOKEN_MAX */
   const char *curl_message;
 } kp_result;
 
@@ -241,6 +244,7 @@ typedef struct kp_request {
 } kp_request;
 
 #define KP_AUTH_HEADERS_MAX 4 /* X-Auth-Token, or a signature's four headers */
+#define KP_SUBJECT_TOKEN_MAX (64 * 1024) /* IAM tokens are several KB; no documented limit */
 typedef struct kp_conn {
   CURL *easy;
   /* x-request-id, the credentials' headers (the unused ones skipped), three fixed ones */
@@ -254,7 +258,8 @@ typedef struct kp_conn {
   size_t max_response_bytes;
   int attempts; /* copies of the request sent by this transfer (before_request) */
   kp_buf response;
-  int too_large, out_of_memory;
+  kp_buf subject_token; /* the X-Subject-Token answer header */
+  int too_large, out_of_memory, subject_too_large;
   char errbuf[CURL_ERROR_SIZE];
 } kp_conn;
 
@@ -276,6 +281,10 @@ void kp_conn_perform(kp_conn *k, kp_result *r);
  * The body is decoded as received; only its free text is redacted. */
 int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
                     const kp_secrets *sec);
+/* Maps IAM's answer to a token request: res { token, expires_at (text), status,
+ * attempts } or nil, err of kind "auth". */
+int kp_map_iam_token(lua_State *L, const kp_result *r, const char *request_id,
+                     const kp_secrets *sec);
 
 /* ---- call.c: one call of the API, the one sequence every call shares ---- */
 typedef struct kp_multi kp_multi; /* multi.c */
@@ -296,9 +305,11 @@ typedef int (*kp_map_fn)(lua_State *L, const kp_result *r, const char *request_i
 typedef struct kp_call_type {
   const char *method, *path;
   kp_map_fn map;
+  int anonymous; /* sends no credentials (IAM's token request) */
 } kp_call_type;
 
-enum { KP_CALL_UNASSIGN }; /* index into kp_call_types */
+enum { KP_CALL_UNASSIGN, KP_CALL_IAM_TOKEN }; /* index into kp_call_types */
+#define KP_PROVIDER_MT "koophone.iam_token" /* __name of a token provider's metatable */
 extern const kp_call_type kp_call_types[];
 
 /* One call in progress: what the user called, and what the send-time step sends. */
@@ -308,12 +319,14 @@ typedef struct kp_call {
   int base;          /* stack index of its argument #1 */
   kp_client *c;
   const kp_aksk *aksk; /* argument #1 when it is AK/SK credentials (req.token NULL) */
+  int provider;        /* stack index of argument #1 when it is a token provider, else 0 */
   kp_secrets secrets; /* what no text leaving the call may carry */
   kp_request req;
 } kp_call;
 
-/* Starts a call of kp_call_types[type]: argument #1 (at base) is the token or
- * a koophone.aksk (signed by kp_call_arm). */
+/* Starts a call of kp_call_types[type]: argument #1 (at base) is the token, a
+ * koophone.aksk (signed by kp_call_arm) or a token provider (kp_call_credentials);
+ * an anonymous type takes none. */
 void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const char *fname,
                   int base);
 /* Checks the options table at idx (nil is fine) against names; reads timeout. */
@@ -325,13 +338,21 @@ void kp_call_push_request_id(lua_State *L, kp_call *call, int idx, int argn, con
  * everything the request sends (URL, method, headers, body) and signs it with AK/SK
  * credentials, dated now. 0, or -1 out of memory (or credentials closed meanwhile). */
 int kp_call_arm(kp_call *call, kp_conn *k);
+/* With a token provider: pushes its token (provider:token()) and sends it; 0, or
+ * 2 with nil, err (the provider's, kind "auth") pushed: nothing may be sent. */
+int kp_call_credentials(lua_State *L, kp_call *call);
 /* Maps a finished request of the call (req.request_id: its id); pushes res or nil, err. */
 int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r);
-/* The sequence of one request on the client's own handle: interruption check, send-time
- * step, perform, map. */
+/* The sequence of one request on the client's own handle: credentials, interruption check,
+ * send-time step, perform, map; with a token provider, a 401 APIGW.0301 or APIGW.0307 (the
+ * gateway refused the token before the service saw the request) invalidates it and sends
+ * the same request once more with a new token. */
 int kp_call_perform(lua_State *L, kp_call *call);
 /* unassign(token, pairs [, opts]) with argument #1 at base. */
 int kp_unassign(lua_State *L, kp_client *c, const char *fname, int base);
+/* iam_token_request(client, body, password): IAM's POST /v3/auth/tokens with the body
+ * given (the password only to redact it); res { token, expires_at } or nil, err. */
+int kp_iam_token(lua_State *L, kp_client *c, const char *fname, int base);
 
 /* ---- multi.c: client:unassign_many, several requests at once ---- */
 /* client:unassign_many(token, batches [, opts]) with the client at 1 */

@@ -316,6 +316,8 @@ int kp_unassign_many(lua_State *L, kp_client *c)
   push_option(L, "request_ids", LUA_TTABLE, "opts.request_ids", "an array of strings");
   push_option(L, "on_done", LUA_TFUNCTION, "opts.on_done", "a function");
   push_option(L, "on_start", LUA_TFUNCTION, "opts.on_start", "a function");
+  if (kp_call_credentials(L, &call) != 0)
+    return 2; /* nil, err: a token provider failed, nothing was sent */
   prepare_batches(L, &call, n);
   if (n > 0)
     n = run(L, check_pool(L, c, (int)(concurrency < n ? concurrency : n)), n,

@@ -6,6 +6,7 @@
  * allocating a new list. */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "kp.h"
 
@@ -56,7 +57,37 @@ static int before_request(void *ud, char *ip, char *local_ip, int port, int loca
   (void)ip, (void)local_ip, (void)port, (void)local_port;
   k->attempts++;
   k->response.len = 0;
+  k->subject_token.len = 0;
   return CURL_PREREQFUNC_OK;
+}
+
+/* Keeps the X-Subject-Token answer header (IAM's token), up to
+ * KP_SUBJECT_TOKEN_MAX bytes; other headers are not kept. */
+static size_t read_header(char *src, size_t size, size_t nmemb, void *ud)
+{
+  static const char name[] = "X-Subject-Token:";
+  kp_conn *k = ud;
+  size_t n = size * nmemb, len;
+  const char *v = src + sizeof name - 1, *end = src + n;
+  if (n < sizeof name || (src[0] != 'X' && src[0] != 'x') ||
+      strncasecmp(src, name, sizeof name - 1) != 0)
+    return n;
+  while (v < end && (*v == ' ' || *v == '\t'))
+    v++;
+  while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+    end--;
+  len = (size_t)(end - v);
+  k->subject_token.len = 0;
+  if (len > KP_SUBJECT_TOKEN_MAX) {
+    k->subject_too_large = 1;
+    return n; /* no token: the answer is then refused as malformed */
+  }
+  if (buf_reserve(&k->subject_token, len + 1) != 0)
+    return n;
+  memcpy(k->subject_token.data, v, len);
+  k->subject_token.data[len] = '\0';
+  k->subject_token.len = len;
+  return n;
 }
 
 static size_t write_response(char *src, size_t size, size_t nmemb, void *ud)
@@ -96,6 +127,8 @@ static int bind_handle(kp_conn *k)
       curl_easy_setopt(e, CURLOPT_PREREQDATA, k) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_response) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_WRITEDATA, k) != CURLE_OK ||
+      curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, read_header) != CURLE_OK ||
+      curl_easy_setopt(e, CURLOPT_HEADERDATA, k) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_HTTPHEADER, k->headers) != CURLE_OK)
     return -1;
   return 0;
@@ -135,6 +168,7 @@ void kp_conn_close(kp_conn *k)
   k->easy = NULL;
   buf_free(&k->token_header);
   buf_free(&k->auth_headers);
+  buf_free(&k->subject_token);
   buf_free(&k->sign);
   buf_free(&k->response);
   buf_free(&k->url);
@@ -146,6 +180,7 @@ static int set_token_header(kp_conn *k, const char *token, size_t len)
   static const char prefix[] = "X-Auth-Token: ";
   const size_t plen = sizeof prefix - 1;
   kp_buf *b = &k->token_header;
+  k->headers[0].next = &k->headers[1];
   k->headers[1].next = &k->headers[KP_AUTH_HEADERS_MAX + 1];
   if (b->len != plen + len || memcmp(b->data + plen, token, len) != 0) {
     if (buf_reserve(b, plen + len + 1) != 0)
@@ -219,8 +254,9 @@ int kp_conn_prepare(kp_conn *k, const kp_request *req)
   memcpy(k->id_header + sizeof prefix - 1, req->request_id, req->request_id_len);
   k->id_header[sizeof prefix - 1 + req->request_id_len] = '\0';
   k->attempts = 0;
-  k->too_large = k->out_of_memory = 0;
+  k->too_large = k->out_of_memory = k->subject_too_large = 0;
   k->response.len = 0;
+  k->subject_token.len = 0;
   k->errbuf[0] = '\0';
   /* The body is sent from the caller's string, without a copy, and in the
    * same packet as the headers (a read callback would cost a second send
@@ -247,6 +283,9 @@ void kp_conn_finish(kp_conn *k, CURLcode code, kp_result *r)
   r->out_of_memory = k->out_of_memory;
   r->body = k->response.data != NULL ? k->response.data : "";
   r->body_len = k->response.len;
+  r->subject_token = k->subject_token.len > 0 ? k->subject_token.data : NULL;
+  r->subject_token_len = k->subject_token.len;
+  r->subject_too_large = k->subject_too_large;
   r->curl_message = k->errbuf[0] ? k->errbuf : curl_easy_strerror(code);
 }
 
@@ -256,6 +295,8 @@ void kp_conn_release_response(kp_conn *k)
   if (k->response.cap > KP_KEEP_RESPONSE_BYTES)
     buf_free(&k->response);
   k->response.len = 0;
+  if (k->subject_token.cap > 0)
+    buf_free(&k->subject_token); /* a secret: zeroed as soon as it is in Lua */
 }
 
 void kp_conn_perform(kp_conn *k, kp_result *r)

@@ -334,6 +334,10 @@ function Run:send(jobs)
       if stop then return false end -- start no more of this round
     end,
   })
+  if results == nil then -- a token provider failed (errors is its err): nothing was sent
+    self:abort(errors)
+    results, errors = {}, {}
+  end
   if why then self:interrupt_round(jobs, results, errors, why) end
   for _, job in ipairs(jobs) do
     if not job.started then -- never left: changed nothing

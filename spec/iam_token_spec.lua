@@ -1,0 +1,186 @@
+-- koophone.iam_token: the IAM token provider against the simulator's IAM (sim/sim_iam.lua):
+-- one fetch for many calls, refresh before expiry, one refresh-and-resend on a refused token,
+-- IAM failures as kind "auth" with nothing sent, and no password or token in any output.
+local koophone = require "koophone"
+local sim = require "helpers.sim"
+
+local PROJECT = "0123456789abcdef0123456789abcdef"
+local PASSWORD = "pw-" .. string.rep("Corr3ctH0rse", 4)
+
+local function seed(list)
+  sim.control("POST", "/_sim/reset")
+  local instances, bindings = {}, {}
+  for _, p in ipairs(list) do
+    instances[#instances + 1] = p.instance_id
+    bindings[p.instance_id] = p.user_id
+  end
+  sim.control("POST", "/_sim/seed", {
+    tenants = { { name = "t1", project_id = PROJECT, domain = "acct", exists = true,
+                  instances = instances, bindings = next(bindings) and bindings or nil } },
+    iam_users = { { domain = "acct", name = "admin", password = PASSWORD } },
+  })
+end
+
+local function provider(extra)
+  local o = { endpoint = sim.http_url, domain = "acct", user = "admin", password = PASSWORD,
+              project_id = PROJECT }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return koophone.iam_token(o)
+end
+
+local function iam_log() return sim.control("GET", "/_sim/iam_log").requests end
+
+local function assert_no_slice(secret, text)
+  for i = 1, #secret - 15 do
+    assert.is_nil(text:find(secret:sub(i, i + 15), 1, true), "a secret leaked: " .. text)
+  end
+end
+
+-- err (its fields and tostring) and tostring(tp) carry neither the password nor the token
+local function assert_clean(tp, err, token)
+  local texts = { tostring(tp) }
+  if err then
+    texts[#texts + 1] = tostring(err)
+    for _, s in ipairs(sim.strings(err)) do texts[#texts + 1] = s end
+  end
+  for _, text in ipairs(texts) do
+    assert_no_slice(PASSWORD, text)
+    if token then assert_no_slice(token, text) end
+  end
+end
+
+describe("koophone.iam_token", function()
+  local client
+  before_each(function() client = koophone.new(sim.client_opts("http")) end)
+  after_each(function() client:close() end)
+
+  it("fetches one token for many calls through every entry point", function()
+    local list = sim.make_pairs(8, "one")
+    seed(list)
+    local tp = provider()
+    koophone.configure(sim.client_opts("http"))
+    assert.equals("unassigned", assert(koophone.unassign(tp, { list[1] })).outcome)
+    assert.equals("unassigned", assert(client:unassign(tp, { list[2] })).outcome)
+    local pc = koophone.client(sim.client_opts("http"))
+    assert.equals("unassigned", assert(pc:unassign(tp, { list[3] })).outcome)
+    local results, errors = client:unassign_many(tp, { { list[4] }, { list[5] } })
+    assert.is_false(errors[1])
+    assert.equals("unassigned", results[2].outcome)
+    local report = assert(pc:unassign_all(tp, { list[6], list[7], list[8] }, { batch_size = 1 }))
+    assert.equals(3, report.counts.unassigned)
+    assert.equals(1, #iam_log())
+    for _, e in ipairs(sim.log()) do assert.equals("iam", e.auth) end
+    assert.same({}, sim.bindings())
+    local token, expires_at = tp:token()
+    local now = sim.control("GET", "/_sim/clock").now
+    assert.is_true(math.abs(expires_at - (now + 86400)) < 5, tostring(expires_at))
+    assert_clean(tp, nil, token)
+    pc:close()
+    koophone.configure(sim.client_opts("http"))
+  end)
+
+  it("fetches a new token once the cached one is within refresh_before of expiry", function()
+    seed({})
+    sim.control("POST", "/_sim/iam", { lifetime = 2500 })
+    local tp = provider { refresh_before = 2400 }
+    local first = tp:token()
+    assert.equals(first, (tp:token()))
+    assert.equals(1, #iam_log())
+    sim.control("POST", "/_sim/iam", { lifetime = 2300 }) -- tokens now live less than 2400 s
+    tp:invalidate()
+    tp:token()
+    tp:token()
+    assert.equals(3, #iam_log())
+  end)
+
+  it("refreshes a revoked token once and resends the same request", function()
+    local list = sim.make_pairs(2, "rev")
+    seed(list)
+    local tp = provider()
+    assert(client:unassign(tp, { list[1] }))
+    sim.control("POST", "/_sim/iam/revoke")
+    local res, err = client:unassign(tp, { list[2] }, { request_id = "rid-revoked" })
+    assert.is_nil(err)
+    assert.equals("unassigned", res.outcome)
+    assert.equals(2, res.attempts)
+    local log = sim.log()
+    assert.equals(3, #log)
+    assert.equals("APIGW.0307", log[2].error_code)
+    assert.equals("rid-revoked", log[2].request_id)
+    assert.equals("rid-revoked", log[3].request_id)
+    assert.equals(2, #iam_log())
+  end)
+
+  it("ends after one refresh when the new token is refused too", function()
+    local list = sim.make_pairs(1, "stay")
+    seed(list)
+    local tp = provider()
+    local refused = '{"error_code":"APIGW.0301","error_msg":"Incorrect IAM authentication information: decrypt token fail"}'
+    sim.faults { type = "respond", status = 401, body = refused, count = 3 }
+    local pc = koophone.client(sim.client_opts("http"))
+    local res, err = pc:unassign(tp, list)
+    assert.is_nil(res)
+    assert.equals(401, err.status)
+    assert.equals("APIGW.0301", err.code)
+    assert.equals(2, err.attempts)
+    assert.equals(2, #sim.log())
+    assert.equals(2, #iam_log())
+    assert_clean(tp, err, (tp:token()))
+    pc:close()
+  end)
+
+  it("IAM down, a wrong password or an unreachable IAM end as kind auth with nothing sent", function()
+    local list = sim.make_pairs(1, "down")
+    seed(list)
+    sim.control("POST", "/_sim/iam", { fail_status = 503 })
+    local tp = provider()
+    local res, err = client:unassign(tp, list)
+    assert.is_nil(res)
+    assert.equals("auth", err.kind)
+    assert.equals(503, err.status)
+    assert.is_false(err.sent)
+    assert.matches("IAM refused the token request %(HTTP 503%)", err.message)
+    assert_clean(tp, err)
+    sim.control("POST", "/_sim/iam", { fail_status = false })
+
+    local wrong = provider { password = "not-" .. PASSWORD }
+    local results
+    results, err = client:unassign_many(wrong, { list })
+    assert.is_nil(results)
+    assert.equals("auth", err.kind)
+    assert.equals(401, err.status)
+    assert.matches("username or password is wrong", err.message)
+    assert_no_slice("not-" .. PASSWORD, tostring(err))
+
+    local pc = koophone.client(sim.client_opts("http"))
+    local report = assert(pc:unassign_all(wrong, list))
+    assert.equals(1, report.counts.failed)
+    assert.equals("auth", report.aborted.kind)
+    pc:close()
+
+    sim.control("POST", "/_sim/iam", { token_size = 70000 }) -- past the 64 KiB cap
+    res, err = client:unassign(provider(), list)
+    assert.is_nil(res)
+    assert.equals("auth", err.kind)
+    assert.equals(201, err.status)
+    assert.matches("malformed.*larger than 64 KiB", err.message)
+
+    local nowhere = provider { endpoint = "http://127.0.0.1:1", connect_timeout = 1 }
+    res, err = client:unassign(nowhere, list)
+    assert.is_nil(res)
+    assert.equals("auth", err.kind)
+    assert.is_nil(err.status)
+    assert.matches("cannot get a token from IAM", err.message)
+    assert.equals(0, #sim.log())
+    assert.equals(list[1].user_id, sim.bindings()[list[1].instance_id])
+  end)
+
+  it("raises on bad options, naming the field", function()
+    assert.has_error(function() koophone.iam_token { domain = "d", user = "u", password = "p" } end,
+      "koophone.iam_token: bad argument #1 (opts.project_id): expected project_id or project, got neither")
+    assert.has_error(function() provider { password = 1 } end,
+      "koophone.iam_token: bad argument #1 (opts.password): expected a non-empty string, got number")
+    assert.has_error(function() provider { colour = "red" } end,
+      "koophone.iam_token: bad argument #1 (opts): unknown option 'colour'")
+  end)
+end)
