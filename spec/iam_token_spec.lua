@@ -175,6 +175,29 @@ describe("koophone.iam_token", function()
     assert.equals(list[1].user_id, sim.bindings()[list[1].instance_id])
   end)
 
+  it("bin/koophone unassign logs in to IAM and outlives its tokens in a bulk run", function()
+    local cli = require "helpers.cli"
+    local ctx = cli.new()
+    local list = sim.make_pairs(10, "cli")
+    seed(list)
+    sim.control("POST", "/_sim/iam", { lifetime = 1 }) -- every token dies within the run
+    sim.write_file(ctx.dir .. "/pw", PASSWORD .. "\n")
+    local journal = ctx.dir .. "/run.jsonl"
+    local env = ("KOOPHONE_IAM_DOMAIN=acct KOOPHONE_IAM_USER=admin KOOPHONE_IAM_PROJECT_ID=%s "
+                 .. "KOOPHONE_IAM_ENDPOINT=%s "):format(PROJECT, sim.http_url)
+    local rc = cli.exit_code(os.execute(("%s%s unassign --input %s --batch-size 1 --concurrency 2 "
+      .. "--rate 4 --password-file %s/pw --journal %s --endpoint %s >%s/out 2>%s/err"):format(
+        env, cli.CMD, ctx.csv(list), ctx.dir, journal, sim.http_url, ctx.dir, ctx.dir)))
+    local out, err = ctx.output()
+    assert.equals(0, rc, err)
+    assert.matches("unassigned%s+10\n", out)
+    assert.matches("credentials: IAM token of koophone.iam_token %(", err)
+    assert.is_true(#iam_log() >= 2, "one token for the whole run")
+    assert.same({}, sim.bindings())
+    for _, text in ipairs { out, err, cli.read_file(journal) } do assert_no_slice(PASSWORD, text) end
+    ctx.cleanup()
+  end)
+
   it("raises on bad options, naming the field", function()
     assert.has_error(function() koophone.iam_token { domain = "d", user = "u", password = "p" } end,
       "koophone.iam_token: bad argument #1 (opts.project_id): expected project_id or project, got neither")
