@@ -207,3 +207,72 @@ describe("koophone.iam_token", function()
       "koophone.iam_token: bad argument #1 (opts): unknown option 'colour'")
   end)
 end)
+
+describe("koophone.ngx.iam_token in nginx, shared by the workers through a lua_shared_dict", function()
+  local openresty = require "helpers.openresty"
+  local cjson = require "cjson.safe"
+  local LOCATION = [[
+        location = /iam/unassign {
+            content_by_lua_block {
+                local kngx, cjson = require "koophone.ngx", require "cjson.safe"
+                ngx.req.read_body()
+                local b = cjson.decode(ngx.req.get_body_data())
+                b.iam.dict = "koophone_tokens"
+                local tp = require("koophone.ngx.iam_token").new(b.iam)
+                local c = kngx.new { endpoint = os.getenv("KOOPHONE_ENDPOINT"),
+                                     cafile = os.getenv("KOOPHONE_CAFILE") }
+                local res, err = c:unassign(tp, b.pairs, { request_id = b.request_id })
+                ngx.say(cjson.encode { outcome = res and res.outcome, attempts = (res or err).attempts,
+                                       kind = err and err.kind, status = err and err.status,
+                                       text = err and tostring(err) or "", tp = tostring(tp),
+                                       pid = ngx.worker.pid() })
+            }
+        }
+]]
+  local nginx = openresty.new("openresty-iam", sim.http_port + 20, function(conf)
+    conf = conf:gsub("worker_processes 1;", "worker_processes 2;", 1)
+    conf = conf:gsub("(lua_package_path)", "lua_shared_dict koophone_tokens 1m;\n    %1", 1)
+    return (conf:gsub("(location = /health)", function(h) return LOCATION .. "        " .. h end, 1))
+  end)
+  setup(function() nginx:start() end)
+  teardown(function() nginx:stop() end)
+
+  local function call(list, extra)
+    local http, ltn12 = require "socket.http", require "ltn12"
+    local iam = { endpoint = sim.http_url, domain = "acct", user = "admin", password = PASSWORD,
+                  project_id = PROJECT }
+    for k, v in pairs(extra or {}) do iam[k] = v end
+    local src, out = assert(cjson.encode { iam = iam, pairs = list }), {}
+    local _, status = http.request {
+      url = nginx.base .. "/iam/unassign", method = "POST", source = ltn12.source.string(src),
+      headers = { ["content-type"] = "application/json", ["content-length"] = tostring(#src),
+                  connection = "close" },
+      sink = ltn12.sink.table(out),
+    }
+    assert.equals(200, status)
+    return cjson.decode(table.concat(out)), table.concat(out)
+  end
+
+  it("fetches one token for every request of every worker, refreshes it once when revoked", function()
+    local list = sim.make_pairs(9, "ngx")
+    seed(list)
+    for i = 1, 6 do
+      local body, raw = call({ list[i] })
+      assert.equals("unassigned", body.outcome, raw)
+      assert_no_slice(PASSWORD, raw)
+    end
+    assert.equals(1, #iam_log())
+    sim.control("POST", "/_sim/iam/revoke")
+    local body = call({ list[7] })
+    assert.equals("unassigned", body.outcome)
+    assert.equals(2, body.attempts)
+    assert.equals(2, #iam_log())
+    assert.equals("unassigned", call({ list[8] }).outcome)
+    assert.equals(2, #iam_log())
+    local wrong, raw = call({ list[9] }, { password = "wrong-password", user = "other" })
+    assert.equals("auth", wrong.kind)
+    assert.equals(401, wrong.status)
+    assert_no_slice(PASSWORD, raw .. nginx:error_log())
+    assert.equals(9, #sim.log()) -- 8 unassigns + the revoked first try; nothing for the 9th
+  end)
+end)

@@ -196,9 +196,42 @@ local function post(self, token, list, call_opts)
   return false, done
 end
 
+local call_with_token
+
+-- A token provider (koophone.ngx.iam_token; koophone.iam_token works too but fetches in the
+-- worker) is asked for its token here; a 401 APIGW.0301/0307 invalidates it and sends the same
+-- request (same x-request-id) once more with a new token, as the C core does.
+local function call_with_provider(self, tp, list, call_opts)
+  local token, err = tp:token()
+  if not token then return nil, err end
+  local opts = {}
+  for k, v in pairs(call_opts or {}) do opts[k] = v end
+  opts.request_id = opts.request_id or self:request_id()
+  local res, cerr = call_with_token(self, token, list, opts)
+  if res or cerr.status ~= 401 or (cerr.code ~= "APIGW.0301" and cerr.code ~= "APIGW.0307") then
+    return res, cerr
+  end
+  tp:invalidate(token)
+  token, err = tp:token()
+  if not token then return nil, err end
+  local before = cerr.attempts or 1
+  res, cerr = call_with_token(self, token, list, opts)
+  local out = res or cerr
+  out.attempts = before + (out.attempts or 0)
+  return res, cerr
+end
+
 -- client:unassign(token, pairs [, opts]): like koophone's, from rewrite/access/content
 -- handlers. The request waits (yields); the worker does not.
 function Client:unassign(token, list, call_opts)
+  if type(token) == "table" and type(token.token) == "function" then
+    if self.closed then error("koophone: client is closed", 2) end
+    return call_with_provider(self, token, list, call_opts)
+  end
+  return call_with_token(self, token, list, call_opts)
+end
+
+function call_with_token(self, token, list, call_opts)
   if self.closed then error("koophone: client is closed", 2) end
   if not self.slots then self.slots = require("koophone.ngx.inflight").new(self.max_in_flight) end
   local deadline = ngx.now() + self.queue_timeout
