@@ -22,26 +22,19 @@ local function check(res, err)
 end
 
 local run
-if mode == "aksk" then
-  -- the C client with AK/SK credentials: every call signed at send time (the token file is
-  -- not used; the bench server does not check signatures)
+if mode == "aksk" or mode == "provider" then
+  -- the C client with credentials instead of the token: aksk signs every call at send time (the
+  -- bench server checks no signature); provider is a koophone.iam_token whose IAM (the bench
+  -- server's /one/v3/auth/tokens) answers the same 8 KiB token, fetched once, then cached
   local client = koophone.new { endpoint = url, cafile = cafile }
-  local cred = koophone.aksk { ak = "BENCHAK0000000000001", sk = "bench-secret-key-0123456789abcdefghijklm",
-                               project_id = "0123456789abcdef0123456789abcdef" }
+  local cred = mode == "aksk"
+    and koophone.aksk { ak = "BENCHAK0000000000001", sk = "bench-secret-key-0123456789abcdefghijklm",
+                        project_id = "0123456789abcdef0123456789abcdef" }
+    or koophone.iam_token { endpoint = url, cafile = cafile, domain = "bench", user = "bench",
+                            password = "bench-password", project = "cn-north-4" }
   run = function(n)
     for _ = 1, n do
       check(client:unassign(cred, pairs_))
-    end
-  end
-elseif mode == "provider" then
-  -- the C client with a koophone.iam_token provider: the bench server's IAM answers the same
-  -- 8 KiB token, fetched once (in the warmup), then every call uses the cached token
-  local client = koophone.new { endpoint = url, cafile = cafile }
-  local tp = koophone.iam_token { endpoint = url, cafile = cafile, domain = "bench", user = "bench",
-                                  password = "bench-password", project = "cn-north-4" }
-  run = function(n)
-    for _ = 1, n do
-      check(client:unassign(tp, pairs_))
     end
   end
 elseif mode == "client" or mode == "policy" then

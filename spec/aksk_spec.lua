@@ -6,7 +6,8 @@ local core = require "koophone.core"
 local sim = require "helpers.sim"
 local read = require("helpers.cli").read_file
 
-local PROJECT = "0123456789abcdef0123456789abcdef"
+local creds = require "helpers.creds"
+local PROJECT = creds.PROJECT
 local SK = "SK-perm-" .. string.rep("s3cr3tKEY", 6)
 local TEMP_SK = "SK-temp-" .. string.rep("t3mpKEY0", 6)
 local SECURITY_TOKEN = "SECTOK-" .. string.rep("gQdFb2NhbA", 8)
@@ -14,30 +15,16 @@ local SECRETS = { SK, TEMP_SK, SECURITY_TOKEN }
 
 -- Seeds tenant t1 (project PROJECT) with `list` bound, a permanent and a temporary key.
 local function seed(list)
-  sim.control("POST", "/_sim/reset")
-  local instances, bindings = {}, {}
-  for _, p in ipairs(list) do
-    instances[#instances + 1] = p.instance_id
-    bindings[p.instance_id] = p.user_id
-  end
-  sim.control("POST", "/_sim/seed", {
-    tenants = { { name = "t1", project_id = PROJECT, exists = true, instances = instances,
-                  bindings = next(bindings) and bindings or nil } },
-    access_keys = { { ak = "AKPERM0001", sk = SK, project_id = PROJECT },
-                    { ak = "AKTEMP0001", sk = TEMP_SK, security_token = SECURITY_TOKEN,
-                      project_ids = { PROJECT } } },
-  })
+  creds.seed(list, { access_keys = {
+    { ak = "AKPERM0001", sk = SK, project_id = PROJECT },
+    { ak = "AKTEMP0001", sk = TEMP_SK, security_token = SECURITY_TOKEN, project_ids = { PROJECT } } } })
 end
 
 local function perm() return koophone.aksk { ak = "AKPERM0001", sk = SK, project_id = PROJECT } end
 
 -- Fails when text holds a secret or any 16-byte slice of one.
 local function assert_no_secret(text)
-  for _, s in ipairs(SECRETS) do
-    for i = 1, #s - 15 do
-      assert.is_nil(text:find(s:sub(i, i + 15), 1, true), "a secret leaked: " .. text)
-    end
-  end
+  for _, secret in ipairs(SECRETS) do creds.assert_no_slice(secret, text) end
 end
 
 local function assert_no_secret_in(v)
@@ -185,10 +172,8 @@ describe("AK/SK signed calls", function()
     local journal = ctx.dir .. "/run.jsonl"
     local env = ("HUAWEICLOUD_SDK_AK=AKTEMP0001 HUAWEICLOUD_SDK_SK=%s HUAWEICLOUD_SDK_PROJECT_ID=%s "
                  .. "HUAWEICLOUD_SDK_SECURITY_TOKEN=%s "):format(TEMP_SK, PROJECT, SECURITY_TOKEN)
-    local rc = cli.exit_code(os.execute(("%s%s unassign --input %s --batch-size 2 --journal %s "
-      .. "--endpoint %s >%s/out 2>%s/err"):format(env, cli.CMD, ctx.csv(list), journal, sim.http_url,
-                                                   ctx.dir, ctx.dir)))
-    local out, err = ctx.output()
+    local rc, out, err = creds.cli(ctx, env, ("unassign --input %s --batch-size 2 --journal %s "
+      .. "--endpoint %s"):format(ctx.csv(list), journal, sim.http_url))
     assert.equals(0, rc, err)
     assert.matches("unassigned%s+3\n", out)
     assert.matches("credentials: AK/SK from HUAWEICLOUD_SDK_%* %(koophone.aksk %(AK AKTE", err)
@@ -211,7 +196,6 @@ end)
 
 describe("AK/SK signed calls through koophone.ngx in nginx", function()
   local openresty = require "helpers.openresty"
-  local cjson = require "cjson.safe"
   -- a location that signs with credentials made per request from the JSON body
   local LOCATION = [[
         location = /aksk/unassign {
@@ -235,15 +219,7 @@ describe("AK/SK signed calls through koophone.ngx in nginx", function()
   teardown(function() nginx:stop() end)
 
   local function call(cred, list)
-    local http, ltn12 = require "socket.http", require "ltn12"
-    local src, out = assert(cjson.encode { cred = cred, pairs = list }), {}
-    local _, status = http.request {
-      url = nginx.base .. "/aksk/unassign", method = "POST", source = ltn12.source.string(src),
-      headers = { ["content-type"] = "application/json", ["content-length"] = tostring(#src) },
-      sink = ltn12.sink.table(out),
-    }
-    assert.equals(200, status)
-    return cjson.decode(table.concat(out)), table.concat(out)
+    return creds.post(nginx, "/aksk/unassign", { cred = cred, pairs = list })
   end
 
   it("signs in the worker thread, temporary keys too, and leaks no secret", function()

@@ -4,21 +4,12 @@
 local koophone = require "koophone"
 local sim = require "helpers.sim"
 
-local PROJECT = "0123456789abcdef0123456789abcdef"
+local creds = require "helpers.creds"
+local PROJECT = creds.PROJECT
 local PASSWORD = "pw-" .. string.rep("Corr3ctH0rse", 4)
 
 local function seed(list)
-  sim.control("POST", "/_sim/reset")
-  local instances, bindings = {}, {}
-  for _, p in ipairs(list) do
-    instances[#instances + 1] = p.instance_id
-    bindings[p.instance_id] = p.user_id
-  end
-  sim.control("POST", "/_sim/seed", {
-    tenants = { { name = "t1", project_id = PROJECT, domain = "acct", exists = true,
-                  instances = instances, bindings = next(bindings) and bindings or nil } },
-    iam_users = { { domain = "acct", name = "admin", password = PASSWORD } },
-  })
+  creds.seed(list, { iam_users = { { domain = "acct", name = "admin", password = PASSWORD } } })
 end
 
 local function provider(extra)
@@ -30,11 +21,7 @@ end
 
 local function iam_log() return sim.control("GET", "/_sim/iam_log").requests end
 
-local function assert_no_slice(secret, text)
-  for i = 1, #secret - 15 do
-    assert.is_nil(text:find(secret:sub(i, i + 15), 1, true), "a secret leaked: " .. text)
-  end
-end
+local assert_no_slice = creds.assert_no_slice
 
 -- err (its fields and tostring) and tostring(tp) carry neither the password nor the token
 local function assert_clean(tp, err, token)
@@ -185,10 +172,9 @@ describe("koophone.iam_token", function()
     local journal = ctx.dir .. "/run.jsonl"
     local env = ("KOOPHONE_IAM_DOMAIN=acct KOOPHONE_IAM_USER=admin KOOPHONE_IAM_PROJECT_ID=%s "
                  .. "KOOPHONE_IAM_ENDPOINT=%s "):format(PROJECT, sim.http_url)
-    local rc = cli.exit_code(os.execute(("%s%s unassign --input %s --batch-size 1 --concurrency 2 "
-      .. "--rate 4 --password-file %s/pw --journal %s --endpoint %s >%s/out 2>%s/err"):format(
-        env, cli.CMD, ctx.csv(list), ctx.dir, journal, sim.http_url, ctx.dir, ctx.dir)))
-    local out, err = ctx.output()
+    local rc, out, err = creds.cli(ctx, env, ("unassign --input %s --batch-size 1 --concurrency 2 "
+      .. "--rate 4 --password-file %s/pw --journal %s --endpoint %s"):format(
+        ctx.csv(list), ctx.dir, journal, sim.http_url))
     assert.equals(0, rc, err)
     assert.matches("unassigned%s+10\n", out)
     assert.matches("credentials: IAM token of koophone.iam_token %(", err)
@@ -210,7 +196,6 @@ end)
 
 describe("koophone.ngx.iam_token in nginx, shared by the workers through a lua_shared_dict", function()
   local openresty = require "helpers.openresty"
-  local cjson = require "cjson.safe"
   local LOCATION = [[
         location = /iam/unassign {
             content_by_lua_block {
@@ -238,19 +223,10 @@ describe("koophone.ngx.iam_token in nginx, shared by the workers through a lua_s
   teardown(function() nginx:stop() end)
 
   local function call(list, extra)
-    local http, ltn12 = require "socket.http", require "ltn12"
     local iam = { endpoint = sim.http_url, domain = "acct", user = "admin", password = PASSWORD,
                   project_id = PROJECT }
     for k, v in pairs(extra or {}) do iam[k] = v end
-    local src, out = assert(cjson.encode { iam = iam, pairs = list }), {}
-    local _, status = http.request {
-      url = nginx.base .. "/iam/unassign", method = "POST", source = ltn12.source.string(src),
-      headers = { ["content-type"] = "application/json", ["content-length"] = tostring(#src),
-                  connection = "close" },
-      sink = ltn12.sink.table(out),
-    }
-    assert.equals(200, status)
-    return cjson.decode(table.concat(out)), table.concat(out)
+    return creds.post(nginx, "/iam/unassign", { iam = iam, pairs = list })
   end
 
   it("fetches one token for every request of every worker, refreshes it once when revoked", function()
