@@ -233,7 +233,8 @@ int kp_map_iam_token(lua_State *L, const kp_result *r, const char *request_id,
   decoded = lua_gettop(L);
   if (what == NULL && r->status != 201) {
     what = "IAM refused the token request";
-    lua_getfield(L, decoded, "error"); /* {"error":{"code":401,"message":"…"}} */
+    if (lua_istable(L, decoded))
+      lua_getfield(L, decoded, "error"); /* {"error":{"code":401,"message":"…"}} */
     if (lua_istable(L, -1))
       lua_getfield(L, -1, "message");
     if (lua_type(L, -1) == LUA_TSTRING)
@@ -246,7 +247,8 @@ int kp_map_iam_token(lua_State *L, const kp_result *r, const char *request_id,
                                   : "it has no X-Subject-Token header";
     detail_len = strlen(detail);
   } else if (what == NULL) {
-    lua_getfield(L, decoded, "token");
+    if (lua_istable(L, decoded))
+      lua_getfield(L, decoded, "token");
     if (lua_istable(L, -1))
       lua_getfield(L, -1, "expires_at");
     if (lua_type(L, -1) != LUA_TSTRING) {
