@@ -16,6 +16,8 @@ const kp_call_type kp_call_types[] = {
   /* KP_CALL_IAM_TOKEN */ { "POST", "/v3/auth/tokens?nocatalog=true", kp_map_iam_token, 1 },
 };
 
+#define OOM "not enough memory"
+
 static const char *const unassign_option_names[] = { "request_id", "timeout", NULL };
 
 static int is_provider(lua_State *L, int idx)
@@ -123,17 +125,17 @@ static size_t add_header(kp_sign_header *h, size_t n, const char *name, const ch
 /* Signs the request prepared on k with the call's AK/SK, dated now: the
  * date, the project id and the security token are signed, and so is the host
  * as libcurl sends it (from the URL, the scheme's default port left out). */
-static int sign(const kp_aksk *cred, kp_conn *k, const kp_request *req)
+static const char *sign(const kp_aksk *cred, kp_conn *k, const kp_request *req)
 {
   kp_sign_header h[2];
   kp_sign_input in;
   const char *nv[8];
   char date[KP_SIGN_DATE_LEN + 1];
-  if (cred->block == NULL) /* closed by a callback since the call began */
-    return -1;
+  if (cred->closed) /* by a callback since the call began */
+    return "the credentials were closed during the call";
   memset(&in, 0, sizeof in);
   if (kp_sign_url(&in, k->url.data, k->url.len) != NULL)
-    return -1; /* cannot happen: the client checked its endpoint */
+    return "the endpoint cannot be signed"; /* cannot happen: the client checked it */
   kp_sign_date(date, time(NULL));
   in.method = req->method;
   in.method_len = strlen(req->method);
@@ -149,21 +151,23 @@ static int sign(const kp_aksk *cred, kp_conn *k, const kp_request *req)
   in.nheaders = add_header(h, in.nheaders, "X-Security-Token", cred->security_token,
                            cred->security_token_len);
   if (kp_sign(&k->sign, &in) != NULL)
-    return -1;
+    return OOM; /* the only failure of these inputs */
   nv[0] = "Authorization", nv[1] = k->sign.data;
   nv[2] = "X-Sdk-Date", nv[3] = date;
   nv[4] = "X-Project-Id", nv[5] = cred->project_id;
   nv[6] = "X-Security-Token", nv[7] = cred->security_token;
-  return kp_conn_set_auth_headers(k, nv, 4);
+  return kp_conn_set_auth_headers(k, nv, 4) != 0 ? OOM : NULL;
 }
 
-int kp_call_arm(kp_call *call, kp_conn *k)
+const char *kp_call_arm(kp_call *call, kp_conn *k)
 {
   if (kp_conn_prepare(k, &call->req) != 0)
-    return -1;
+    return OOM;
   if (call->aksk != NULL)
     return sign(call->aksk, k, &call->req);
-  return call->req.token == NULL ? kp_conn_set_auth_headers(k, NULL, 0) : 0;
+  if (call->req.token == NULL && kp_conn_set_auth_headers(k, NULL, 0) != 0)
+    return OOM;
+  return NULL;
 }
 
 int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r)
@@ -175,11 +179,12 @@ static int perform_once(lua_State *L, kp_call *call)
 {
   kp_conn *k = &call->c->conn;
   kp_result r;
+  const char *why;
   int results;
   if (kp_interrupted()) /* e.g. a retry after a sleep cut short by SIGINT */
     return kp_push_interrupted_error(L, call->req.request_id);
-  if (kp_call_arm(call, k) != 0)
-    return luaL_error(L, "%s: not enough memory", call->fname);
+  if ((why = kp_call_arm(call, k)) != NULL)
+    return luaL_error(L, "%s: %s", call->fname, why);
   kp_conn_perform(k, &r);
   results = kp_call_map(L, call, &r);
   kp_conn_release_response(k);

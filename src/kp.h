@@ -170,8 +170,9 @@ int kp_lua_sign(lua_State *L); /* koophone.sign */
 
 /* ---- aksk.c: koophone.aksk, the AK/SK credentials object ---- */
 typedef struct kp_aksk {
-  char *block; /* one allocation: the four NUL-terminated strings, zeroed before free */
+  char *block; /* one allocation: the four NUL-terminated strings, zeroed by close */
   size_t block_len;
+  int closed; /* zeroed; the block stays until collection */
   const char *ak, *sk, *project_id, *security_token; /* the last two NULL when not set */
   size_t ak_len, sk_len, project_id_len, security_token_len;
 } kp_aksk;
@@ -336,8 +337,8 @@ void kp_call_options(lua_State *L, kp_call *call, int idx, const char *const nam
 void kp_call_push_request_id(lua_State *L, kp_call *call, int idx, int argn, const char *path);
 /* The send-time step, right before the request goes out on k, on every attempt: sets
  * everything the request sends (URL, method, headers, body) and signs it with AK/SK
- * credentials, dated now. 0, or -1 out of memory (or credentials closed meanwhile). */
-int kp_call_arm(kp_call *call, kp_conn *k);
+ * credentials, dated now. NULL, or what failed (out of memory, credentials closed). */
+const char *kp_call_arm(kp_call *call, kp_conn *k);
 /* With a token provider: pushes its token (provider:token()) and sends it; 0, or
  * 2 with nil, err (the provider's, kind "auth") pushed: nothing may be sent. */
 int kp_call_credentials(lua_State *L, kp_call *call);
