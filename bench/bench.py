@@ -97,11 +97,18 @@ def start_nginx():
     for path, size in ((TOKEN, 8192), (TOKEN_1K, 1024)):  # IAM tokens are several KB
         with open(path, "w") as f:
             f.write(("BENCH-TOKEN-" + "0123456789abcdef" * 512)[:size] + "\n")
+    with open(TOKEN) as f:
+        bench_token = f.read().strip()
     with open(os.path.join(BENCH, "nginx.conf.in")) as f:
         conf = f.read()
     subst = {"USER_LINE": "user root;" if os.getuid() == 0 else "", "RUN_DIR": RUN,
              "HTTP_PORT": str(HTTP_PORT), "HTTPS_PORT": str(HTTPS_PORT), "TLS_LOG_PORT": str(TLS_LOG_PORT),
              "ANSWER_1": answer(1)}
+    # nginx caps one parameter at 4 KiB: long strings are joined from map variables
+    tchunks = [bench_token[i:i + 3000] for i in range(0, len(bench_token), 3000)]
+    subst["TOKEN_MAPS"] = "\n".join("    map $host $token_%d { default '%s'; }" % (i, c)
+                                     for i, c in enumerate(tchunks))
+    subst["TOKEN_VARS"] = "".join("${token_%d}" % i for i in range(len(tchunks)))
     big = answer(100)
     with open(ANSWER_100, "w") as f:
         f.write(big)
@@ -278,9 +285,13 @@ def callgrind():
         progs = [("C floor", [os.path.join(BIN, "floor"), URL[proto]], None),
                  ("koophone client:unassign", [LUA, "bench/koophone_seq.lua", "client", ENDPOINT[proto]], LUA_ENV),
                  ("koophone with on_event", [LUA, "bench/koophone_seq.lua", "events", ENDPOINT[proto]], LUA_ENV)]
+        if token == TOKEN:  # the credentials rows: next to the token call with its 8 KiB token
+            progs += [("koophone, AK/SK signed", [LUA, "bench/koophone_seq.lua", "aksk", ENDPOINT[proto]], LUA_ENV),
+                      ("koophone, IAM token provider", [LUA, "bench/koophone_seq.lua", "provider", ENDPOINT[proto]], LUA_ENV)]
         for name, cmd, env in progs:
             counts = [callgrind_total(cmd + [str(calls), "0", token] + ca_args(proto), env, "%s-%s-%s-%d" % (
-                "-".join(name.split()[::2]).lower(), proto, os.path.basename(token)[:-4], calls)) for calls in (100, 1100)]
+                "".join(ch if ch.isalnum() else "-" for ch in name.lower()), proto,
+                os.path.basename(token)[:-4], calls)) for calls in (100, 1100)]
             per_call[(name, label)] = (counts[1] - counts[0]) / 1000
         floor = per_call[("C floor", label)]
         for name, _, _ in progs:

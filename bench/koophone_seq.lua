@@ -1,8 +1,10 @@
 -- koophone, sequential single-pair calls: the loop a user would write.
--- Usage: lua koophone_seq.lua client|events|module|policy URL CALLS WARMUP TOKEN_FILE [CAFILE]
+-- Usage: lua koophone_seq.lua client|events|module|policy|aksk|provider URL CALLS WARMUP TOKEN_FILE [CAFILE]
 -- client: koophone.new{}:unassign (the C client); events: the same with an empty on_event hook
 -- (what building the events costs); module: koophone.unassign (default client);
--- policy: koophone.client{}:unassign (the Lua client with the default retry policy).
+-- policy: koophone.client{}:unassign (the Lua client with the default retry policy);
+-- aksk: koophone.new{}:unassign with koophone.aksk credentials (a signed call); provider: the
+-- same with a koophone.iam_token provider (its token cached after the first call).
 -- Prints "us_per_call <microseconds>" (wall) and "cpu_us_per_call <microseconds>" (CPU).
 local koophone = require "koophone"
 
@@ -21,7 +23,22 @@ local function check(res, err)
 end
 
 local run
-if mode == "client" or mode == "events" or mode == "policy" then
+if mode == "aksk" or mode == "provider" then
+  -- the C client with credentials instead of the token: aksk signs every call at send time (the
+  -- bench server checks no signature); provider is a koophone.iam_token whose IAM (the bench
+  -- server's /one/v3/auth/tokens) answers the same 8 KiB token, fetched once, then cached
+  local client = koophone.new { endpoint = url, cafile = cafile }
+  local cred = mode == "aksk"
+    and koophone.aksk { ak = "BENCHAK0000000000001", sk = "bench-secret-key-0123456789abcdefghijklm",
+                        project_id = "0123456789abcdef0123456789abcdef" }
+    or koophone.iam_token { endpoint = url, cafile = cafile, domain = "bench", user = "bench",
+                            password = "bench-password", project = "cn-north-4" }
+  run = function(n)
+    for _ = 1, n do
+      check(client:unassign(cred, pairs_))
+    end
+  end
+elseif mode == "client" or mode == "events" or mode == "policy" then
   -- "policy" is the same loop through koophone.client's retry layer
   local make = mode == "policy" and koophone.client or koophone.new
   local client = make { endpoint = url, cafile = cafile,
@@ -40,7 +57,7 @@ elseif mode == "module" then
     end
   end
 else
-  error("mode must be client, module or policy")
+  error("mode must be client, module, policy, aksk or provider")
 end
 
 run(warmup)

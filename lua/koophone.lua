@@ -14,6 +14,7 @@ local _M = {
   sign = core.sign,                  -- the AK/SK Authorization value of a request
   aksk = core.aksk,                  -- AK/SK credentials (from the environment without options)
   rows = require "koophone.readers", -- rows.csv(path_or_file), rows.jsonl(...): unassign_all's input
+  iam_token = require("koophone.iam_token").new, -- an IAM token provider (password login, refresh)
   codes = codes.names,
   describe = codes.describe,
   Error = core.Error,

@@ -162,6 +162,9 @@ local function accepted_options()
   for _, key in ipairs(table_keys(read("lua/koophone/ngx.lua"), "_M.defaults =", "ngx.lua")) do
     add(key, "ngx.lua")
   end
+  for _, key in ipairs(table_keys(read("lua/koophone/iam_token.lua"), "local OWN =", "iam_token.lua")) do
+    add(key, "iam_token.lua")
+  end
   return names
 end
 

@@ -21,27 +21,38 @@ static const char *const env_names[F_N] = { "HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_S
                                             "HUAWEICLOUD_SDK_PROJECT_ID",
                                             "HUAWEICLOUD_SDK_SECURITY_TOKEN" };
 
-static void release(kp_aksk *c)
+/* close zeroes the secrets; only collection frees the block: a call in progress
+ * (unassign_many's callbacks may close the credentials) keeps pointers into it. */
+static void release(kp_aksk *c, int free_block)
 {
-  if (c->block != NULL) {
+  if (c->block != NULL)
     OPENSSL_cleanse(c->block, c->block_len);
+  c->closed = 1;
+  if (free_block) {
     free(c->block);
+    memset(c, 0, sizeof(*c));
+    c->closed = 1;
   }
-  memset(c, 0, sizeof(*c));
 }
 
 kp_aksk *kp_test_aksk(lua_State *L, int idx)
 {
   kp_aksk *c = luaL_testudata(L, idx, KP_AKSK_MT);
-  if (c != NULL && c->block == NULL)
+  if (c != NULL && c->closed)
     luaL_error(L, FNAME ": the credentials are closed");
   return c;
 }
 
-/* cred:close(), also __gc and __close: idempotent */
+/* cred:close(), also __close: idempotent */
 static int aksk_close(lua_State *L)
 {
-  release(luaL_checkudata(L, 1, KP_AKSK_MT));
+  release(luaL_checkudata(L, 1, KP_AKSK_MT), 0);
+  return 0;
+}
+
+static int aksk_gc(lua_State *L)
+{
+  release(luaL_checkudata(L, 1, KP_AKSK_MT), 1);
   return 0;
 }
 
@@ -58,7 +69,7 @@ static int aksk_tostring(lua_State *L)
 {
   kp_aksk *c = luaL_checkudata(L, 1, KP_AKSK_MT);
   luaL_Buffer b;
-  if (c->block == NULL) {
+  if (c->closed) {
     lua_pushliteral(L, FNAME " (closed)");
     return 1;
   }
@@ -83,11 +94,11 @@ static int aksk_index(lua_State *L)
   lua_pushnil(L);
   if (strcmp(k, "close") == 0)
     lua_pushcfunction(L, aksk_close);
-  else if (c->block != NULL && strcmp(k, "ak") == 0)
+  else if (!c->closed && strcmp(k, "ak") == 0)
     lua_pushlstring(L, c->ak, c->ak_len);
-  else if (c->block != NULL && strcmp(k, "project_id") == 0 && c->project_id != NULL)
+  else if (!c->closed && strcmp(k, "project_id") == 0 && c->project_id != NULL)
     lua_pushlstring(L, c->project_id, c->project_id_len);
-  else if (c->block != NULL && strcmp(k, "temporary") == 0)
+  else if (!c->closed && strcmp(k, "temporary") == 0)
     lua_pushboolean(L, c->security_token != NULL);
   return 1; /* the last value pushed: nil for any other key */
 }
@@ -96,7 +107,7 @@ static int aksk_index(lua_State *L)
 static void push_metatable(lua_State *L)
 {
   static const luaL_Reg meta[] = {
-    { "__gc", aksk_close },
+    { "__gc", aksk_gc },
     { "__close", aksk_close },
     { "__tostring", aksk_tostring },
     { "__index", aksk_index },
@@ -184,3 +195,35 @@ int kp_lua_aksk(lua_State *L)
   return 1;
 }
 
+/* core.is_aksk(v): true for open koophone.aksk credentials (for the Lua layers' checks) */
+int kp_lua_is_aksk(lua_State *L)
+{
+  kp_aksk *c = luaL_testudata(L, 1, KP_AKSK_MT);
+  lua_pushboolean(L, c != NULL && !c->closed);
+  return 1;
+}
+
+/* core.aksk_export(cred) -> { ak =, sk =, project_id =, security_token = }: what
+ * koophone.aksk{} takes to make the same credentials in another Lua VM (koophone.ngx's
+ * worker threads copy only plain values). Not part of the API: the SK is not readable
+ * through the object itself. */
+int kp_lua_aksk_export(lua_State *L)
+{
+  kp_aksk *c = kp_test_aksk(L, 1);
+  if (c == NULL)
+    return luaL_argerror(L, 1, "expected koophone.aksk credentials");
+  lua_createtable(L, 0, F_N);
+  lua_pushlstring(L, c->ak, c->ak_len);
+  lua_setfield(L, -2, "ak");
+  lua_pushlstring(L, c->sk, c->sk_len);
+  lua_setfield(L, -2, "sk");
+  if (c->project_id != NULL) {
+    lua_pushlstring(L, c->project_id, c->project_id_len);
+    lua_setfield(L, -2, "project_id");
+  }
+  if (c->security_token != NULL) {
+    lua_pushlstring(L, c->security_token, c->security_token_len);
+    lua_setfield(L, -2, "security_token");
+  }
+  return 1;
+}

@@ -6,15 +6,53 @@
  * the per-call options, fix the x-request-id, arm the handle right before the
  * request goes out (kp_call_arm: the one place that sets what a request
  * sends, on every attempt), perform, map the answer. */
+#include <string.h>
+#include <time.h>
+
 #include "kp.h"
 
 const kp_call_type kp_call_types[] = {
-  /* KP_CALL_UNASSIGN */ { "unassign", "POST", "/v1/instances/unassign", kp_map_unassign },
-  /* KP_CALL_GET_TASK */ { "get_task", "GET", "/v1/instances/tasks/", kp_map_task }, /* + id */
+  /* KP_CALL_UNASSIGN */ { "unassign", "POST", "/v1/instances/unassign", kp_map_unassign, 0 },
+  /* KP_CALL_GET_TASK */ { "get_task", "GET", "/v1/instances/tasks/", kp_map_task, 0 }, /* + id */
+  /* KP_CALL_IAM_TOKEN */ { "iam_token", "POST", "/v3/auth/tokens?nocatalog=true", kp_map_iam_token,
+                            1 },
 };
+
+#define OOM "not enough memory"
 
 /* the per-call options of unassign and get_task */
 static const char *const call_option_names[] = { "request_id", "timeout", NULL };
+
+static int is_provider(lua_State *L, int idx)
+{
+  int yes = 0;
+  if (lua_istable(L, idx) && luaL_getmetafield(L, idx, "__name") != 0) {
+    yes = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), KP_PROVIDER_MT) == 0;
+    lua_pop(L, 1);
+  }
+  return yes;
+}
+
+/* provider:<method>() with nresults results */
+static void call_provider(lua_State *L, const kp_call *call, const char *method, int nresults)
+{
+  lua_getfield(L, call->provider, method);
+  lua_pushvalue(L, call->provider);
+  lua_call(L, 1, nresults);
+}
+
+int kp_call_credentials(lua_State *L, kp_call *call)
+{
+  if (call->provider == 0)
+    return 0;
+  call_provider(L, call, "token", 2);
+  if (lua_type(L, -2) != LUA_TSTRING)
+    return 2; /* nil, err */
+  lua_pop(L, 1); /* the token stays on the stack while in use */
+  call->req.token = kp_check_token(L, -1, call->fname, 1, &call->req.token_len);
+  kp_secrets_add(&call->secrets, call->req.token, call->req.token_len);
+  return 0;
+}
 
 void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const char *fname,
                   int base)
@@ -26,7 +64,14 @@ void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const cha
   call->req.method = call->type->method;
   call->req.base = c->endpoint;
   call->req.path = call->type->path;
-  call->req.token = kp_check_token(L, base, fname, 1, &call->req.token_len);
+  call->aksk = call->type->anonymous ? NULL : kp_test_aksk(L, base);
+  call->provider = 0;
+  call->req.token = NULL;
+  call->req.token_len = 0;
+  if (is_provider(L, base) && !call->type->anonymous)
+    call->provider = lua_absindex(L, base);
+  else if (call->aksk == NULL && !call->type->anonymous)
+    call->req.token = kp_check_token(L, base, fname, 1, &call->req.token_len);
   call->req.request_id = NULL;
   call->req.request_id_len = 0;
   call->req.body = NULL;
@@ -36,6 +81,10 @@ void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const cha
   kp_secrets_add(&call->secrets, call->req.token, call->req.token_len);
   call->pairs = 0;
   call->task_arg = 0;
+  if (call->aksk != NULL) {
+    kp_secrets_add(&call->secrets, call->aksk->sk, call->aksk->sk_len);
+    kp_secrets_add(&call->secrets, call->aksk->security_token, call->aksk->security_token_len);
+  }
 }
 
 void kp_call_options(lua_State *L, kp_call *call, int idx, const char *const names[])
@@ -65,9 +114,65 @@ void kp_call_push_request_id(lua_State *L, kp_call *call, int idx, int argn, con
   lua_pushlstring(L, uuid, KP_UUID_LEN);
 }
 
-int kp_call_arm(kp_call *call, kp_conn *k)
+/* h[n] = the header when value is set; the new count */
+static size_t add_header(kp_sign_header *h, size_t n, const char *name, const char *value,
+                         size_t len)
 {
-  return kp_conn_prepare(k, &call->req);
+  if (value == NULL)
+    return n;
+  h[n].name = name;
+  h[n].name_len = strlen(name);
+  h[n].value = value;
+  h[n].value_len = len;
+  return n + 1;
+}
+
+/* Signs the request prepared on k with the call's AK/SK, dated now: the
+ * date, the project id and the security token are signed, and so is the host
+ * as libcurl sends it (from the URL, the scheme's default port left out). */
+static const char *sign(const kp_aksk *cred, kp_conn *k, const kp_request *req)
+{
+  kp_sign_header h[2];
+  kp_sign_input in;
+  const char *nv[8];
+  char date[KP_SIGN_DATE_LEN + 1];
+  if (cred->closed) /* by a callback since the call began */
+    return "the credentials were closed during the call";
+  memset(&in, 0, sizeof in);
+  if (kp_sign_url(&in, k->url.data, k->url.len) != NULL)
+    return "the endpoint cannot be signed"; /* cannot happen: the client checked it */
+  kp_sign_date(date, time(NULL));
+  in.method = req->method;
+  in.method_len = strlen(req->method);
+  in.body = req->body;
+  in.body_len = req->body_len;
+  in.ak = cred->ak;
+  in.ak_len = cred->ak_len;
+  in.sk = cred->sk;
+  in.sk_len = cred->sk_len;
+  in.date = date;
+  in.headers = h;
+  in.nheaders = add_header(h, 0, "X-Project-Id", cred->project_id, cred->project_id_len);
+  in.nheaders = add_header(h, in.nheaders, "X-Security-Token", cred->security_token,
+                           cred->security_token_len);
+  if (kp_sign(&k->sign, &in) != NULL)
+    return OOM; /* the only failure of these inputs */
+  nv[0] = "Authorization", nv[1] = k->sign.data;
+  nv[2] = "X-Sdk-Date", nv[3] = date;
+  nv[4] = "X-Project-Id", nv[5] = cred->project_id;
+  nv[6] = "X-Security-Token", nv[7] = cred->security_token;
+  return kp_conn_set_auth_headers(k, nv, 4) != 0 ? OOM : NULL;
+}
+
+const char *kp_call_arm(kp_call *call, kp_conn *k)
+{
+  if (kp_conn_prepare(k, &call->req) != 0)
+    return OOM;
+  if (call->aksk != NULL)
+    return sign(call->aksk, k, &call->req);
+  if (call->req.token == NULL && kp_conn_set_auth_headers(k, NULL, 0) != 0)
+    return OOM;
+  return NULL;
 }
 
 int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r)
@@ -83,15 +188,16 @@ int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r)
   return results;
 }
 
-int kp_call_perform(lua_State *L, kp_call *call)
+static int perform_once(lua_State *L, kp_call *call)
 {
   kp_conn *k = &call->c->conn;
   kp_result r;
+  const char *why;
   int results;
   if (kp_interrupted()) /* e.g. a retry after a sleep cut short by SIGINT */
     return kp_push_interrupted_error(L, call->req.request_id);
-  if (kp_call_arm(call, k) != 0)
-    return luaL_error(L, "%s: not enough memory", call->fname);
+  if ((why = kp_call_arm(call, k)) != NULL)
+    return luaL_error(L, "%s: %s", call->fname, why);
   kp_conn_perform(k, &r);
   results = kp_call_map(L, call, &r);
   kp_conn_release_response(k);
@@ -108,6 +214,58 @@ static void push_call_options(lua_State *L, kp_call *call, int opts)
   else
     lua_getfield(L, opts, "request_id");
   kp_call_push_request_id(L, call, -1, 3, "opts.request_id");
+}
+
+/* The err on top is the gateway refusing a token: 401 APIGW.0301 or APIGW.0307. */
+static int token_refused(lua_State *L)
+{
+  int yes;
+  lua_getfield(L, -1, "status");
+  lua_getfield(L, -2, "code");
+  yes = lua_tointeger(L, -2) == 401 && lua_type(L, -1) == LUA_TSTRING &&
+        (strcmp(lua_tostring(L, -1), "APIGW.0301") == 0 ||
+         strcmp(lua_tostring(L, -1), "APIGW.0307") == 0);
+  lua_pop(L, 2);
+  return yes;
+}
+
+int kp_call_perform(lua_State *L, kp_call *call)
+{
+  lua_Integer before;
+  int results;
+  if (kp_call_credentials(L, call) != 0)
+    return 2;
+  results = perform_once(L, call);
+  if (call->provider == 0 || results != 2 || !token_refused(L))
+    return results;
+  /* once: invalidate, a new token, the same request (same x-request-id) */
+  lua_getfield(L, -1, "attempts");
+  before = lua_tointeger(L, -1);
+  lua_pop(L, 3);
+  call_provider(L, call, "invalidate", 0);
+  if (kp_call_credentials(L, call) != 0)
+    return 2;
+  results = perform_once(L, call);
+  lua_getfield(L, -1, "attempts"); /* res or err: both count the two requests */
+  lua_pushinteger(L, before + lua_tointeger(L, -1));
+  lua_setfield(L, -3, "attempts");
+  lua_pop(L, 1);
+  return results;
+}
+
+int kp_iam_token(lua_State *L, kp_client *c, const char *fname, int base)
+{
+  kp_call call;
+  size_t len;
+  const char *password;
+  kp_call_init(L, &call, c, KP_CALL_IAM_TOKEN, fname, base);
+  call.req.body = luaL_checklstring(L, base, &call.req.body_len);
+  password = luaL_checklstring(L, base + 1, &len);
+  kp_secrets_add(&call.secrets, password, len);
+  lua_pushnil(L);
+  kp_call_push_request_id(L, &call, -1, 1, "request_id");
+  call.req.request_id = lua_tolstring(L, -1, &call.req.request_id_len);
+  return kp_call_perform(L, &call);
 }
 
 int kp_unassign(lua_State *L, kp_client *c, const char *fname, int base)

@@ -52,6 +52,15 @@ static int module_new_as(lua_State *L)
   return kp_client_create(L, 2, fname);
 }
 
+/* core.iam_token_request(client, body, password) (call.c): koophone.iam_token's
+ * request on its own client */
+static int module_iam_token_request(lua_State *L)
+{
+  kp_client *c = kp_check_client(L, 1);
+  lua_settop(L, 3);
+  return kp_iam_token(L, c, "koophone.iam_token", 2);
+}
+
 /* koophone.configure(opts): replaces the default client */
 static int module_configure(lua_State *L)
 {
@@ -96,6 +105,8 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
     { "random", kp_lua_random },
     { "row_entry", kp_row_entry },
     { "sign", kp_lua_sign }, { "aksk", kp_lua_aksk },
+    { "is_aksk", kp_lua_is_aksk }, { "aksk_export", kp_lua_aksk_export },
+    { "iam_token_request", module_iam_token_request },
     { NULL, NULL }
   };
   kp_global_init();

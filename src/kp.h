@@ -174,8 +174,9 @@ int kp_lua_sign(lua_State *L); /* koophone.sign */
 
 /* ---- aksk.c: koophone.aksk, the AK/SK credentials object ---- */
 typedef struct kp_aksk {
-  char *block; /* one allocation: the four NUL-terminated strings, zeroed before free */
+  char *block; /* one allocation: the four NUL-terminated strings, zeroed by close */
   size_t block_len;
+  int closed; /* zeroed; the block stays until collection */
   const char *ak, *sk, *project_id, *security_token; /* the last two NULL when not set */
   size_t ak_len, sk_len, project_id_len, security_token_len;
 } kp_aksk;
@@ -184,6 +185,8 @@ typedef struct kp_aksk {
  * they were closed. */
 kp_aksk *kp_test_aksk(lua_State *L, int idx);
 int kp_lua_aksk(lua_State *L); /* koophone.aksk */
+int kp_lua_is_aksk(lua_State *L);     /* core.is_aksk(v) */
+int kp_lua_aksk_export(lua_State *L); /* core.aksk_export(cred), for koophone.ngx */
 
 /* ---- request.c: pair validation, the unassign body, a task's path ---- */
 typedef struct kp_pair_ref {
@@ -230,6 +233,9 @@ typedef struct kp_result {
   int out_of_memory;      /* the body could not be stored */
   const char *body;
   size_t body_len;
+  const char *subject_token; /* the X-Subject-Token answer header, NULL when absent */
+  size_t subject_token_len;
+  int subject_too_large; /* it passed KP_SUBJECT_TOKEN_MAX */
   const char *curl_message;
   CURL *easy;             /* the handle it ran on: its timers, for on_event */
 } kp_result;
@@ -240,22 +246,29 @@ typedef struct kp_result {
 typedef struct kp_request {
   const char *method;
   const char *base, *path; /* URL = base (no trailing slash) + path */
-  const char *token, *request_id, *body;
+  const char *token; /* NULL: the credentials' headers are set by kp_conn_set_auth_headers */
+  const char *request_id, *body;
   size_t token_len, request_id_len, body_len;
   long timeout_ms;
 } kp_request;
 
+#define KP_AUTH_HEADERS_MAX 4 /* X-Auth-Token, or a signature's four headers */
+#define KP_SUBJECT_TOKEN_MAX (64 * 1024) /* IAM tokens are several KB; no documented limit */
 typedef struct kp_conn {
   CURL *easy;
-  struct curl_slist headers[5];
+  /* x-request-id, the credentials' headers (the unused ones skipped), three fixed ones */
+  struct curl_slist headers[KP_AUTH_HEADERS_MAX + 4];
   char id_header[sizeof("x-request-id: ") + KP_REQUEST_ID_MAX];
   kp_buf token_header;
+  kp_buf auth_headers; /* a signed request's headers, NUL-separated */
+  kp_buf sign;         /* the signer's work buffer */
   kp_buf url;         /* the URL set on the handle */
   const char *method; /* the method set on the handle */
   size_t max_response_bytes;
   int attempts; /* copies of the request sent by this transfer (before_request) */
   kp_buf response;
-  int too_large, out_of_memory;
+  kp_buf subject_token; /* the X-Subject-Token answer header */
+  int too_large, out_of_memory, subject_too_large;
   char errbuf[CURL_ERROR_SIZE];
 } kp_conn;
 
@@ -265,6 +278,9 @@ int kp_conn_clone(kp_conn *k, const kp_conn *from);
 void kp_conn_close(kp_conn *k); /* idempotent */
 /* Sets what changes per request; -1 when out of memory. */
 int kp_conn_prepare(kp_conn *k, const kp_request *req);
+/* After kp_conn_prepare of a request without token: its credentials' headers, n
+ * name/value pairs in nv (a NULL value leaves the header out); -1 out of memory. */
+int kp_conn_set_auth_headers(kp_conn *k, const char *const nv[], int n);
 void kp_conn_finish(kp_conn *k, CURLcode code, kp_result *r);
 void kp_conn_release_response(kp_conn *k); /* after the result is in Lua */
 void kp_conn_perform(kp_conn *k, kp_result *r);
@@ -277,6 +293,11 @@ int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
 /* Maps a GetTask answer: pushes task ({ request_id, status, jobs = { { job_id, status,
  * state, error_code, error_msg, execute_msg } } }), or nil and err, and returns how many. */
 int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const kp_secrets *sec);
+
+/* Maps IAM's answer to a token request: res { token, expires_at (text), status,
+ * attempts } or nil, err of kind "auth". */
+int kp_map_iam_token(lua_State *L, const kp_result *r, const char *request_id,
+                     const kp_secrets *sec);
 
 /* ---- event.c: on_event, one event per HTTP exchange (docs/events.md) ---- */
 typedef struct kp_hook {
@@ -316,9 +337,11 @@ typedef struct kp_call_type {
   const char *name; /* ev.call */
   const char *method, *path;
   kp_map_fn map;
+  int anonymous; /* sends no credentials (IAM's token request) */
 } kp_call_type;
 
-enum { KP_CALL_UNASSIGN, KP_CALL_GET_TASK }; /* index into kp_call_types */
+enum { KP_CALL_UNASSIGN, KP_CALL_GET_TASK, KP_CALL_IAM_TOKEN }; /* index into kp_call_types */
+#define KP_PROVIDER_MT "koophone.iam_token" /* __name of a token provider's metatable */
 extern const kp_call_type kp_call_types[];
 
 /* One call in progress: what the user called, and what the send-time step sends. */
@@ -327,13 +350,17 @@ typedef struct kp_call {
   const char *fname; /* the function the user called, for messages */
   int base;          /* stack index of its argument #1 */
   kp_client *c;
+  const kp_aksk *aksk; /* argument #1 when it is AK/SK credentials (req.token NULL) */
+  int provider;        /* stack index of argument #1 when it is a token provider, else 0 */
   kp_secrets secrets; /* what no text leaving the call may carry */
   kp_request req;
   lua_Integer pairs; /* ev.pairs: the pairs of the request being sent */
   int task_arg;      /* stack index of get_task's task id (res.task_id), else 0 */
 } kp_call;
 
-/* Starts a call of kp_call_types[type]: argument #1 (at base) is the token. */
+/* Starts a call of kp_call_types[type]: argument #1 (at base) is the token, a
+ * koophone.aksk (signed by kp_call_arm) or a token provider (kp_call_credentials);
+ * an anonymous type takes none. */
 void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const char *fname,
                   int base);
 /* Checks the options table at idx (nil is fine) against names; reads timeout. */
@@ -342,16 +369,25 @@ void kp_call_options(lua_State *L, kp_call *call, int idx, const char *const nam
  * fresh UUIDv4 when that is nil. */
 void kp_call_push_request_id(lua_State *L, kp_call *call, int idx, int argn, const char *path);
 /* The send-time step, right before the request goes out on k, on every attempt: sets
- * everything the request sends (URL, method, headers, body). 0, or -1 out of memory. */
-int kp_call_arm(kp_call *call, kp_conn *k);
+ * everything the request sends (URL, method, headers, body) and signs it with AK/SK
+ * credentials, dated now. NULL, or what failed (out of memory, credentials closed). */
+const char *kp_call_arm(kp_call *call, kp_conn *k);
+/* With a token provider: pushes its token (provider:token()) and sends it; 0, or
+ * 2 with nil, err (the provider's, kind "auth") pushed: nothing may be sent. */
+int kp_call_credentials(lua_State *L, kp_call *call);
 /* Maps a finished request of the call (req.request_id: its id); pushes res or nil, err;
  * then gives the client's on_event hook its event (the one place both paths go through). */
 int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r);
-/* The sequence of one request on the client's own handle: interruption check, send-time
- * step, perform, map. */
+/* The sequence of one request on the client's own handle: credentials, interruption check,
+ * send-time step, perform, map; with a token provider, a 401 APIGW.0301 or APIGW.0307 (the
+ * gateway refused the token before the service saw the request) invalidates it and sends
+ * the same request once more with a new token. */
 int kp_call_perform(lua_State *L, kp_call *call);
 /* unassign(token, pairs [, opts]) with argument #1 at base. */
 int kp_unassign(lua_State *L, kp_client *c, const char *fname, int base);
+/* iam_token_request(client, body, password): IAM's POST /v3/auth/tokens with the body
+ * given (the password only to redact it); res { token, expires_at } or nil, err. */
+int kp_iam_token(lua_State *L, kp_client *c, const char *fname, int base);
 
 /* get_task(token, task_id [, opts]) with argument #1 at base. */
 int kp_get_task(lua_State *L, kp_client *c, const char *fname, int base);

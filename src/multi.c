@@ -168,6 +168,7 @@ static int call_back(lua_State *L, kp_multi *m, int fn, int nargs)
 static void start(lua_State *L, kp_multi *m, int i, lua_Integer b, kp_call *call)
 {
   kp_conn *k = m->conns[i];
+  const char *why;
   lua_rawgeti(L, SLOT_BODIES, (int)b); /* SLOT_BODIES and SLOT_IDS keep the strings alive */
   call->req.body = lua_tolstring(L, -1, &call->req.body_len);
   lua_rawgeti(L, SLOT_IDS, (int)b);
@@ -178,9 +179,9 @@ static void start(lua_State *L, kp_multi *m, int i, lua_Integer b, kp_call *call
     (void)call_back(L, m, SLOT_ON_START, 2);
   }
   lua_pop(L, 2);
-  if (kp_call_arm(call, k) != 0) {
+  if ((why = kp_call_arm(call, k)) != NULL) {
     detach_all(m);
-    luaL_error(L, KP_MULTI_FNAME ": not enough memory");
+    luaL_error(L, KP_MULTI_FNAME ": %s", why);
   }
   if (curl_multi_add_handle(m->multi, k->easy) != CURLM_OK) {
     detach_all(m);
@@ -319,6 +320,8 @@ int kp_unassign_many(lua_State *L, kp_client *c)
   push_option(L, "request_ids", LUA_TTABLE, "opts.request_ids", "an array of strings");
   push_option(L, "on_done", LUA_TFUNCTION, "opts.on_done", "a function");
   push_option(L, "on_start", LUA_TFUNCTION, "opts.on_start", "a function");
+  if (kp_call_credentials(L, &call) != 0)
+    return 2; /* nil, err: a token provider failed, nothing was sent */
   prepare_batches(L, &call, n);
   if (n > 0)
     n = run(L, check_pool(L, c, (int)(concurrency < n ? concurrency : n)), n,

@@ -326,3 +326,81 @@ int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const 
   }
   return answer_failure(L, e, r, decoded, sec);
 }
+
+/* Maps IAM's answer to POST /v3/auth/tokens: res = { token =, expires_at = <the
+ * answer's token.expires_at text>, status = 201, attempts = } or nil, err of
+ * kind "auth" saying what failed (the token is a secret of the caller's call:
+ * sec holds the password). */
+int kp_map_iam_token(lua_State *L, const kp_result *r, const char *request_id,
+                     const kp_secrets *sec)
+{
+  kp_error e;
+  const char *what = NULL, *detail = "";
+  size_t detail_len = 0;
+  int decoded;
+  memset(&e, 0, sizeof e);
+  e.kind = "auth";
+  e.request_id = request_id;
+  e.status = r->status;
+  e.sent = r->sent;
+  e.attempts = r->attempts;
+  e.code = "IAM_FAILED";
+  if (r->code != CURLE_OK || r->too_large || r->out_of_memory) {
+    e.status = 0;
+    e.code = r->too_large ? "BODY_TOO_LARGE" : kp_curl_code_name(r->code);
+    what = "cannot get a token from IAM";
+    detail = r->too_large ? "the answer is larger than max_response_bytes" : r->curl_message;
+    detail_len = strlen(detail);
+  }
+  lua_pushvalue(L, KP_UV_DECODE);
+  lua_pushlstring(L, r->body, r->body_len);
+  lua_call(L, 1, 1);
+  decoded = lua_gettop(L);
+  if (what == NULL && r->status != 201) {
+    what = "IAM refused the token request";
+    if (lua_istable(L, decoded))
+      lua_getfield(L, decoded, "error"); /* {"error":{"code":401,"message":"…"}} */
+    if (lua_istable(L, -1))
+      lua_getfield(L, -1, "message");
+    if (lua_type(L, -1) == LUA_TSTRING)
+      detail = lua_tolstring(L, -1, &detail_len);
+    else
+      detail = r->body, detail_len = r->body_len;
+  } else if (what == NULL && r->subject_token == NULL) {
+    what = "IAM's answer is malformed";
+    detail = r->subject_too_large ? "its X-Subject-Token header is larger than 64 KiB"
+                                  : "it has no X-Subject-Token header";
+    detail_len = strlen(detail);
+  } else if (what == NULL) {
+    if (lua_istable(L, decoded))
+      lua_getfield(L, decoded, "token");
+    if (lua_istable(L, -1))
+      lua_getfield(L, -1, "expires_at");
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      what = "IAM's answer is malformed";
+      detail = "it has no token.expires_at";
+      detail_len = strlen(detail);
+    }
+  }
+  if (what != NULL) {
+    if (e.status == 0)
+      lua_pushfstring(L, "%s: ", what);
+    else
+      lua_pushfstring(L, "%s (HTTP %d): ", what, (int)r->status);
+    lua_pushlstring(L, detail, detail_len);
+    lua_concat(L, 2);
+    e.message = lua_tolstring(L, -1, &e.message_len);
+    e.code_len = strlen(e.code);
+    return push_failure(L, &e, sec);
+  }
+  lua_createtable(L, 0, 4);
+  lua_pushlstring(L, r->subject_token, r->subject_token_len);
+  lua_setfield(L, -2, "token");
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "expires_at");
+  lua_pushinteger(L, (lua_Integer)r->status);
+  lua_setfield(L, -2, "status");
+  lua_pushinteger(L, r->attempts);
+  lua_setfield(L, -2, "attempts");
+  return 1;
+}

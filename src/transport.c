@@ -6,6 +6,7 @@
  * allocating a new list. */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "kp.h"
 
@@ -56,7 +57,37 @@ static int before_request(void *ud, char *ip, char *local_ip, int port, int loca
   (void)ip, (void)local_ip, (void)port, (void)local_port;
   k->attempts++;
   k->response.len = 0;
+  k->subject_token.len = 0;
   return CURL_PREREQFUNC_OK;
+}
+
+/* Keeps the X-Subject-Token answer header (IAM's token), up to
+ * KP_SUBJECT_TOKEN_MAX bytes; other headers are not kept. */
+static size_t read_header(char *src, size_t size, size_t nmemb, void *ud)
+{
+  static const char name[] = "X-Subject-Token:";
+  kp_conn *k = ud;
+  size_t n = size * nmemb, len;
+  const char *v = src + sizeof name - 1, *end = src + n;
+  if (n < sizeof name || (src[0] != 'X' && src[0] != 'x') ||
+      strncasecmp(src, name, sizeof name - 1) != 0)
+    return n;
+  while (v < end && (*v == ' ' || *v == '\t'))
+    v++;
+  while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+    end--;
+  len = (size_t)(end - v);
+  k->subject_token.len = 0;
+  if (len > KP_SUBJECT_TOKEN_MAX) {
+    k->subject_too_large = 1;
+    return n; /* no token: the answer is then refused as malformed */
+  }
+  if (buf_reserve(&k->subject_token, len + 1) != 0)
+    return n;
+  memcpy(k->subject_token.data, v, len);
+  k->subject_token.data[len] = '\0';
+  k->subject_token.len = len;
+  return n;
 }
 
 static size_t write_response(char *src, size_t size, size_t nmemb, void *ud)
@@ -83,18 +114,21 @@ static int bind_handle(kp_conn *k)
   CURL *e = k->easy;
   int i;
   k->headers[0].data = k->id_header;
-  k->headers[1].data = k->token_header.data; /* the token header, set per call */
-  k->headers[2].data = header_content_type;
-  k->headers[3].data = header_accept;
-  k->headers[4].data = header_no_expect;
-  for (i = 0; i < 4; i++)
+  k->headers[1].data = k->token_header.data; /* the credentials' headers, set per call */
+  k->headers[KP_AUTH_HEADERS_MAX + 1].data = header_content_type;
+  k->headers[KP_AUTH_HEADERS_MAX + 2].data = header_accept;
+  k->headers[KP_AUTH_HEADERS_MAX + 3].data = header_no_expect;
+  for (i = 0; i < KP_AUTH_HEADERS_MAX + 3; i++)
     k->headers[i].next = &k->headers[i + 1];
-  k->headers[4].next = NULL;
+  k->headers[KP_AUTH_HEADERS_MAX + 3].next = NULL;
+  k->headers[1].next = &k->headers[KP_AUTH_HEADERS_MAX + 1];
   if (curl_easy_setopt(e, CURLOPT_ERRORBUFFER, k->errbuf) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, before_request) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_PREREQDATA, k) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_response) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_WRITEDATA, k) != CURLE_OK ||
+      curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, read_header) != CURLE_OK ||
+      curl_easy_setopt(e, CURLOPT_HEADERDATA, k) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_HTTPHEADER, k->headers) != CURLE_OK)
     return -1;
   return 0;
@@ -133,6 +167,9 @@ void kp_conn_close(kp_conn *k)
     curl_easy_cleanup(k->easy);
   k->easy = NULL;
   buf_free(&k->token_header);
+  buf_free(&k->auth_headers);
+  buf_free(&k->subject_token);
+  buf_free(&k->sign);
   buf_free(&k->response);
   buf_free(&k->url);
   k->method = NULL;
@@ -143,15 +180,45 @@ static int set_token_header(kp_conn *k, const char *token, size_t len)
   static const char prefix[] = "X-Auth-Token: ";
   const size_t plen = sizeof prefix - 1;
   kp_buf *b = &k->token_header;
-  if (b->len == plen + len && memcmp(b->data + plen, token, len) == 0)
-    return 0; /* the same token as the last call: the usual case */
-  if (buf_reserve(b, plen + len + 1) != 0)
-    return -1;
-  memcpy(b->data, prefix, plen);
-  memcpy(b->data + plen, token, len);
-  b->data[plen + len] = '\0';
-  b->len = plen + len;
+  k->headers[0].next = &k->headers[1];
+  k->headers[1].next = &k->headers[KP_AUTH_HEADERS_MAX + 1];
+  if (b->len != plen + len || memcmp(b->data + plen, token, len) != 0) {
+    if (buf_reserve(b, plen + len + 1) != 0)
+      return -1;
+    memcpy(b->data, prefix, plen);
+    memcpy(b->data + plen, token, len);
+    b->data[plen + len] = '\0';
+    b->len = plen + len;
+  } /* else the same token as the last call: the usual case */
   k->headers[1].data = b->data;
+  return 0;
+}
+
+int kp_conn_set_auth_headers(kp_conn *k, const char *const nv[], int n)
+{
+  kp_buf *b = &k->auth_headers;
+  size_t need = 0, at = 0, len;
+  int i, used = 0;
+  for (i = 0; i < 2 * n; i += 2)
+    need += nv[i + 1] != NULL ? strlen(nv[i]) + 2 + strlen(nv[i + 1]) + 1 : 0;
+  if (buf_reserve(b, need) != 0)
+    return -1;
+  for (i = 0; i < 2 * n && used < KP_AUTH_HEADERS_MAX; i += 2) {
+    if (nv[i + 1] == NULL)
+      continue;
+    k->headers[1 + used].data = b->data + at;
+    k->headers[1 + used].next = &k->headers[2 + used];
+    used++;
+    len = strlen(nv[i]);
+    memcpy(b->data + at, nv[i], len);
+    memcpy(b->data + at + len, ": ", 2);
+    at += len + 2;
+    len = strlen(nv[i + 1]) + 1;
+    memcpy(b->data + at, nv[i + 1], len);
+    at += len;
+  }
+  b->len = at;
+  k->headers[used].next = &k->headers[KP_AUTH_HEADERS_MAX + 1];
   return 0;
 }
 
@@ -189,7 +256,8 @@ static int set_method(kp_conn *k, const kp_request *req)
 int kp_conn_prepare(kp_conn *k, const kp_request *req)
 {
   static const char prefix[] = "x-request-id: ";
-  if (set_url(k, req->base, req->path) != 0 || set_token_header(k, req->token, req->token_len) != 0)
+  if (set_url(k, req->base, req->path) != 0 ||
+      (req->token != NULL && set_token_header(k, req->token, req->token_len) != 0))
     return -1;
   if (k->method != req->method && set_method(k, req) != 0)
     return -1;
@@ -197,8 +265,9 @@ int kp_conn_prepare(kp_conn *k, const kp_request *req)
   memcpy(k->id_header + sizeof prefix - 1, req->request_id, req->request_id_len);
   k->id_header[sizeof prefix - 1 + req->request_id_len] = '\0';
   k->attempts = 0;
-  k->too_large = k->out_of_memory = 0;
+  k->too_large = k->out_of_memory = k->subject_too_large = 0;
   k->response.len = 0;
+  k->subject_token.len = 0;
   k->errbuf[0] = '\0';
   /* The body is sent from the caller's string, without a copy, and in the
    * same packet as the headers (a read callback would cost a second send
@@ -227,6 +296,9 @@ void kp_conn_finish(kp_conn *k, CURLcode code, kp_result *r)
   r->out_of_memory = k->out_of_memory;
   r->body = k->response.data != NULL ? k->response.data : "";
   r->body_len = k->response.len;
+  r->subject_token = k->subject_token.len > 0 ? k->subject_token.data : NULL;
+  r->subject_token_len = k->subject_token.len;
+  r->subject_too_large = k->subject_too_large;
   r->curl_message = k->errbuf[0] ? k->errbuf : curl_easy_strerror(code);
   r->easy = k->easy;
 }
@@ -237,6 +309,8 @@ void kp_conn_release_response(kp_conn *k)
   if (k->response.cap > KP_KEEP_RESPONSE_BYTES)
     buf_free(&k->response);
   k->response.len = 0;
+  if (k->subject_token.cap > 0)
+    buf_free(&k->subject_token); /* a secret: zeroed as soon as it is in Lua */
 }
 
 void kp_conn_perform(kp_conn *k, kp_result *r)

@@ -9,6 +9,7 @@ local rows_new = require("koophone.rows").new
 local journal = require "koophone.journal"
 local run_new = require("koophone.run").new
 local argerror = require "koophone.argerror"
+local core = require "koophone.core"
 local raise, check_names = argerror.raise, argerror.check_names
 
 local _M = {}
@@ -78,7 +79,9 @@ function _M.unassign_all(client, token, pairs, opts)
   if type(client) ~= "table" or not client.core or not client.policy then
     error(FNAME .. ": calling on bad self (expected a koophone.client)", 0)
   end
-  if type(token) ~= "string" or token == "" then
+  local provider = type(token) == "table" and getmetatable(token)
+  if (type(token) ~= "string" or token == "") and not core.is_aksk(token)
+     and not (provider and provider.__name == "koophone.iam_token") then
     raise(FNAME, 1, "token", "expected a non-empty string, got %s",
           token == "" and "an empty string" or type(token))
   end

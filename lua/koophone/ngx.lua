@@ -16,7 +16,8 @@
 -- What crosses the thread boundary: ngx.run_worker_thread copies arguments and results between
 -- the request's VM and the thread's VM; only nil, booleans, numbers, strings and tables of those
 -- survive (no functions, userdata or metatables). So the options are plain values, the client
--- lives in the thread VM, and errors get their koophone.Error metatable back on this side.
+-- lives in the thread VM, koophone.aksk credentials cross as their fields and are made again
+-- there, and errors get their koophone.Error metatable back on this side.
 -- The thread side must not touch the `ngx` API: this file reads `ngx` only in request code.
 local argerror = require "koophone.argerror"
 local core = require "koophone.core"
@@ -54,7 +55,9 @@ local function call_in_thread(key, opts, token, list, call_opts, events)
     clients[key] = c
   end
   collected = events and {} or nil
-  local ok, res, err = pcall(c.unassign, c, token, list, call_opts)
+  local cred = type(token) == "table" and core.aksk(token) -- AK/SK, exported by post()
+  local ok, res, err = pcall(c.unassign, c, cred or token, list, call_opts)
+  if cred then cred:close() end
   events, collected = collected, nil
   if not ok then return false, res end
   return true, res, err, events
@@ -221,6 +224,8 @@ local function post(self, token, list, call_opts)
   local slot = slots:take()
   if not slot then return false, IN_FLIGHT_FULL end
   -- protected: a raise (e.g. called from a phase that cannot yield) must not keep the slot
+  -- AK/SK credentials cross as their fields: a userdata does not survive the copy
+  if core.is_aksk(token) then token = core.aksk_export(token) end
   local called, ok, done, res, err, events = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
     "thread_unassign", self.key, self.opts, token, list, call_opts, slots.addr, slot,
     self.on_event ~= nil)
@@ -235,9 +240,42 @@ local function post(self, token, list, call_opts)
   return false, done
 end
 
+local call_with_token
+
+-- A token provider (koophone.ngx.iam_token; koophone.iam_token works too but fetches in the
+-- worker) is asked for its token here; a 401 APIGW.0301/0307 invalidates it and sends the same
+-- request (same x-request-id) once more with a new token, as the C core does.
+local function call_with_provider(self, tp, list, call_opts)
+  local token, err = tp:token()
+  if not token then return nil, err end
+  local opts = {}
+  for k, v in pairs(call_opts or {}) do opts[k] = v end
+  opts.request_id = opts.request_id or self:request_id()
+  local res, cerr = call_with_token(self, token, list, opts)
+  if res or cerr.status ~= 401 or (cerr.code ~= "APIGW.0301" and cerr.code ~= "APIGW.0307") then
+    return res, cerr
+  end
+  tp:invalidate(token)
+  token, err = tp:token()
+  if not token then return nil, err end
+  local before = cerr.attempts or 1
+  res, cerr = call_with_token(self, token, list, opts)
+  local out = res or cerr
+  out.attempts = before + (out.attempts or 0)
+  return res, cerr
+end
+
 -- client:unassign(token, pairs [, opts]): like koophone's, from rewrite/access/content
 -- handlers. The request waits (yields); the worker does not.
 function Client:unassign(token, list, call_opts)
+  if type(token) == "table" and type(token.token) == "function" then
+    if self.closed then error("koophone: client is closed", 2) end
+    return call_with_provider(self, token, list, call_opts)
+  end
+  return call_with_token(self, token, list, call_opts)
+end
+
+function call_with_token(self, token, list, call_opts)
   if self.closed then error("koophone: client is closed", 2) end
   if not self.slots then self.slots = require("koophone.ngx.inflight").new(self.max_in_flight) end
   local deadline = ngx.now() + self.queue_timeout

@@ -46,6 +46,7 @@ Run.__index = Run
 function _M.new(client, token, rows, s)
   local self = setmetatable({
     client = client, token = token, policy = client.policy, now = core.now,
+    provider = type(token) == "table", -- a token provider (koophone.iam_token)
     sleep = client.sleep or core.sleep, rows = rows,
     batch_size = s.batch_size, concurrency = s.concurrency,
     round_size = s.concurrency * ROUND_PER_CONNECTION, max_bisect = s.max_bisect,
@@ -193,6 +194,17 @@ function Run:failed(job, err)
     end
     return self:finish(job.items, job.request_id, single, err, nil, clean)
   end
+  -- a token provider's token refused by the gateway (before KooPhone saw the request): the
+  -- provider fetches a new one for the next round and the request goes once more, same id
+  if self.provider and not job.token_renewed and err.status == 401
+     and (err.code == codes.GW_TOKEN_INVALID or err.code == codes.GW_TOKEN_RENEW) then
+    job.token_renewed = true
+    self.token:invalidate()
+    self:journal_done({}, job.request_id, clean)
+    job.ready_at = self.now()
+    self.waiting[#self.waiting + 1] = job
+    return
+  end
   local again, delay = self.policy:decide(err, job.attempt, job.state)
   if again and not self.aborted then
     self:journal_done({}, job.request_id, clean)
@@ -334,6 +346,10 @@ function Run:send(jobs)
       if stop then return false end -- start no more of this round
     end,
   })
+  if results == nil then -- a token provider failed (errors is its err): nothing was sent
+    self:abort(errors)
+    results, errors = {}, {}
+  end
   if why then self:interrupt_round(jobs, results, errors, why) end
   for _, job in ipairs(jobs) do
     if not job.started then -- never left: changed nothing

@@ -1,0 +1,107 @@
+-- koophone.ngx.iam_token{...}: an IAM token provider for OpenResty whose token every nginx
+-- worker shares through a lua_shared_dict: one worker fetches it (in the thread pool, so the
+-- event loop never waits for IAM), the others reuse it. In nginx.conf's http block:
+--     lua_shared_dict koophone_tokens 1m;    # opts.dict; a token is a few KB
+-- Options: those of koophone.iam_token, plus dict (required), thread_pool (default "koophone")
+-- and wait (seconds a worker waits for another's fetch, default 10).
+--   local tp = require("koophone.ngx.iam_token").new{ dict = "koophone_tokens", domain = …, … }
+--   client:unassign(tp, pairs)   -- a koophone.ngx client (kngx.new / kngx.client)
+-- The dict holds "<expires_at> <token>" under a key made of endpoint, domain, user and project,
+-- and "<key>:lock", added with a ttl: the worker that adds it fetches; a worker that dies while
+-- fetching frees it when the ttl ends. The token and the password never reach a log line.
+local core = require "koophone.core"
+local iam_token = require "koophone.iam_token"
+local argerror = require "koophone.argerror"
+
+local _M = {}
+
+local FNAME = "koophone.ngx.iam_token"
+local THREAD_MODULE = "koophone.ngx.iam_token"
+local OWN = { dict = true, thread_pool = true, wait = true }
+
+local Provider = { __name = FNAME }
+Provider.__index = Provider
+
+-- Thread side: one fetch with a provider made from the plain options (no ngx API here).
+function _M.thread_fetch(opts)
+  local token, expires_at = iam_token.new(opts):token()
+  if not token then
+    local err = expires_at
+    return nil, { kind = err.kind, code = err.code, status = err.status, message = err.message,
+                  sent = false, attempts = 0 }
+  end
+  return token, expires_at
+end
+
+function _M.new(opts)
+  if type(opts) ~= "table" then argerror.raise(FNAME, 1, "opts", "expected a table, got %s", type(opts)) end
+  local iam_opts = {}
+  for k, v in pairs(opts) do
+    if not OWN[k] then iam_opts[k] = v end
+  end
+  iam_token.new(iam_opts) -- checks the options now, so mistakes raise at startup
+  if type(opts.dict) ~= "string" or not ngx.shared[opts.dict] then
+    argerror.raise(FNAME, 1, "opts.dict", "expected the name of a lua_shared_dict, got %s",
+                   tostring(opts.dict))
+  end
+  return setmetatable({
+    dict = ngx.shared[opts.dict], opts = iam_opts, pool = opts.thread_pool or "koophone",
+    wait = opts.wait or 10, refresh_before = opts.refresh_before or 2400,
+    key = ("iam %s %s %s %s"):format(opts.endpoint or "", opts.domain, opts.user,
+                                      opts.project_id or opts.project),
+  }, Provider)
+end
+
+-- the shared token when it is not within refresh_before of its expiry
+local function shared(self)
+  local v = self.dict:get(self.key)
+  local expires_at, token = (v or ""):match("^(%d+) (.+)$")
+  expires_at = tonumber(expires_at)
+  if token and ngx.time() < expires_at - self.refresh_before then return token, expires_at end
+end
+
+local function fetch(self)
+  local ok, done, token, expires_at = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
+                                            "thread_fetch", self.opts)
+  if not (ok and done) then
+    return nil, setmetatable({ kind = "auth", code = "IAM_FAILED", sent = false, attempts = 0,
+      message = "cannot run the IAM token request: " .. tostring(ok and token or done) }, core.Error)
+  end
+  if not token then return nil, setmetatable(expires_at, core.Error) end
+  self.dict:set(self.key, ("%d %s"):format(expires_at, token), math.max(1, expires_at - ngx.time()))
+  return token, expires_at
+end
+
+-- token() -> token, expires_at, or nil, err (kind "auth"); yields while a fetch runs
+function Provider:token()
+  local token, expires_at = shared(self)
+  if token then return token, expires_at end
+  local lock, deadline = self.key .. ":lock", ngx.now() + self.wait
+  repeat
+    if self.dict:add(lock, true, self.wait) then
+      local err
+      token, err = fetch(self)
+      self.dict:delete(lock)
+      return token, err
+    end
+    ngx.sleep(0.01) -- another worker fetches
+    token, expires_at = shared(self)
+    if token then return token, expires_at end
+  until ngx.now() > deadline
+  return nil, setmetatable({ kind = "auth", code = "IAM_FAILED", sent = false, attempts = 0,
+    message = "no IAM token: another worker's request did not end within opts.wait" }, core.Error)
+end
+
+-- invalidate([token]): drops the shared token (only if it is still `token`, when given: another
+-- worker may have replaced it already)
+function Provider:invalidate(token)
+  local v = self.dict:get(self.key)
+  if v and (token == nil or v:sub(-#token) == token) then self.dict:delete(self.key) end
+end
+
+function Provider:__tostring()
+  return ("%s (%s, user %s in %s)"):format(FNAME, self.opts.endpoint or "IAM", self.opts.user,
+                                           self.opts.domain)
+end
+
+return _M

@@ -1,0 +1,254 @@
+-- koophone.iam_token: the IAM token provider against the simulator's IAM (sim/sim_iam.lua):
+-- one fetch for many calls, refresh before expiry, one refresh-and-resend on a refused token,
+-- IAM failures as kind "auth" with nothing sent, and no password or token in any output.
+local koophone = require "koophone"
+local sim = require "helpers.sim"
+
+local creds = require "helpers.creds"
+local PROJECT = creds.PROJECT
+local PASSWORD = "pw-" .. string.rep("Corr3ctH0rse", 4)
+
+local function seed(list)
+  creds.seed(list, { iam_users = { { domain = "acct", name = "admin", password = PASSWORD } } })
+end
+
+local function provider(extra)
+  local o = { endpoint = sim.http_url, domain = "acct", user = "admin", password = PASSWORD,
+              project_id = PROJECT }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return koophone.iam_token(o)
+end
+
+local function iam_log() return sim.control("GET", "/_sim/iam_log").requests end
+
+local assert_no_slice = creds.assert_no_slice
+
+-- err (its fields and tostring) and tostring(tp) carry neither the password nor the token
+local function assert_clean(tp, err, token)
+  local texts = { tostring(tp) }
+  if err then
+    texts[#texts + 1] = tostring(err)
+    for _, s in ipairs(sim.strings(err)) do texts[#texts + 1] = s end
+  end
+  for _, text in ipairs(texts) do
+    assert_no_slice(PASSWORD, text)
+    if token then assert_no_slice(token, text) end
+  end
+end
+
+describe("koophone.iam_token", function()
+  local client
+  before_each(function() client = koophone.new(sim.client_opts("http")) end)
+  after_each(function() client:close() end)
+
+  it("fetches one token for many calls through every entry point", function()
+    local list = sim.make_pairs(8, "one")
+    seed(list)
+    local tp = provider()
+    koophone.configure(sim.client_opts("http"))
+    assert.equals("unassigned", assert(koophone.unassign(tp, { list[1] })).outcome)
+    assert.equals("unassigned", assert(client:unassign(tp, { list[2] })).outcome)
+    local pc = koophone.client(sim.client_opts("http"))
+    assert.equals("unassigned", assert(pc:unassign(tp, { list[3] })).outcome)
+    local results, errors = client:unassign_many(tp, { { list[4] }, { list[5] } })
+    assert.is_false(errors[1])
+    assert.equals("unassigned", results[2].outcome)
+    local report = assert(pc:unassign_all(tp, { list[6], list[7], list[8] }, { batch_size = 1 }))
+    assert.equals(3, report.counts.unassigned)
+    assert.equals(1, #iam_log())
+    for _, e in ipairs(sim.log()) do assert.equals("iam", e.auth) end
+    assert.same({}, sim.bindings())
+    local token, expires_at = tp:token()
+    local now = sim.control("GET", "/_sim/clock").now
+    assert.is_true(math.abs(expires_at - (now + 86400)) < 5, tostring(expires_at))
+    assert_clean(tp, nil, token)
+    pc:close()
+    koophone.configure(sim.client_opts("http"))
+  end)
+
+  it("fetches a new token once the cached one is within refresh_before of expiry", function()
+    seed({})
+    sim.control("POST", "/_sim/iam", { lifetime = 2500 })
+    local tp = provider { refresh_before = 2400 }
+    local first = tp:token()
+    assert.equals(first, (tp:token()))
+    assert.equals(1, #iam_log())
+    sim.control("POST", "/_sim/iam", { lifetime = 2300 }) -- tokens now live less than 2400 s
+    tp:invalidate()
+    tp:token()
+    tp:token()
+    assert.equals(3, #iam_log())
+  end)
+
+  it("refreshes a revoked token once and resends the same request", function()
+    local list = sim.make_pairs(2, "rev")
+    seed(list)
+    local tp = provider()
+    assert(client:unassign(tp, { list[1] }))
+    sim.control("POST", "/_sim/iam/revoke")
+    local res, err = client:unassign(tp, { list[2] }, { request_id = "rid-revoked" })
+    assert.is_nil(err)
+    assert.equals("unassigned", res.outcome)
+    assert.equals(2, res.attempts)
+    local log = sim.log()
+    assert.equals(3, #log)
+    assert.equals("APIGW.0307", log[2].error_code)
+    assert.equals("rid-revoked", log[2].request_id)
+    assert.equals("rid-revoked", log[3].request_id)
+    assert.equals(2, #iam_log())
+  end)
+
+  it("ends after one refresh when the new token is refused too", function()
+    local list = sim.make_pairs(1, "stay")
+    seed(list)
+    local tp = provider()
+    local refused = '{"error_code":"APIGW.0301","error_msg":"Incorrect IAM authentication information: decrypt token fail"}'
+    sim.faults { type = "respond", status = 401, body = refused, count = 3 }
+    local pc = koophone.client(sim.client_opts("http"))
+    local res, err = pc:unassign(tp, list)
+    assert.is_nil(res)
+    assert.equals(401, err.status)
+    assert.equals("APIGW.0301", err.code)
+    assert.equals(2, err.attempts)
+    assert.equals(2, #sim.log())
+    assert.equals(2, #iam_log())
+    assert_clean(tp, err, (tp:token()))
+    pc:close()
+  end)
+
+  it("IAM down, a wrong password or an unreachable IAM end as kind auth with nothing sent", function()
+    local list = sim.make_pairs(1, "down")
+    seed(list)
+    sim.control("POST", "/_sim/iam", { fail_status = 503 })
+    local tp = provider()
+    local res, err = client:unassign(tp, list)
+    assert.is_nil(res)
+    assert.equals("auth", err.kind)
+    assert.equals(503, err.status)
+    assert.is_false(err.sent)
+    assert.matches("IAM refused the token request %(HTTP 503%)", err.message)
+    assert_clean(tp, err)
+    sim.control("POST", "/_sim/iam", { fail_status = false })
+
+    local wrong = provider { password = "not-" .. PASSWORD }
+    local results
+    results, err = client:unassign_many(wrong, { list })
+    assert.is_nil(results)
+    assert.equals("auth", err.kind)
+    assert.equals(401, err.status)
+    assert.matches("username or password is wrong", err.message)
+    assert_no_slice("not-" .. PASSWORD, tostring(err))
+
+    local pc = koophone.client(sim.client_opts("http"))
+    local report = assert(pc:unassign_all(wrong, list))
+    assert.equals(1, report.counts.failed)
+    assert.equals("auth", report.aborted.kind)
+    pc:close()
+
+    sim.control("POST", "/_sim/iam", { token_size = 70000 }) -- past the 64 KiB cap
+    res, err = client:unassign(provider(), list)
+    assert.is_nil(res)
+    assert.equals("auth", err.kind)
+    assert.equals(201, err.status)
+    assert.matches("malformed.*larger than 64 KiB", err.message)
+
+    local nowhere = provider { endpoint = "http://127.0.0.1:1", connect_timeout = 1 }
+    res, err = client:unassign(nowhere, list)
+    assert.is_nil(res)
+    assert.equals("auth", err.kind)
+    assert.is_nil(err.status)
+    assert.matches("cannot get a token from IAM", err.message)
+    assert.equals(0, #sim.log())
+    assert.equals(list[1].user_id, sim.bindings()[list[1].instance_id])
+  end)
+
+  it("bin/koophone unassign logs in to IAM and outlives its tokens in a bulk run", function()
+    local cli = require "helpers.cli"
+    local ctx = cli.new()
+    local list = sim.make_pairs(10, "cli")
+    seed(list)
+    sim.control("POST", "/_sim/iam", { lifetime = 1 }) -- every token dies within the run
+    sim.write_file(ctx.dir .. "/pw", PASSWORD .. "\n")
+    local journal = ctx.dir .. "/run.jsonl"
+    local env = ("KOOPHONE_IAM_DOMAIN=acct KOOPHONE_IAM_USER=admin KOOPHONE_IAM_PROJECT_ID=%s "
+                 .. "KOOPHONE_IAM_ENDPOINT=%s "):format(PROJECT, sim.http_url)
+    local rc, out, err = creds.cli(ctx, env, ("unassign --input %s --batch-size 1 --concurrency 2 "
+      .. "--rate 4 --password-file %s/pw --journal %s --endpoint %s"):format(
+        ctx.csv(list), ctx.dir, journal, sim.http_url))
+    assert.equals(0, rc, err)
+    assert.matches("unassigned%s+10\n", out)
+    assert.matches("credentials: IAM token of koophone.iam_token %(", err)
+    assert.is_true(#iam_log() >= 2, "one token for the whole run")
+    assert.same({}, sim.bindings())
+    for _, text in ipairs { out, err, cli.read_file(journal) } do assert_no_slice(PASSWORD, text) end
+    ctx.cleanup()
+  end)
+
+  it("raises on bad options, naming the field", function()
+    assert.has_error(function() koophone.iam_token { domain = "d", user = "u", password = "p" } end,
+      "koophone.iam_token: bad argument #1 (opts.project_id): expected project_id or project, got neither")
+    assert.has_error(function() provider { password = 1 } end,
+      "koophone.iam_token: bad argument #1 (opts.password): expected a non-empty string, got number")
+    assert.has_error(function() provider { colour = "red" } end,
+      "koophone.iam_token: bad argument #1 (opts): unknown option 'colour'")
+  end)
+end)
+
+describe("koophone.ngx.iam_token in nginx, shared by the workers through a lua_shared_dict", function()
+  local openresty = require "helpers.openresty"
+  local LOCATION = [[
+        location = /iam/unassign {
+            content_by_lua_block {
+                local kngx, cjson = require "koophone.ngx", require "cjson.safe"
+                ngx.req.read_body()
+                local b = cjson.decode(ngx.req.get_body_data())
+                b.iam.dict = "koophone_tokens"
+                local tp = require("koophone.ngx.iam_token").new(b.iam)
+                local c = kngx.new { endpoint = os.getenv("KOOPHONE_ENDPOINT"),
+                                     cafile = os.getenv("KOOPHONE_CAFILE") }
+                local res, err = c:unassign(tp, b.pairs, { request_id = b.request_id })
+                ngx.say(cjson.encode { outcome = res and res.outcome, attempts = (res or err).attempts,
+                                       kind = err and err.kind, status = err and err.status,
+                                       text = err and tostring(err) or "", tp = tostring(tp),
+                                       pid = ngx.worker.pid() })
+            }
+        }
+]]
+  local nginx = openresty.new("openresty-iam", sim.http_port + 20, function(conf)
+    conf = conf:gsub("worker_processes 1;", "worker_processes 2;", 1)
+    conf = conf:gsub("(lua_package_path)", "lua_shared_dict koophone_tokens 1m;\n    %1", 1)
+    return (conf:gsub("(location = /health)", function(h) return LOCATION .. "        " .. h end, 1))
+  end)
+  setup(function() nginx:start() end)
+  teardown(function() nginx:stop() end)
+
+  local function call(list, extra)
+    local iam = { endpoint = sim.http_url, domain = "acct", user = "admin", password = PASSWORD,
+                  project_id = PROJECT }
+    for k, v in pairs(extra or {}) do iam[k] = v end
+    return creds.post(nginx, "/iam/unassign", { iam = iam, pairs = list })
+  end
+
+  it("fetches one token for every request of every worker, refreshes it once when revoked", function()
+    local list = sim.make_pairs(9, "ngx")
+    seed(list)
+    for i = 1, 6 do
+      local body, raw = call({ list[i] })
+      assert.equals("unassigned", body.outcome, raw)
+      assert_no_slice(PASSWORD, raw)
+    end
+    assert.equals(1, #iam_log())
+    sim.control("POST", "/_sim/iam/revoke")
+    local body = call({ list[7] })
+    assert.equals("unassigned", body.outcome)
+    assert.equals(2, body.attempts)
+    assert.equals(2, #iam_log())
+    assert.equals("unassigned", call({ list[8] }).outcome)
+    assert.equals(2, #iam_log())
+    local wrong, raw = call({ list[9] }, { password = "wrong-password", user = "other" })
+    assert.equals("auth", wrong.kind)
+    assert.equals(401, wrong.status)
+    assert_no_slice(PASSWORD, raw .. nginx:error_log())
+    assert.equals(9, #sim.log()) -- 8 unassigns + the revoked first try; nothing for the 9th
+  end)
+end)
