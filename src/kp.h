@@ -262,6 +262,8 @@ typedef struct kp_conn {
   kp_buf token_header;
   kp_buf auth_headers; /* a signed request's headers, NUL-separated */
   kp_buf sign;         /* the signer's work buffer */
+  int auth_last;      /* index of the last credentials' header in use (0: none) */
+  int get;            /* the method set is a GET: the list skips Content-Type */
   kp_buf url;         /* the URL set on the handle */
   const char *method; /* the method set on the handle */
   size_t max_response_bytes;

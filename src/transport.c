@@ -107,6 +107,13 @@ static size_t write_response(char *src, size_t size, size_t nmemb, void *ud)
   return n;
 }
 
+/* The last credentials' header in use is followed by the fixed ones, from
+ * Content-Type on, or from Accept for a GET (no body, no Content-Type). */
+static void link_fixed_headers(kp_conn *k)
+{
+  k->headers[k->auth_last].next = &k->headers[KP_AUTH_HEADERS_MAX + (k->get ? 2 : 1)];
+}
+
 /* Points the handle's callbacks, error buffer and header list at k: what a
  * handle copied by curl_easy_duphandle would otherwise share with its source. */
 static int bind_handle(kp_conn *k)
@@ -121,7 +128,7 @@ static int bind_handle(kp_conn *k)
   for (i = 0; i < KP_AUTH_HEADERS_MAX + 3; i++)
     k->headers[i].next = &k->headers[i + 1];
   k->headers[KP_AUTH_HEADERS_MAX + 3].next = NULL;
-  k->headers[1].next = &k->headers[KP_AUTH_HEADERS_MAX + 1];
+  link_fixed_headers(k);
   if (curl_easy_setopt(e, CURLOPT_ERRORBUFFER, k->errbuf) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, before_request) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_PREREQDATA, k) != CURLE_OK ||
@@ -181,7 +188,8 @@ static int set_token_header(kp_conn *k, const char *token, size_t len)
   const size_t plen = sizeof prefix - 1;
   kp_buf *b = &k->token_header;
   k->headers[0].next = &k->headers[1];
-  k->headers[1].next = &k->headers[KP_AUTH_HEADERS_MAX + 1];
+  k->auth_last = 1;
+  link_fixed_headers(k);
   if (b->len != plen + len || memcmp(b->data + plen, token, len) != 0) {
     if (buf_reserve(b, plen + len + 1) != 0)
       return -1;
@@ -218,7 +226,9 @@ int kp_conn_set_auth_headers(kp_conn *k, const char *const nv[], int n)
     at += len;
   }
   b->len = at;
-  k->headers[used].next = &k->headers[KP_AUTH_HEADERS_MAX + 1];
+  k->headers[0].next = &k->headers[1];
+  k->auth_last = used;
+  link_fixed_headers(k);
   return 0;
 }
 
@@ -248,7 +258,8 @@ static int set_method(kp_conn *k, const kp_request *req)
   if (curl_easy_setopt(k->easy, get ? CURLOPT_HTTPGET : CURLOPT_POST, 1L) != CURLE_OK ||
       curl_easy_setopt(k->easy, CURLOPT_CUSTOMREQUEST, req->method) != CURLE_OK)
     return -1;
-  k->headers[1].next = get ? &k->headers[3] : &k->headers[2];
+  k->get = get;
+  link_fixed_headers(k);
   k->method = req->method;
   return 0;
 }
