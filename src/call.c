@@ -183,8 +183,7 @@ int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r)
     lua_setfield(L, -2, "task_id");
   }
   if (call->c->hook.ref != LUA_NOREF)
-    kp_event_emit(L, &call->c->hook, call->type->name, r, &call->req, call->pairs, results,
-                  &call->secrets);
+    kp_event_emit(L, &call->c->hook, call->type->name, r, &call->req, call->pairs, results);
   return results;
 }
 

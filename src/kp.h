@@ -312,11 +312,10 @@ typedef struct kp_hook {
 
 /* Calls the hook with the event of the exchange r that sent req (as call `name`, with `pairs`
  * pairs), whose mapped outcome is on top of the stack (results: 1 res, 2 nil and err); an
- * error it raises is reported and dropped. The stack is left as it was. Its free text
- * (code, task id) is redacted with sec. */
+ * error it raises is reported and dropped. The stack is left as it was. Its code is the
+ * error's (redacted), its task id the result's (as sent, like every id of an answer). */
 void kp_event_emit(lua_State *L, kp_hook *h, const char *name, const kp_result *r,
-                   const kp_request *req, lua_Integer pairs, int results,
-                   const kp_secrets *sec);
+                   const kp_request *req, lua_Integer pairs, int results);
 
 /* ---- call.c: one call of the API, the one sequence every call shares ---- */
 typedef struct kp_multi kp_multi; /* multi.c */
