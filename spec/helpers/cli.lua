@@ -87,8 +87,12 @@ function _M.new()
   -- pty(args [, answer]) -> exit status, what the terminal showed: the CLI in a pseudo-terminal
   -- of 80 columns (util-linux script) as its stdin, stdout and stderr; answer is typed into it.
   function ctx.pty(args, answer)
-    sim.write_file(dir .. "/pty.sh", ("stty cols 80; %s %s\n"):format((_M.CMD:gsub(" </dev/null$", "")), args))
-    local rc = _M.exit_code(os.execute(("printf '%%s' '%s' | script -qfec 'sh %s/pty.sh' /dev/null >%s/pty"):format(
+    -- under make asan only the CLI gets the sanitizer runtime: `script`, `sh` and `stty` would
+    -- end with LeakSanitizer's report and exit status 1
+    local preload = os.getenv("LD_PRELOAD")
+    sim.write_file(dir .. "/pty.sh", ("stty cols 80; %s%s %s\n"):format(
+      preload and ("LD_PRELOAD='%s' "):format(preload) or "", (_M.CMD:gsub(" </dev/null$", "")), args))
+    local rc = _M.exit_code(os.execute(("printf '%%s' '%s' | env -u LD_PRELOAD script -qfec 'sh %s/pty.sh' /dev/null >%s/pty"):format(
       answer or "", dir, dir)))
     return rc, _M.read_file(dir .. "/pty")
   end
