@@ -39,7 +39,7 @@ build = {
   modules = {
     ["koophone.core"] = {
       sources = {
-        "src/aksk.c", "src/call.c", "src/check.c",
+        "src/aksk.c", "src/buf.c", "src/call.c", "src/check.c",
         "src/client.c", "src/clock.c", "src/errors.c", "src/event.c", "src/interrupt.c",
         "src/jfile.c",
         "src/koophone.c", "src/multi.c", "src/pairset.c", "src/redact.c", "src/request.c",

@@ -40,6 +40,10 @@ typedef struct kp_buf {
   size_t len, cap;
 } kp_buf;
 
+/* ---- buf.c: growing and freeing a kp_buf ---- */
+int kp_buf_reserve(kp_buf *b, size_t need); /* room for need bytes; 0, or -1 out of memory */
+void kp_buf_free(kp_buf *b);                /* zeroes, frees, empties; idempotent */
+
 /* ---- check.c: argument checks, all raising in one shape ---- */
 /* Raises "<fname>: bad argument #<argn> (<path>): <fmt...>" (lua_pushfstring's
  * formats); argn counts as the user sees it (a method's self is not counted). */

@@ -197,19 +197,6 @@ static char *lower(char *out, const char *s, size_t len)
   return out + len;
 }
 
-static int reserve(kp_buf *b, size_t need)
-{
-  char *p;
-  if (need <= b->cap)
-    return 0;
-  p = realloc(b->data, need);
-  if (p == NULL)
-    return -1;
-  b->data = p;
-  b->cap = need;
-  return 0;
-}
-
 const char *kp_sign_check_ak(const char *ak, size_t len)
 {
   size_t i;
@@ -310,7 +297,7 @@ const char *kp_sign_canonical(kp_buf *buf, const kp_sign_input *in)
     }
   }
   /* the query's pairs are encoded into the room after the worst case */
-  if (reserve(buf, need + 3 * in->query_len + 2) != 0)
+  if (kp_buf_reserve(buf, need + 3 * in->query_len + 2) != 0)
     return "not enough memory";
   p = buf->data;
   for (i = 0; i < in->method_len; i++)
@@ -377,7 +364,7 @@ const char *kp_sign_finish(kp_buf *buf, const kp_sign_input *in)
   if (ok == NULL) {
     total = sizeof(prefix) - 1 + in->ak_len + sizeof(mid) - 1 + sh_len + sizeof(tail) - 1 +
             HEX_SHA256;
-    if (reserve(buf, total + 1) != 0) {
+    if (kp_buf_reserve(buf, total + 1) != 0) {
       ok = "not enough memory";
     } else {
       at = sizeof(prefix) - 1 + in->ak_len + sizeof(mid) - 1;
@@ -491,10 +478,7 @@ static int check_headers(lua_State *L, int t, kp_sign_input *in, kp_sign_header 
 
 static int scratch_gc(lua_State *L)
 {
-  kp_buf *b = lua_touserdata(L, 1);
-  free(b->data);
-  b->data = NULL;
-  b->cap = b->len = 0;
+  kp_buf_free(lua_touserdata(L, 1));
   return 0;
 }
 

@@ -17,35 +17,6 @@ static char header_content_type[] = "Content-Type: application/json";
 static char header_accept[] = "Accept: application/json";
 static char header_no_expect[] = "Expect:"; /* saves a round trip per large body */
 
-static int buf_reserve(kp_buf *b, size_t need)
-{
-  size_t cap = b->cap ? b->cap : 256;
-  char *p;
-  if (need <= b->cap)
-    return 0;
-  while (cap < need)
-    cap = cap > ((size_t)-1) / 2 ? need : cap * 2;
-  p = realloc(b->data, cap);
-  if (p == NULL)
-    return -1;
-  b->data = p;
-  b->cap = cap;
-  return 0;
-}
-
-static void buf_free(kp_buf *b)
-{
-  if (b->data != NULL) {
-    volatile char *p = b->data;
-    size_t i;
-    for (i = 0; i < b->cap; i++)
-      p[i] = 0;
-    free(b->data);
-  }
-  b->data = NULL;
-  b->len = b->cap = 0;
-}
-
 /* libcurl calls this once the connection (and TLS) is up, right before it
  * sends the request, and again when it sends the request a second time by
  * itself: on a reused connection that closed without an answer it silently
@@ -82,7 +53,7 @@ static size_t read_header(char *src, size_t size, size_t nmemb, void *ud)
     k->subject_too_large = 1;
     return n; /* no token: the answer is then refused as malformed */
   }
-  if (buf_reserve(&k->subject_token, len + 1) != 0)
+  if (kp_buf_reserve(&k->subject_token, len + 1) != 0)
     return n;
   memcpy(k->subject_token.data, v, len);
   k->subject_token.data[len] = '\0';
@@ -98,7 +69,7 @@ static size_t write_response(char *src, size_t size, size_t nmemb, void *ud)
     k->too_large = 1;
     return 0; /* aborts the transfer: the rest is never read */
   }
-  if (buf_reserve(&k->response, k->response.len + n) != 0) {
+  if (kp_buf_reserve(&k->response, k->response.len + n) != 0) {
     k->out_of_memory = 1;
     return 0;
   }
@@ -173,12 +144,12 @@ void kp_conn_close(kp_conn *k)
   if (k->easy != NULL)
     curl_easy_cleanup(k->easy);
   k->easy = NULL;
-  buf_free(&k->token_header);
-  buf_free(&k->auth_headers);
-  buf_free(&k->subject_token);
-  buf_free(&k->sign);
-  buf_free(&k->response);
-  buf_free(&k->url);
+  kp_buf_free(&k->token_header);
+  kp_buf_free(&k->auth_headers);
+  kp_buf_free(&k->subject_token);
+  kp_buf_free(&k->sign);
+  kp_buf_free(&k->response);
+  kp_buf_free(&k->url);
   k->method = NULL;
 }
 
@@ -191,7 +162,7 @@ static int set_token_header(kp_conn *k, const char *token, size_t len)
   k->auth_last = 1;
   link_fixed_headers(k);
   if (b->len != plen + len || memcmp(b->data + plen, token, len) != 0) {
-    if (buf_reserve(b, plen + len + 1) != 0)
+    if (kp_buf_reserve(b, plen + len + 1) != 0)
       return -1;
     memcpy(b->data, prefix, plen);
     memcpy(b->data + plen, token, len);
@@ -209,7 +180,7 @@ int kp_conn_set_auth_headers(kp_conn *k, const char *const nv[], int n)
   int i, used = 0;
   for (i = 0; i < 2 * n; i += 2)
     need += nv[i + 1] != NULL ? strlen(nv[i]) + 2 + strlen(nv[i + 1]) + 1 : 0;
-  if (buf_reserve(b, need) != 0)
+  if (kp_buf_reserve(b, need) != 0)
     return -1;
   for (i = 0; i < 2 * n && used < KP_AUTH_HEADERS_MAX; i += 2) {
     if (nv[i + 1] == NULL)
@@ -241,7 +212,7 @@ static int set_url(kp_conn *k, const char *base, const char *path)
   if (b->len == blen + plen && memcmp(b->data, base, blen) == 0 &&
       memcmp(b->data + blen, path, plen) == 0)
     return 0;
-  if (buf_reserve(b, blen + plen + 1) != 0)
+  if (kp_buf_reserve(b, blen + plen + 1) != 0)
     return -1;
   memcpy(b->data, base, blen);
   memcpy(b->data + blen, path, plen + 1);
@@ -318,10 +289,10 @@ void kp_conn_finish(kp_conn *k, CURLcode code, kp_result *r)
 void kp_conn_release_response(kp_conn *k)
 {
   if (k->response.cap > KP_KEEP_RESPONSE_BYTES)
-    buf_free(&k->response);
+    kp_buf_free(&k->response);
   k->response.len = 0;
   if (k->subject_token.cap > 0)
-    buf_free(&k->subject_token); /* a secret: zeroed as soon as it is in Lua */
+    kp_buf_free(&k->subject_token); /* a secret: zeroed as soon as it is in Lua */
 }
 
 void kp_conn_perform(kp_conn *k, kp_result *r)
