@@ -3,7 +3,10 @@ local _M = {}
 
 -- A make invoked by a spec builds the ordinary tree: it must not inherit the command-line
 -- variables of the make that runs the specs (BUILD=build/asan, SAN=..., see mk/hardening.mk).
-local MAKE = "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s --no-print-directory"
+-- make exports command-line variables to its recipes' environment too, so they go as well: with
+-- SAN, CC and OPT left in, the LuaJIT core for nginx was built with ASan whenever it was stale.
+local MAKE = "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u SAN -u CC -u OPT -u BUILD -u BUSTED "
+             .. "-u SPECS make -s --no-print-directory"
 
 -- Runs cmd; returns its output (stdout and stderr) and its exit status. A sanitizer runtime
 -- preloaded into the spec runner (make asan) is meant for the interpreter, not for the tools,
