@@ -54,6 +54,7 @@ build = {
     ["koophone"] = "lua/koophone.lua",
     ["koophone.argerror"] = "lua/koophone/argerror.lua",
     ["koophone.bucket"] = "lua/koophone/bucket.lua",
+    ["koophone.budget"] = "lua/koophone/budget.lua",
     ["koophone.bulk"] = "lua/koophone/bulk.lua",
     ["koophone.bulk_wait"] = "lua/koophone/bulk_wait.lua",
     ["koophone.classify"] = "lua/koophone/classify.lua",
@@ -71,6 +72,7 @@ build = {
     ["koophone.retry"] = "lua/koophone/retry.lua",
     ["koophone.rows"] = "lua/koophone/rows.lua",
     ["koophone.run"] = "lua/koophone/run.lua",
+    ["koophone.shared_dict"] = "lua/koophone/shared_dict.lua",
     ["koophone.wait"] = "lua/koophone/wait.lua",
   },
   install = {

@@ -453,7 +453,7 @@ local function refused_call(refused, policy, faults)
                   on_retry = function(info) rec.infos[#rec.infos + 1] = info end }
   for k, v in pairs(policy or {}) do retry[k] = v end
   local transport = refusing_transport(refused)
-  local client = require("koophone.client").wrap(transport, retry)
+  local client = require("koophone.client").wrap(transport, { retry = retry })
   if faults then sim.faults(unpack(faults)) end
   local res, err = client:unassign(TOKEN, list)
   client:close()

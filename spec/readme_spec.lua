@@ -156,6 +156,13 @@ local function accepted_options()
   for _, key in ipairs(table_keys(retry, "_M.default_budget =", "retry.lua")) do
     add("budget." .. key, "retry.lua")
   end
+  for _, key in ipairs(table_keys(retry, "local BUDGET_OPTIONS =", "retry.lua")) do
+    add("budget." .. key, "retry.lua")
+  end
+  add("rate", "client.lua")
+  for _, key in ipairs(table_keys(read("lua/koophone/client.lua"), "local RATE_OPTIONS =", "client.lua")) do
+    add("rate." .. key, "client.lua")
+  end
   for _, key in ipairs(table_keys(read("lua/koophone/bulk.lua"), "local OPTIONS =", "bulk.lua")) do
     add(key, "bulk.lua")
   end

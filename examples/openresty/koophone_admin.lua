@@ -25,7 +25,8 @@ local MAX_PAIRS = 100 -- the client's max_pairs default: more would be a raised 
 local client, token
 
 -- The client's options; `overrides` replace some (spec/openresty_load_spec.lua uses them).
-function _M.options(overrides)
+-- limits: the lua_shared_dict of the retry budget (nil: each worker has its own).
+function _M.options(overrides, limits)
   -- the default retry policy: only failures that certainly did not apply, and throttling;
   -- its delays are ngx.sleep, so the worker keeps serving while it waits
   local opts = {
@@ -37,7 +38,7 @@ function _M.options(overrides)
     cafile = os.getenv("KOOPHONE_CAFILE"),
     timeout = 15,
     retry = { max_attempts = 3, base_delay = 0.05, throttle_base_delay = 0.1, max_retry_after = 1,
-              on_retry = metrics.retry },
+              on_retry = metrics.retry, budget = limits and { dict = limits } },
     on_event = metrics.record, -- /metrics (koophone_metrics.lua)
   }
   for k, v in pairs(overrides or {}) do opts[k] = v end
@@ -46,7 +47,7 @@ end
 
 -- Called from init_by_lua: a bad option stops nginx from starting instead of failing requests.
 function _M.init(overrides)
-  client = kngx.client(_M.options(overrides))
+  client = kngx.client(_M.options(overrides, ngx.shared.koophone_limits))
   token = os.getenv("KOOPHONE_TOKEN")
 end
 

@@ -1,8 +1,13 @@
--- Token bucket for a bulk run's request rate: `rate` tokens per second, at most `burst` saved.
+-- Token bucket for a request rate: `rate` tokens per second, at most `burst` saved.
 -- A throttled answer halves the rate (down to a floor) and spends what was saved (no burst into
 -- a server that asked to slow down); every answered request then wins back a small step of the
 -- initial rate, so the rate climbs back slowly (additive increase, multiplicative decrease, as
 -- TCP does).
+-- The state (tokens, rate, time of the last refill) lives in the bucket, or with shared() in a
+-- lua_shared_dict (koophone.shared_dict), where every nginx worker takes from the same tokens and
+-- slows down when any of them is throttled. There each change reads and writes one value: no
+-- worker sees half an update, but two workers changing it in the same instant may lose one of the
+-- two changes (a request let through, a halving missed), which a rate limit can afford.
 local _M = {}
 
 local Bucket = {}
@@ -11,41 +16,76 @@ Bucket.__index = Bucket
 local RECOVERY = 0.02   -- of the configured rate, per answered request
 local FLOOR = 1 / 64    -- of the configured rate: never stop altogether
 
+-- The bucket's own state: kept in the bucket itself.
+function Bucket:load() return self end
+function Bucket:save() end
+
 -- new(rate, burst, now): now() is a monotonic clock in seconds.
 function _M.new(rate, burst, now)
   return setmetatable({ max_rate = rate, rate = rate, burst = burst, tokens = burst,
                         now = now, last = now() }, Bucket)
 end
 
+local Shared = setmetatable({}, { __index = Bucket })
+Shared.__index = Shared
+
+-- The state as the dict holds it: "tokens rate last". now() must be a clock that every worker
+-- reads alike (koophone.now: CLOCK_MONOTONIC, or ngx.now).
+function Shared:load()
+  local v = self.dict:get(self.key)
+  local tokens, rate, last
+  if type(v) == "string" then tokens, rate, last = v:match("^(%S+) (%S+) (%S+)$") end
+  tokens, rate, last = tonumber(tokens), tonumber(rate), tonumber(last)
+  if not (tokens and rate and last) then -- first use, evicted, or not ours
+    return { tokens = self.burst, rate = self.max_rate, last = self.now() }
+  end
+  return { tokens = tokens, rate = math.min(rate, self.max_rate), last = last }
+end
+
+function Shared:save(s)
+  self.dict:set(self.key, ("%.17g %.17g %.17g"):format(s.tokens, s.rate, s.last))
+end
+
+-- shared(dict, key, rate, burst, now): a bucket whose state is dict's value at key.
+function _M.shared(dict, key, rate, burst, now)
+  return setmetatable({ max_rate = rate, burst = burst, now = now, dict = dict, key = key }, Shared)
+end
+
+-- The state, refilled for the time since the last refill.
 function Bucket:refill()
-  local t = self.now()
-  self.tokens = math.min(self.burst, self.tokens + (t - self.last) * self.rate)
-  self.last = t
+  local s, t = self:load(), self.now()
+  s.tokens = math.min(self.burst, s.tokens + math.max(t - s.last, 0) * s.rate)
+  s.last = t
+  return s
 end
 
 -- take(n [, min]) -> how many of n requests may go now (min .. n; min defaults to 0). Taking more
 -- than the bucket holds leaves a debt that later waits pay back.
 function Bucket:take(n, min)
-  self:refill()
-  local k = math.min(n, math.max(min or 0, math.floor(self.tokens)))
-  self.tokens = self.tokens - k
+  local s = self:refill()
+  local k = math.min(n, math.max(min or 0, math.floor(s.tokens)))
+  s.tokens = s.tokens - k
+  self:save(s)
   return k
 end
 
 -- Seconds until one request may go.
 function Bucket:wait()
-  self:refill()
-  return self.tokens >= 1 and 0 or (1 - self.tokens) / self.rate
+  local s = self:refill()
+  return s.tokens >= 1 and 0 or (1 - s.tokens) / s.rate
 end
 
 function Bucket:throttled()
-  self:refill()
-  self.rate = math.max(self.max_rate * FLOOR, self.rate / 2)
-  self.tokens = math.min(self.tokens, 0)
+  local s = self:refill()
+  s.rate = math.max(self.max_rate * FLOOR, s.rate / 2)
+  s.tokens = math.min(s.tokens, 0)
+  self:save(s)
 end
 
 function Bucket:answered()
-  self.rate = math.min(self.max_rate, self.rate + self.max_rate * RECOVERY)
+  local s = self:load()
+  s.rate = math.min(self.max_rate, s.rate + self.max_rate * RECOVERY)
+  self:save(s)
 end
 
 return _M

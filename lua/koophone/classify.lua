@@ -17,13 +17,18 @@ local function backend_not_reached(e)
      and type(e.message) == "string" and e.message:lower():find("backend unavailable", 1, true) ~= nil
 end
 
+-- Throttled by KooPhone (429) or by the API gateway (APIGW.0308 may come with another status).
+function _M.throttled(e)
+  return e.status == 429 or e.code == codes.GW_THROTTLED
+end
+
 local rules = {
   -- class, why, maybe_applied, test, note (said in err.message when the call fails with it)
   -- not sent: SIGINT, SIGTERM or koophone.interrupt() came first (a retry would stop the same way)
   { "final", "interrupted", false, function(e) return e.kind == "interrupted" end },
   -- DNS, connect, TLS handshake; an HTTP status proves the request arrived, whatever `sent` says
   { "safe", "not_sent", false, function(e) return e.sent == false and e.status == nil end },
-  { "safe", "throttled", false, function(e) return e.status == 429 or e.code == codes.GW_THROTTLED end },
+  { "safe", "throttled", false, _M.throttled },
   { "safe", "unavailable", false,
     function(e) return e.status == 503 or e.code == codes.GW_IAM_UNAVAILABLE end },
   { "safe", "backend_not_reached", false, backend_not_reached },

@@ -3,6 +3,11 @@
 --   local client = koophone.client{ endpoint = "...", retry = { max_attempts = 3, ... } }
 --   local res, err = client:unassign(token, pairs [, opts])   -- opts: request_id, timeout
 --
+-- Option `rate` (a number, or { limit, burst, dict, key }) paces every request of the client
+-- through a koophone.bucket: unassign's and get_task's attempts wait for their turn, and
+-- unassign_all's rounds use it unless the run has a rate of its own; with `dict` (a
+-- lua_shared_dict) every nginx worker paces through the same bucket.
+--
 -- What other layers (koophone.bulk) may use:
 --   client:unassign(token, pairs, opts)   one call with the policy: retries, one x-request-id for
 --                                          all its attempts (fixed before the first), res.attempts /
@@ -22,7 +27,9 @@
 local argerror = require "koophone.argerror"
 local core = require "koophone.core"
 local retry = require "koophone.retry"
-local classify = require("koophone.classify").classify
+local bucket = require "koophone.bucket"
+local shared_dict = require "koophone.shared_dict"
+local classify = require "koophone.classify"
 local unconfirmed = require("koophone.jobs").unconfirmed
 
 local _M = {}
@@ -30,32 +37,83 @@ local _M = {}
 local Client = {}
 Client.__index = Client
 
--- wrap(transport, retry_opts, default_sleep, fname): the policy around any object with koophone's
--- unassign/close contract plus request_id() (a fresh x-request-id), e.g. a koophone.ngx client
--- with ngx.sleep. An attempt the transport refuses before sending returns an error with
--- attempts = 0 and sent = false: the policy counts it against max_attempts, never as a request.
--- fname names the function that made the client, for its option errors (default koophone.client).
-function _M.wrap(transport, retry_opts, default_sleep, fname)
-  local policy = retry.new(retry_opts, default_sleep or core.sleep, fname)
-  return setmetatable({ core = transport, policy = policy, sleep = policy.sleep }, Client)
+local RATE_OPTIONS = { limit = true, burst = true, dict = true, key = true }
+
+local function rate_number(t, name, min, default, fname)
+  local v = t[name]
+  if v == nil and default then return default end
+  if type(v) ~= "number" or not (v >= min and v <= 100000) then
+    argerror.raise(fname, 1, "opts.rate." .. name, "expected a number from %g to 100000, got %s",
+                   min, type(v) == "number" and tostring(v) or type(v))
+  end
+  return v
 end
 
--- Splits opts into the transport's options and the retry options.
+-- The `rate` option: nil, a number of requests per second, or a table { limit = requests per
+-- second, burst = requests that may go at once after a quiet time (default: one second's worth),
+-- dict = a lua_shared_dict, key = its key (default "koophone:rate") }.
+local function new_rate_bucket(opt, fname)
+  if opt == nil then return nil end
+  if type(opt) == "number" then opt = { limit = opt } end
+  if type(opt) ~= "table" then
+    argerror.raise(fname, 1, "opts.rate", "expected a number or a table, got %s", type(opt))
+  end
+  argerror.check_names(opt, RATE_OPTIONS, fname, 1, "opts.rate")
+  local limit = rate_number(opt, "limit", 0.001, nil, fname)
+  local burst = rate_number(opt, "burst", 1, math.max(1, math.floor(limit)), fname)
+  local dict, key = shared_dict.check(opt, fname, "opts.rate", "koophone:rate")
+  if dict then return bucket.shared(dict, key, limit, burst, core.now) end
+  return bucket.new(limit, burst, core.now)
+end
+
+-- wrap(transport, opts, default_sleep, fname): the policy (opts.retry) and the rate (opts.rate)
+-- around any object with koophone's unassign/close contract plus request_id() (a fresh
+-- x-request-id), e.g. a koophone.ngx client with ngx.sleep. An attempt the transport refuses
+-- before sending returns an error with attempts = 0 and sent = false: the policy counts it
+-- against max_attempts, never as a request. fname names the function that made the client, for
+-- its option errors (default koophone.client).
+function _M.wrap(transport, opts, default_sleep, fname)
+  fname = fname or "koophone.client"
+  local policy = retry.new(opts and opts.retry, default_sleep or core.sleep, fname)
+  return setmetatable({ core = transport, policy = policy, sleep = policy.sleep,
+                        bucket = new_rate_bucket(opts and opts.rate, fname) }, Client)
+end
+
+-- Splits opts into the transport's options and the client's own (retry, rate).
 function _M.split_options(opts, who)
   if opts ~= nil and type(opts) ~= "table" then
     argerror.raise(who, 1, "opts", "expected a table, got %s", type(opts))
   end
-  local transport_opts = {}
+  local transport_opts, own = {}, {}
   for k, v in pairs(opts or {}) do
-    if k ~= "retry" then transport_opts[k] = v end
+    if k == "retry" or k == "rate" then own[k] = v else transport_opts[k] = v end
   end
-  return transport_opts, opts and opts.retry
+  return transport_opts, own
 end
 
--- new(opts): every option of koophone.new, plus `retry` (a table, or false for one attempt).
+-- new(opts): every option of koophone.new, plus `retry` (a table, or false for one attempt) and
+-- `rate`.
 function _M.new(opts)
-  local core_opts, retry_opts = _M.split_options(opts, "koophone.client")
-  return _M.wrap(core.new_as("koophone.client", core_opts), retry_opts, core.sleep)
+  local core_opts, own = _M.split_options(opts, "koophone.client")
+  return _M.wrap(core.new_as("koophone.client", core_opts), own, core.sleep)
+end
+
+-- One attempt through the transport (method "unassign" or "get_task"), after waiting for its
+-- turn when the client has a rate. A throttled answer slows the rate down (for every worker,
+-- with a shared bucket); any other answer wins a little of it back.
+local function send(self, method, token, arg, call)
+  local b = self.bucket
+  if not b then return self.core[method](self.core, token, arg, call) end
+  local wait = b:wait()
+  if wait > 0 then self.sleep(wait) end
+  b:take(1, 1)
+  local res, err = self.core[method](self.core, token, arg, call)
+  if err and classify.throttled(err) then
+    b:throttled()
+  elseif res or err.status then
+    b:answered()
+  end
+  return res, err
 end
 
 -- After a failed first attempt: the policy decides; `call` carries the call's request id.
@@ -66,7 +124,7 @@ local function retry_failed_call(self, token, list, call, err)
     if not again then return policy:finish(nil, err, attempt, state) end
     self.sleep(delay)
     local res
-    res, err = self.core:unassign(token, list, call)
+    res, err = send(self, "unassign", token, list, call)
     attempt = attempt + (res or err).attempts
     if res then return policy:finish(res, nil, attempt, state) end
   end
@@ -90,7 +148,7 @@ function Client:unassign(token, list, opts)
     for k, v in pairs(opts or {}) do call[k] = v end
   end
   -- the common case, a first attempt that succeeds, builds no retry state at all
-  local res, err = self.core:unassign(token, list, call)
+  local res, err = send(self, "unassign", token, list, call)
   if res then return confirm(list, self.policy:finish(res, nil, res.attempts)) end
   return confirm(list, retry_failed_call(self, token, list, call, err))
 end
@@ -108,10 +166,10 @@ function Client:get_task(token, task_id, opts)
   end
   local policy, attempt = self.policy, 0
   while true do
-    local task, err = self.core:get_task(token, task_id, call)
+    local task, err = send(self, "get_task", token, task_id, call)
     if task then return task end
     attempt = attempt + math.max(err.attempts or 1, 1)
-    local class, why = classify(err)
+    local class, why = classify.classify(err)
     if class == "final" or attempt >= policy.max_attempts or not policy:withdraw(err) then
       err.attempts = attempt
       return nil, err
@@ -145,9 +203,10 @@ end
 Client.__close = Client.close
 
 function Client:__tostring()
-  local p = self.policy
-  return ("%s retry{max_attempts=%d, ambiguous_attempts=%d}"):format(
-    tostring(self.core), p.max_attempts, p.ambiguous_attempts)
+  local p, b = self.policy, self.bucket
+  return ("%s retry{max_attempts=%d, ambiguous_attempts=%d}%s"):format(
+    tostring(self.core), p.max_attempts, p.ambiguous_attempts,
+    b and ("rate{limit=%g, burst=%g%s}"):format(b.max_rate, b.burst, b.dict and ", shared" or "") or "")
 end
 
 return _M

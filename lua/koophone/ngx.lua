@@ -305,12 +305,13 @@ function Client:__tostring()
     self.pool, self.max_in_flight, self.closed and " (closed)" or "")
 end
 
--- client(opts): like koophone.client (a retry policy around the call, option `retry`), with
--- the call in the thread pool and the retry delays in ngx.sleep, so neither blocks the worker.
+-- client(opts): like koophone.client (a retry policy and a rate around the call, options `retry`
+-- and `rate`), with the call in the thread pool and the retry delays and the waits for the rate in
+-- ngx.sleep, so none of them blocks the worker.
 function _M.client(opts)
   local wrapper = require "koophone.client"
-  local transport_opts, retry_opts = wrapper.split_options(opts, "koophone.ngx.client")
-  return wrapper.wrap(new(transport_opts, "koophone.ngx.client"), retry_opts, _M.sleep,
+  local transport_opts, own = wrapper.split_options(opts, "koophone.ngx.client")
+  return wrapper.wrap(new(transport_opts, "koophone.ngx.client"), own, _M.sleep,
                       "koophone.ngx.client")
 end
 

@@ -14,6 +14,8 @@
 -- WORKER_THREAD_UNAVAILABLE) is no request: it does not add to `attempt`, but it counts against
 -- max_attempts (state.not_started) and never against ambiguous_attempts.
 local argerror = require "koophone.argerror"
+local budget = require "koophone.budget"
+local shared_dict = require "koophone.shared_dict"
 local classify = require("koophone.classify").classify
 local BINDING_NOT_FOUND = require("koophone.codes").names.BINDING_NOT_FOUND
 
@@ -57,18 +59,21 @@ local function function_option(t, name, default, fname)
   return v
 end
 
--- budget = false: no quota; a table: the fields given replace the defaults.
+local BUDGET_OPTIONS = { dict = true, key = true }
+for name in pairs(_M.default_budget) do BUDGET_OPTIONS[name] = true end
+
+-- budget = false: no quota; a table: the fields given replace the defaults, and `dict` (a
+-- lua_shared_dict) puts the tokens where every nginx worker spends from them.
 local function new_budget(b, fname)
   if b == false then return nil end
   if b == nil then b = {} end
   if type(b) ~= "table" then fail(fname, "budget", "expected a table or false, got %s", type(b)) end
-  argerror.check_names(b, _M.default_budget, fname, 1, "opts.retry.budget")
-  local budget = {}
+  argerror.check_names(b, BUDGET_OPTIONS, fname, 1, "opts.retry.budget")
+  local numbers = {}
   for name, default in pairs(_M.default_budget) do
-    budget[name] = number_option(b, name, default, 0, false, fname, "budget." .. name)
+    numbers[name] = number_option(b, name, default, 0, false, fname, "budget." .. name)
   end
-  budget.tokens = budget.capacity
-  return budget
+  return budget.new(numbers, shared_dict.check(b, fname, "opts.retry.budget", "koophone:retry_budget"))
 end
 
 -- new(retry_option, default_sleep, fname): retry_option is the `retry` option of the client that
@@ -115,11 +120,7 @@ end
 -- Takes the cost of one retry from the budget; false when it cannot pay.
 function Policy:withdraw(err)
   local b = self.budget
-  if not b then return true end
-  local cost = err.kind == "timeout" and b.timeout_cost or b.cost
-  if b.tokens < cost then return false end
-  b.tokens = b.tokens - cost
-  return true
+  return not b or b:withdraw(err.kind == "timeout" and b.timeout_cost or b.cost)
 end
 
 -- decide(err, attempt, state) -> again, delay, why. `attempt`: requests sent so far in this call,
@@ -182,8 +183,7 @@ end
 -- attempt that may have been applied means that attempt did the work: assumed_unassigned.
 function Policy:finish(res, err, attempt, state)
   if res then
-    local b = self.budget
-    if b then b.tokens = math.min(b.capacity, b.tokens + b.refund) end
+    if self.budget then self.budget:deposit() end
     res.attempts = attempt
     return res
   end

@@ -8,7 +8,7 @@
 -- policy says. The journal (koophone.journal) records each request before it leaves and each
 -- outcome after, so a resumed run never sends a finished pair again.
 local codes = require("koophone.codes").names
-local classify = require("koophone.classify").classify
+local classify = require "koophone.classify"
 local bucket = require "koophone.bucket"
 local match_jobs = require("koophone.jobs").match
 local outcomes = require "koophone.outcomes"
@@ -32,7 +32,7 @@ local STOPPED, NOT_SENT = "not sent again: the run stopped", "not sent: the run 
 
 -- Failures every later request would meet as well: the run stops sending.
 local function fatal(err)
-  local _, why = classify(err)
+  local _, why = classify.classify(err)
   return why == "token" or err.status == 401 or err.status == 403
       or err.code == codes.TENANT_NOT_FOUND
 end
@@ -56,7 +56,8 @@ function _M.new(client, token, rows, s)
     ready = {}, waiting = {}, -- jobs for the next round; retries waiting for their delay
   }, Run)
   for _, o in ipairs(outcomes.names) do self.counts[o] = 0 end
-  if s.rate then self.bucket = self:new_bucket(s.rate) end
+  -- the run's own rate, else the client's (shared with its other calls, maybe with other workers)
+  self.bucket = s.rate and self:new_bucket(s.rate) or client.bucket
   return self
 end
 
@@ -179,7 +180,7 @@ function Run:failed(job, err)
   local single = SINGLE[err.code]
   -- certainly nothing changed: no silent resend (the answer is about this copy only), and no
   -- earlier copy that may have been applied
-  local _, _, maybe = classify(err)
+  local _, _, maybe = classify.classify(err)
   local clean = (err.attempts or 1) == 1 and not (maybe or err.maybe_applied or job.state.maybe_applied)
   if not clean then taint(job) end
   if single then
@@ -237,7 +238,7 @@ end
 -- (the run stopped, or the server asked to slow down).
 function Run:answered(job, res, err)
   local got = res or err
-  local throttle = err and (err.status == 429 or err.code == codes.GW_THROTTLED)
+  local throttle = err and classify.throttled(err)
   job.attempt = job.attempt + (got.attempts or 1)
   if throttle then
     self:throttled()
