@@ -25,6 +25,18 @@ local function assert_transfer(ev)
   assert.equals("number", type(ev.bytes_received))
 end
 
+-- Every key and value of v (tables recursively, numbers and booleans too) as one text.
+local function dump(v, out, seen)
+  out, seen = out or {}, seen or {}
+  if type(v) == "table" and not seen[v] then
+    seen[v] = true
+    for k, x in pairs(v) do dump(k, out, seen); dump(x, out, seen) end
+  else
+    out[#out + 1] = tostring(v)
+  end
+  return table.concat(out, "\n")
+end
+
 describe("on_event", function()
   local list = sim.make_pairs(2, "ev")
 
@@ -217,5 +229,144 @@ describe("on_event", function()
     assert.is_false(ok)
     assert.equals("koophone.new: bad argument #1 (opts.on_event): expected a function, got number",
                   msg)
+  end)
+end)
+
+describe("on_event with an IAM token provider (koophone.iam_token)", function()
+  local creds = require "helpers.creds"
+  local PASSWORD = "pw-" .. string.rep("Ev3ntH0rse", 4)
+  local list = sim.make_pairs(2, "evi")
+
+  local function provider(extra)
+    local o = { endpoint = sim.http_url, domain = "acct", user = "admin", password = PASSWORD,
+                project_id = creds.PROJECT }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return koophone.iam_token(o)
+  end
+
+  -- no secret, nor any 16-byte slice of one, in any key or value of any event
+  local function assert_no_secret(events, secrets)
+    local text = dump(events)
+    for _, secret in ipairs(secrets) do creds.assert_no_slice(secret, text) end
+  end
+
+  local function calls(events)
+    local out = {}
+    for i, ev in ipairs(events) do out[i] = ev.call end
+    return out
+  end
+
+  before_each(function()
+    creds.seed(list, { iam_users = { { domain = "acct", name = "admin", password = PASSWORD } } })
+  end)
+
+  it("gives the token request's event, call iam_token, before the unassign it was made for", function()
+    local client, events = recording(koophone.new)
+    local tp = provider()
+    local res = assert(client:unassign(tp, { list[1] }))
+    assert.same({ "iam_token", "unassign" }, calls(events))
+    local ev = events[1]
+    assert.equals(201, ev.status)
+    assert.is_true(ev.sent)
+    assert.equals(1, ev.attempt)
+    assert.equals(0, ev.resends)
+    assert.equals(0, ev.pairs)
+    assert.is_nil(ev.kind)
+    assert.is_nil(ev.code)
+    assert.is_nil(ev.task_id)
+    assert_transfer(ev)
+    assert.is_false(ev.reused)
+    assert.is_true(ev.bytes_sent > #PASSWORD) -- the login body holds it
+    assert.is_true(ev.bytes_received > 2048) -- the simulator's token is 2048 bytes
+    assert.equals("string", type(ev.request_id))
+    assert.not_equals(res.request_id, ev.request_id)
+    assert.equals(res.request_id, events[2].request_id)
+    assert.equals(1, events[2].attempt)
+    assert(client:unassign(tp, { list[2] })) -- the cached token: no exchange with IAM
+    assert.same({ "iam_token", "unassign", "unassign" }, calls(events))
+    assert_no_secret(events, { PASSWORD, (tp:token()) })
+    client:close()
+  end)
+
+  it("gives unassign_many's token request its event too", function()
+    local client, events = recording(koophone.new)
+    local results = client:unassign_many(provider(), { { list[1] }, { list[2] } })
+    assert.equals("unassigned", results[2].outcome)
+    assert.same({ "iam_token", "unassign", "unassign" }, calls(events))
+    assert.equals(201, events[1].status)
+    client:close()
+  end)
+
+  it("counts the resend after a revoked token as attempt 2, the new token's event in between", function()
+    local client, events = recording(koophone.client, { retry = { sleep = function() end } })
+    local tp = provider()
+    assert(client:unassign(tp, { list[1] }))
+    local first = tp:token()
+    sim.control("POST", "/_sim/iam/revoke")
+    local res = assert(client:unassign(tp, { list[2] }))
+    assert.equals(2, res.attempts)
+    assert.same({ "iam_token", "unassign", "unassign", "iam_token", "unassign" }, calls(events))
+    assert.equals(res.request_id, events[3].request_id)
+    assert.equals(401, events[3].status)
+    assert.equals("APIGW.0307", events[3].code)
+    assert.equals(1, events[3].attempt)
+    assert.equals(201, events[4].status)
+    assert.equals(1, events[4].attempt)
+    assert.equals(res.request_id, events[5].request_id)
+    assert.equals(2, events[5].attempt)
+    assert.equals(200, events[5].status)
+    assert_no_secret(events, { PASSWORD, first, (tp:token()) })
+    client:close()
+  end)
+
+  it("gives a refused login's event with the failure's kind, code and status", function()
+    local client, events = recording(koophone.new)
+    local wrong = "not-" .. PASSWORD
+    local res, err = client:unassign(provider { password = wrong }, list)
+    assert.is_nil(res)
+    assert.equals(1, #events) -- nothing was sent to the API
+    local ev = events[1]
+    assert.equals("iam_token", ev.call)
+    assert.equals("auth", ev.kind)
+    assert.equals("IAM_FAILED", ev.code)
+    assert.equals(err.code, ev.code)
+    assert.equals(401, ev.status)
+    assert.is_true(ev.sent)
+    assert.is_nil(ev.task_id)
+    assert_transfer(ev)
+    assert.equals(0, #sim.log())
+    assert_no_secret(events, { wrong, PASSWORD })
+    client:close()
+  end)
+
+  it("refuses the provider to the hook of its token request; the call goes on", function()
+    local tp, other = provider(), koophone.new(sim.client_opts("http"))
+    local refusals = {}
+    local client = koophone.new(sim.client_opts("http", { on_event = function(ev)
+      if ev.call ~= "iam_token" then return end
+      refusals[1] = select(2, pcall(tp.token, tp))
+      refusals[2] = select(2, pcall(other.unassign, other, tp, { list[2] }))
+    end }))
+    assert.equals("unassigned", assert(client:unassign(tp, { list[1] })).outcome)
+    assert.matches("cannot be used from its own on_event hook", refusals[1])
+    assert.matches("koophone.unassign: the token provider is fetching a token already",
+                   refusals[2])
+    assert.equals(1, #sim.log())
+    assert.equals("unassigned", assert(other:unassign(tp, { list[2] })).outcome)
+    client:close()
+    other:close()
+  end)
+
+  it("gives an unreachable IAM's event with status 0, not sent", function()
+    local client, events = recording(koophone.new)
+    local _, err = client:unassign(provider { endpoint = "http://127.0.0.1:1", connect_timeout = 1 },
+                                   list)
+    assert.equals("auth", err.kind)
+    assert.same({ "iam_token" }, calls(events))
+    assert.equals(0, events[1].status)
+    assert.is_false(events[1].sent)
+    assert.equals("auth", events[1].kind)
+    assert_no_secret(events, { PASSWORD })
+    client:close()
   end)
 end)

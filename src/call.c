@@ -41,11 +41,34 @@ static void call_provider(lua_State *L, const kp_call *call, const char *method,
   lua_call(L, 1, nresults);
 }
 
+/* provider:token(), its IAM exchange's event going to this call's client's hook: the
+ * provider's own client (provider.client, kept alive by the provider) is lent that hook
+ * for the fetch only, in a protected call so that an error cannot leave it lent. */
+static void fetch_token(lua_State *L, const kp_call *call)
+{
+  kp_client *pc;
+  int status;
+  lua_getfield(L, call->provider, "client");
+  pc = luaL_testudata(L, -1, KP_CLIENT_MT);
+  lua_pop(L, 1);
+  if (pc != NULL && pc->lent != NULL) /* e.g. from the hook of its own token request */
+    luaL_error(L, "%s: the token provider is fetching a token already", call->fname);
+  if (pc != NULL)
+    pc->lent = &call->c->hook;
+  lua_getfield(L, call->provider, "token");
+  lua_pushvalue(L, call->provider);
+  status = lua_pcall(L, 1, 2, 0);
+  if (pc != NULL)
+    pc->lent = NULL;
+  if (status != 0)
+    lua_error(L);
+}
+
 int kp_call_credentials(lua_State *L, kp_call *call)
 {
   if (call->provider == 0)
     return 0;
-  call_provider(L, call, "token", 2);
+  fetch_token(L, call);
   if (lua_type(L, -2) != LUA_TSTRING)
     return 2; /* nil, err */
   lua_pop(L, 1); /* the token stays on the stack while in use */
@@ -177,13 +200,15 @@ const char *kp_call_arm(kp_call *call, kp_conn *k)
 
 int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r)
 {
+  kp_hook *h = call->c->lent != NULL ? call->c->lent : &call->c->hook;
   int results = call->type->map(L, r, call->req.request_id, &call->secrets);
   if (results == 1 && call->task_arg != 0) { /* GetTask's data has no task_id: the one asked for */
     lua_pushvalue(L, call->task_arg);
     lua_setfield(L, -2, "task_id");
   }
-  if (call->c->hook.ref != LUA_NOREF)
-    kp_event_emit(L, &call->c->hook, call->type->name, r, &call->req, call->pairs, results);
+  if (h->ref != LUA_NOREF)
+    kp_event_emit(L, h, call->type->name, r, &call->req, call->pairs, results,
+                  call->c->lent != NULL);
   return results;
 }
 

@@ -216,7 +216,7 @@ kp_client *kp_check_client(lua_State *L, int idx)
   kp_client *c = luaL_checkudata(L, idx, KP_CLIENT_MT);
   if (c->closed)
     luaL_error(L, "koophone: client is closed");
-  if (c->hook.running)
+  if (c->hook.running || (c->lent != NULL && c->lent->running)) /* lent: mid-exchange */
     luaL_error(L, "koophone: a client cannot be used from its own on_event hook");
   return c;
 }

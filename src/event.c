@@ -80,7 +80,7 @@ static void report(kp_hook *h, lua_State *L)
 }
 
 void kp_event_emit(lua_State *L, kp_hook *h, const char *name, const kp_result *r,
-                   const kp_request *req, lua_Integer pairs, int results)
+                   const kp_request *req, lua_Integer pairs, int results, int lent)
 {
   int outcome = lua_gettop(L), top = outcome;
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
@@ -89,7 +89,7 @@ void kp_event_emit(lua_State *L, kp_hook *h, const char *name, const kp_result *
   lua_setfield(L, -2, "call");
   lua_pushlstring(L, req->request_id, req->request_id_len);
   lua_setfield(L, -2, "request_id");
-  set_integer(L, "attempt", next_attempt(h, req, r->attempts));
+  set_integer(L, "attempt", lent ? r->attempts : next_attempt(h, req, r->attempts));
   set_integer(L, "resends", r->attempts - 1);
   set_integer(L, "status", (lua_Integer)r->status);
   lua_pushboolean(L, r->sent);

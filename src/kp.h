@@ -317,9 +317,11 @@ typedef struct kp_hook {
 /* Calls the hook with the event of the exchange r that sent req (as call `name`, with `pairs`
  * pairs), whose mapped outcome is on top of the stack (results: 1 res, 2 nil and err); an
  * error it raises is reported and dropped. The stack is left as it was. Its code is the
- * error's (redacted), its task id the result's (as sent, like every id of an answer). */
+ * error's (redacted), its task id the result's (as sent, like every id of an answer).
+ * lent: the exchange is another client's (a token request): its attempt is its own copies,
+ * and the count of the hook's client's request id goes on after it. */
 void kp_event_emit(lua_State *L, kp_hook *h, const char *name, const kp_result *r,
-                   const kp_request *req, lua_Integer pairs, int results);
+                   const kp_request *req, lua_Integer pairs, int results, int lent);
 
 /* ---- call.c: one call of the API, the one sequence every call shares ---- */
 typedef struct kp_multi kp_multi; /* multi.c */
@@ -333,6 +335,8 @@ typedef struct kp_client {
   kp_multi *multi;  /* unassign_many's handles, made on first use */
   int closed;
   kp_hook hook;     /* opts.on_event */
+  kp_hook *lent;    /* while a token provider's client fetches a token for another client's
+                     * call (kp_call_credentials): that client's hook, which gets its events */
 } kp_client;
 
 /* A call of the API: its method, its path and the mapping of its answer. */
