@@ -204,10 +204,13 @@ describe("koophone.ngx.iam_token in nginx, shared by the workers through a lua_s
                 local b = cjson.decode(ngx.req.get_body_data())
                 b.iam.dict = "koophone_tokens"
                 local tp = require("koophone.ngx.iam_token").new(b.iam)
+                local events = {}
                 local c = kngx.new { endpoint = os.getenv("KOOPHONE_ENDPOINT"),
-                                     cafile = os.getenv("KOOPHONE_CAFILE") }
+                                     cafile = os.getenv("KOOPHONE_CAFILE"),
+                                     on_event = function(ev) events[#events + 1] = ev end }
                 local res, err = c:unassign(tp, b.pairs, { request_id = b.request_id })
                 ngx.say(cjson.encode { outcome = res and res.outcome, attempts = (res or err).attempts,
+                                       events = events,
                                        kind = err and err.kind, status = err and err.status,
                                        text = err and tostring(err) or "", tp = tostring(tp),
                                        pid = ngx.worker.pid() })
@@ -229,25 +232,46 @@ describe("koophone.ngx.iam_token in nginx, shared by the workers through a lua_s
     return creds.post(nginx, "/iam/unassign", { iam = iam, pairs = list })
   end
 
+  -- "call status" of each event of a call, in order
+  local function exchanges(body)
+    local out = {}
+    for i, ev in ipairs(body.events) do out[i] = ("%s %d"):format(ev.call, ev.status) end
+    return table.concat(out, ", ")
+  end
+
   it("fetches one token for every request of every worker, refreshes it once when revoked", function()
     local list = sim.make_pairs(9, "ngx")
     seed(list)
+    local fetched = 0
     for i = 1, 6 do
       local body, raw = call({ list[i] })
       assert.equals("unassigned", body.outcome, raw)
       assert_no_slice(PASSWORD, raw)
+      -- the call whose worker fetched the token has the IAM exchange's event first
+      if body.events[1].call == "iam_token" then
+        fetched = fetched + 1
+        assert.equals("iam_token 201, unassign 200", exchanges(body))
+        assert.is_nil(body.events[1].kind)
+        assert.is_true(body.events[1].bytes_received > 2048)
+      else
+        assert.equals("unassign 200", exchanges(body))
+      end
     end
+    assert.equals(1, fetched)
     assert.equals(1, #iam_log())
     sim.control("POST", "/_sim/iam/revoke")
     local body = call({ list[7] })
     assert.equals("unassigned", body.outcome)
     assert.equals(2, body.attempts)
+    assert.equals("unassign 401, iam_token 201, unassign 200", exchanges(body))
     assert.equals(2, #iam_log())
     assert.equals("unassigned", call({ list[8] }).outcome)
     assert.equals(2, #iam_log())
     local wrong, raw = call({ list[9] }, { password = "wrong-password", user = "other" })
     assert.equals("auth", wrong.kind)
     assert.equals(401, wrong.status)
+    assert.equals("iam_token 401", exchanges(wrong))
+    assert.equals("auth", wrong.events[1].kind)
     assert_no_slice(PASSWORD, raw .. nginx:error_log())
     assert.equals(9, #sim.log()) -- 8 unassigns + the revoked first try; nothing for the 9th
   end)

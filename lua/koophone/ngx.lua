@@ -246,7 +246,10 @@ local call_with_token
 -- worker) is asked for its token here; a 401 APIGW.0301/0307 invalidates it and sends the same
 -- request (same x-request-id) once more with a new token, as the C core does.
 local function call_with_provider(self, tp, list, call_opts)
-  local token, err = tp:token()
+  -- the IAM exchange's events, when this worker fetched (koophone.ngx.iam_token): attempts of
+  -- their own, not of the call
+  local on_events = self.on_event and function(events) deliver(self, events) end
+  local token, err = tp:token(on_events)
   if not token then return nil, err end
   local opts = {}
   for k, v in pairs(call_opts or {}) do opts[k] = v end
@@ -256,7 +259,7 @@ local function call_with_provider(self, tp, list, call_opts)
     return res, cerr
   end
   tp:invalidate(token)
-  token, err = tp:token()
+  token, err = tp:token(on_events)
   if not token then return nil, err end
   local before = cerr.attempts or 1
   res, cerr = call_with_token(self, token, list, opts)

@@ -22,15 +22,20 @@ local OWN = { dict = true, thread_pool = true, wait = true }
 local Provider = { __name = FNAME }
 Provider.__index = Provider
 
--- Thread side: one fetch with a provider made from the plain options (no ngx API here).
-function _M.thread_fetch(opts)
-  local token, expires_at = iam_token.new(opts):token()
+-- Thread side: one fetch with a provider made from the plain options (no ngx API here); with
+-- want_events, the events of its IAM exchange go back too (a function cannot cross the thread
+-- boundary, tables of strings and numbers can).
+function _M.thread_fetch(opts, want_events)
+  local events = want_events and {} or nil
+  local tp = iam_token.new(opts, events and { on_event = function(ev) events[#events + 1] = ev end })
+  local token, expires_at = tp:token()
+  tp.client:close()
   if not token then
     local err = expires_at
     return nil, { kind = err.kind, code = err.code, status = err.status, message = err.message,
-                  sent = false, attempts = 0 }
+                  sent = false, attempts = 0 }, events
   end
-  return token, expires_at
+  return token, expires_at, events
 end
 
 function _M.new(opts)
@@ -60,9 +65,10 @@ local function shared(self)
   if token and ngx.time() < expires_at - self.refresh_before then return token, expires_at end
 end
 
-local function fetch(self)
-  local ok, done, token, expires_at = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
-                                            "thread_fetch", self.opts)
+local function fetch(self, on_events)
+  local ok, done, token, expires_at, events = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
+                                                    "thread_fetch", self.opts, on_events ~= nil)
+  if events then on_events(events) end
   if not (ok and done) then
     return nil, setmetatable({ kind = "auth", code = "IAM_FAILED", sent = false, attempts = 0,
       message = "cannot run the IAM token request: " .. tostring(ok and token or done) }, core.Error)
@@ -72,15 +78,17 @@ local function fetch(self)
   return token, expires_at
 end
 
--- token() -> token, expires_at, or nil, err (kind "auth"); yields while a fetch runs
-function Provider:token()
+-- token([on_events]) -> token, expires_at, or nil, err (kind "auth"); yields while a fetch runs.
+-- When this worker fetches, on_events(events) gets the events of the IAM exchange (koophone.ngx
+-- passes them to its client's on_event).
+function Provider:token(on_events)
   local token, expires_at = shared(self)
   if token then return token, expires_at end
   local lock, deadline = self.key .. ":lock", ngx.now() + self.wait
   repeat
     if self.dict:add(lock, true, self.wait) then
       local err
-      token, err = fetch(self)
+      token, err = fetch(self, on_events)
       self.dict:delete(lock)
       return token, err
     end
