@@ -92,14 +92,18 @@ describe("bin/koophone options", function()
       assert.same({}, sim.bindings())
     end)
 
-    it("sends nothing and exits 1 when anything else is typed", function()
+    it("sends nothing, leaves --output-file as it was and exits 1 when anything else is typed", function()
       sim.reset(list)
       local log = #sim.log()
-      local rc, screen = ctx.pty("unassign --input " .. input() .. ctx.endpoint, "no\n")
+      local kept = DIR .. "/earlier-results.jsonl"
+      sim.write_file(kept, "an earlier run's results\n")
+      local rc, screen = ctx.pty("unassign --output-file " .. kept .. " --input " .. input() .. ctx.endpoint,
+                                 "no\n")
       assert.equals(1, rc)
       assert.matches("not confirmed; nothing was sent", screen)
       assert.equals(log, #sim.log())
       assert.same({ cf0001 = "u-cf-1", cf0002 = "u-cf-2", cf0003 = "u-cf-3" }, sim.bindings())
+      assert.equals("an earlier run's results\n", cli.read_file(kept))
     end)
 
     it("is skipped with --yes, and without a terminal on stdin", function()
