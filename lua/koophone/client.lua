@@ -23,6 +23,8 @@
 --                   attempt, state) -> res or nil, err (turns a 2210 after an ambiguous failure
 --                   into outcome "assumed_unassigned" and annotates err); see retry.lua
 --   client.sleep    the policy's sleep(seconds) (koophone.sleep unless retry.sleep was given)
+--   client.bucket   the koophone.bucket of option `rate` (nil without one); unassign_all's runs
+--                   use it when they have no rate of their own
 -- The client never stores a token; tostring shows the endpoint and the policy only.
 local argerror = require "koophone.argerror"
 local core = require "koophone.core"
@@ -206,7 +208,7 @@ function Client:__tostring()
   local p, b = self.policy, self.bucket
   return ("%s retry{max_attempts=%d, ambiguous_attempts=%d}%s"):format(
     tostring(self.core), p.max_attempts, p.ambiguous_attempts,
-    b and ("rate{limit=%g, burst=%g%s}"):format(b.max_rate, b.burst, b.dict and ", shared" or "") or "")
+    b and (" rate{limit=%g, burst=%g%s}"):format(b.max_rate, b.burst, b.dict and ", shared" or "") or "")
 end
 
 return _M
