@@ -6,8 +6,32 @@ local openresty = require "helpers.openresty"
 local socket = require "socket"
 local http = require "socket.http"
 
+-- GET /task?id=RM_…: get_task, then wait_jobs, through a kngx.client (the spec's own location)
+local TASK = [[
+        location = /task {
+            content_by_lua_block {
+                local kngx, cjson = require "koophone.ngx", require "cjson.safe"
+                local calls = {}
+                local c = kngx.client { endpoint = os.getenv("KOOPHONE_ENDPOINT"),
+                                        cafile = os.getenv("KOOPHONE_CAFILE"),
+                                        on_event = function(ev) calls[#calls + 1] = ev.call end,
+                                        retry = { base_delay = 0.001 } }
+                local token, id = os.getenv("KOOPHONE_TOKEN"), ngx.var.arg_id
+                local task, err = c:get_task(token, id)
+                local report = task and c:wait_jobs(token, { id }, { timeout = 5, interval = 0.01 })
+                ngx.say(cjson.encode { jobs = task and task.jobs, calls = calls,
+                  err = err and { code = err.code, status = err.status, attempts = err.attempts },
+                  succeeded = report and report.succeeded })
+            }
+        }
+        location = /health {]]
+
 local example = openresty.new("openresty",
-  tonumber(os.getenv("KOOPHONE_OPENRESTY_PORT") or "") or sim.http_port + 20)
+  tonumber(os.getenv("KOOPHONE_OPENRESTY_PORT") or "") or sim.http_port + 20, function(conf)
+    local edited, n = conf:gsub("        location = /health {", function() return TASK end)
+    assert(n == 1, "the example's nginx.conf changed: update this spec")
+    return edited
+  end)
 local BASE = example.base
 local function admin(body) return example:admin(body) end
 local function admin_start(body) return example:admin_start(body) end
@@ -35,6 +59,21 @@ describe("examples/openresty with koophone.ngx", function()
     assert.equals(1, #log)
     assert.equals("https", log[1].scheme)
     assert.equals("admin-1", log[1].request_id)
+  end)
+
+  it("queries a task and waits for its jobs through kngx.client, in the thread pool", function()
+    local list = sim.make_pairs(2, "tk")
+    sim.reset(list)
+    local _, res = admin { pairs = list }
+    local function task(id) return require("cjson").decode((assert(http.request(BASE .. "/task?id=" .. id)))) end
+    local body = task(res.task_id)
+    assert.equals(2, #body.jobs)
+    assert.equals(res.jobs[1].job_id, body.jobs[1].job_id)
+    assert.equals("get_task", body.calls[1])
+    assert.equals(2, body.succeeded, "wait_jobs did not see both jobs succeed")
+    local missing = task("RM_missing")
+    assert.equals("KOOPHONE.API.1323", missing.err.code)
+    assert.equals(1, missing.err.attempts) -- a 4xx is final
   end)
 
   it("reuses the thread side's client and its connection for the next call", function()

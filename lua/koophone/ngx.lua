@@ -40,7 +40,8 @@ local function collect(ev)
   if collected then collected[#collected + 1] = ev end
 end
 
-local function call_in_thread(key, opts, token, list, call_opts, events)
+-- method: "unassign" or "get_task"; arg: its pairs or its task id
+local function call_in_thread(method, key, opts, token, arg, call_opts, events)
   if events then key = key .. "\0\0on_event" end
   local c = clients[key]
   if c == nil then
@@ -56,7 +57,7 @@ local function call_in_thread(key, opts, token, list, call_opts, events)
   end
   collected = events and {} or nil
   local cred = type(token) == "table" and core.aksk(token) -- AK/SK, exported by post()
-  local ok, res, err = pcall(c.unassign, c, cred or token, list, call_opts)
+  local ok, res, err = pcall(c[method], c, cred or token, arg, call_opts)
   if cred then cred:close() end
   events, collected = collected, nil
   if not ok then return false, res end
@@ -66,12 +67,15 @@ end
 -- Runs in the thread VM: true, res, err (and the call's events when asked) for an outcome, or
 -- false, message when the call raised (a programmer mistake, re-raised in the request). Then
 -- frees the call's in-flight slot.
-function _M.thread_unassign(key, opts, token, list, call_opts, slots_addr, slot, events)
+local function thread_call(method, key, opts, token, arg, call_opts, slots_addr, slot, events)
   local done, res, err
-  done, res, err, events = call_in_thread(key, opts, token, list, call_opts, events)
+  done, res, err, events = call_in_thread(method, key, opts, token, arg, call_opts, events)
   if slots_addr then require("koophone.ngx.inflight").clear(slots_addr, slot) end
   return done, res, err, events
 end
+
+function _M.thread_unassign(...) return thread_call("unassign", ...) end
+function _M.thread_get_task(...) return thread_call("get_task", ...) end
 
 -- ---------------------------------------------------------------- request side
 
@@ -219,7 +223,7 @@ local function deliver(self, events, call_opts)
 end
 
 -- One try: true, done, res, err when the thread ran the call; false, why when it did not start.
-local function post(self, token, list, call_opts)
+local function post(self, method, token, arg, call_opts)
   local slots = self.slots
   local slot = slots:take()
   if not slot then return false, IN_FLIGHT_FULL end
@@ -227,7 +231,7 @@ local function post(self, token, list, call_opts)
   -- AK/SK credentials cross as their fields: a userdata does not survive the copy
   if core.is_aksk(token) then token = core.aksk_export(token) end
   local called, ok, done, res, err, events = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
-    "thread_unassign", self.key, self.opts, token, list, call_opts, slots.addr, slot,
+    "thread_" .. method, self.key, self.opts, token, arg, call_opts, slots.addr, slot,
     self.on_event ~= nil)
   if called and ok then
     if self.freed and self.freed:count() < 0 then self.freed:post(1) end
@@ -245,7 +249,7 @@ local call_with_token
 -- A token provider (koophone.ngx.iam_token; koophone.iam_token works too but fetches in the
 -- worker) is asked for its token here; a 401 APIGW.0301/0307 invalidates it and sends the same
 -- request (same x-request-id) once more with a new token, as the C core does.
-local function call_with_provider(self, tp, list, call_opts)
+local function call_with_provider(self, method, tp, arg, call_opts)
   -- the IAM exchange's events, when this worker fetched (koophone.ngx.iam_token): attempts of
   -- their own, not of the call
   local on_events = self.on_event and function(events) deliver(self, events) end
@@ -254,7 +258,7 @@ local function call_with_provider(self, tp, list, call_opts)
   local opts = {}
   for k, v in pairs(call_opts or {}) do opts[k] = v end
   opts.request_id = opts.request_id or self:request_id()
-  local res, cerr = call_with_token(self, token, list, opts)
+  local res, cerr = call_with_token(self, method, token, arg, opts)
   if res or cerr.status ~= 401 or (cerr.code ~= "APIGW.0301" and cerr.code ~= "APIGW.0307") then
     return res, cerr
   end
@@ -262,29 +266,39 @@ local function call_with_provider(self, tp, list, call_opts)
   token, err = tp:token(on_events)
   if not token then return nil, err end
   local before = cerr.attempts or 1
-  res, cerr = call_with_token(self, token, list, opts)
+  res, cerr = call_with_token(self, method, token, arg, opts)
   local out = res or cerr
   out.attempts = before + (out.attempts or 0)
   return res, cerr
 end
 
--- client:unassign(token, pairs [, opts]): like koophone's, from rewrite/access/content
--- handlers. The request waits (yields); the worker does not.
-function Client:unassign(token, list, call_opts)
+-- One call of method ("unassign" or "get_task") with its argument (pairs, task id).
+local function call(self, method, token, arg, call_opts)
   if type(token) == "table" and type(token.token) == "function" then
     if self.closed then error("koophone: client is closed", 2) end
-    return call_with_provider(self, token, list, call_opts)
+    return call_with_provider(self, method, token, arg, call_opts)
   end
-  return call_with_token(self, token, list, call_opts)
+  return call_with_token(self, method, token, arg, call_opts)
 end
 
-function call_with_token(self, token, list, call_opts)
+-- client:unassign(token, pairs [, opts]), client:get_task(token, task_id [, opts]): like
+-- koophone's, from rewrite/access/content handlers. The request waits (yields); the worker does
+-- not.
+function Client:unassign(token, list, call_opts)
+  return call(self, "unassign", token, list, call_opts)
+end
+
+function Client:get_task(token, task_id, call_opts)
+  return call(self, "get_task", token, task_id, call_opts)
+end
+
+function call_with_token(self, method, token, arg, call_opts)
   if self.closed then error("koophone: client is closed", 2) end
   if not self.slots then self.slots = require("koophone.ngx.inflight").new(self.max_in_flight) end
   local deadline = ngx.now() + self.queue_timeout
   local started, done, res, err
   repeat
-    started, done, res, err = post(self, token, list, call_opts)
+    started, done, res, err = post(self, method, token, arg, call_opts)
   until started or not wait_for_slot(self, deadline)
   if not started then
     log_refusal(done)
