@@ -286,7 +286,8 @@ def callgrind():
                  ("koophone client:unassign", [LUA, "bench/koophone_seq.lua", "client", ENDPOINT[proto]], LUA_ENV),
                  ("koophone with on_event", [LUA, "bench/koophone_seq.lua", "events", ENDPOINT[proto]], LUA_ENV)]
         if token == TOKEN:  # the credentials rows: next to the token call with its 8 KiB token
-            progs += [("koophone, AK/SK signed", [LUA, "bench/koophone_seq.lua", "aksk", ENDPOINT[proto]], LUA_ENV),
+            progs += [("koophone.client (retry policy)", [LUA, "bench/koophone_seq.lua", "policy", ENDPOINT[proto]], LUA_ENV),
+                      ("koophone, AK/SK signed", [LUA, "bench/koophone_seq.lua", "aksk", ENDPOINT[proto]], LUA_ENV),
                       ("koophone, IAM token provider", [LUA, "bench/koophone_seq.lua", "provider", ENDPOINT[proto]], LUA_ENV)]
         for name, cmd, env in progs:
             counts = [callgrind_total(cmd + [str(calls), "0", token] + ca_args(proto), env, "%s-%s-%s-%d" % (
