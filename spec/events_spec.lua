@@ -339,16 +339,18 @@ describe("on_event with an IAM token provider (koophone.iam_token)", function()
     client:close()
   end)
 
-  it("refuses the provider to the hook of its token request; the call goes on", function()
+  it("refuses the provider (and closing its client) to the hook of its token request; the call goes on", function()
     local tp, other = provider(), koophone.new(sim.client_opts("http"))
     local refusals = {}
     local client = koophone.new(sim.client_opts("http", { on_event = function(ev)
       if ev.call ~= "iam_token" then return end
       refusals[1] = select(2, pcall(tp.token, tp))
       refusals[2] = select(2, pcall(other.unassign, other, tp, { list[2] }))
+      refusals[3] = select(2, pcall(tp.client.close, tp.client))
     end }))
     assert.equals("unassigned", assert(client:unassign(tp, { list[1] })).outcome)
     assert.matches("cannot be used from its own on_event hook", refusals[1])
+    assert.matches("cannot be closed from its own on_event hook", refusals[3])
     assert.matches("koophone.unassign: the token provider is fetching a token already",
                    refusals[2])
     assert.equals(1, #sim.log())

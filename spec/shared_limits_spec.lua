@@ -73,6 +73,26 @@ describe("a retry budget in a shared dict", function()
     assert.equals(2, p.budget.tokens)
   end)
 
+  it("never holds more than capacity, however withdrawals and deposits interleave", function()
+    local dict = new_dict()
+    local p = policy(dict, { capacity = 10, timeout_cost = 12 })
+    local b = p.budget
+    -- a withdraw over capacity, with deposits between its incr and its give-back
+    local incr = dict.incr
+    function dict.incr(d, k, v, init)
+      local r = incr(d, k, v, init)
+      if v == 12 then
+        dict.incr = incr
+        for _ = 1, 3 do b:deposit() end
+      end
+      return r
+    end
+    assert.is_false(b:withdraw(12))
+    assert.equals(0, dict.values["koophone:retry_budget"])
+    assert.is_true(b:withdraw(10))
+    assert.is_false(b:withdraw(1))
+  end)
+
   it("allows no retry when the dict cannot count (full)", function()
     local dict = new_dict()
     function dict.incr() return nil, "no memory" end
@@ -105,11 +125,25 @@ describe("a rate bucket in a shared dict", function()
     assert.equals(5.2, a:load().rate)
   end)
 
-  it("starts full when its value is missing or not its own", function()
+  it("starts full when its value is missing or not its own, and keeps numbers in range", function()
     local dict = new_dict()
     dict:set("r", "garbage")
     local a = bucket.shared(dict, "r", 10, 3, clock)
     assert.equals(3, a:take(5))
+    dict:set("r", "1 0 100") -- a rate of 0 would be an endless wait
+    assert.equals(10 / 64, a:load().rate)
+    dict:set("r", "1e999 5 100")
+    assert.equals(3, a:load().tokens)
+  end)
+
+  it("gives callers that reserve at once consecutive turns", function()
+    local dict = new_dict()
+    local a, b = bucket.shared(dict, "r", 2, 1, clock), bucket.shared(dict, "r", 2, 1, clock)
+    assert.same({ 0, 0.5, 1, 1.5 }, { a:reserve(), b:reserve(), a:reserve(), b:reserve() })
+    local wait, over = a:reserve(1)
+    assert.is_nil(wait)
+    assert.equals(2, over)
+    assert.equals(2, (b:reserve(2)), "a refused reservation takes nothing")
   end)
 end)
 
@@ -125,12 +159,13 @@ describe("the client's rate option", function()
   it("makes each unassign and get_task wait for its turn", function()
     local list = sim.make_pairs(3, "rate")
     sim.reset(list)
-    local c, waits = client { limit = 2, burst = 1 }
+    -- one request per 100 s: the time the calls themselves take cannot matter
+    local c, waits = client { limit = 0.01, burst = 1 }
     for i = 1, 3 do assert.truthy(c:unassign(TOKEN, { list[i] })) end
-    -- none slept: each turn comes half a second after the one before
+    -- none slept: each turn comes 100 s after the one before
     assert.equals(2, #waits)
-    assert.is_true(waits[1] > 0.4 and waits[1] <= 0.5, tostring(waits[1]))
-    assert.is_true(waits[2] > 0.9 and waits[2] <= 1, tostring(waits[2]))
+    assert.is_true(waits[1] > 90 and waits[1] <= 100, tostring(waits[1]))
+    assert.is_true(waits[2] > 190 and waits[2] <= 200, tostring(waits[2]))
     -- a refusal and a task query wait too
     assert.is_nil((c:unassign(TOKEN, sim.make_pairs(1, "gone"))))
     assert.is_nil((c:get_task(TOKEN, "RM_missing")))
@@ -157,11 +192,31 @@ describe("the client's rate option", function()
   it("paces unassign_all when the run has no rate of its own", function()
     local list = sim.make_pairs(3, "all")
     sim.reset(list)
-    local c, waits = client { limit = 1, burst = 1 }
+    local c, waits = client { limit = 0.01, burst = 1 }
     local report = c:unassign_all(TOKEN, list, { batch_size = 1, concurrency = 1 })
     assert.equals(3, report.counts.unassigned)
     assert.equals(3, #sim.log())
     assert.is_true(#waits >= 2, "the run did not wait for the client's rate")
+    c:close()
+  end)
+
+  it("refuses an attempt whose turn is more than max_wait away: kind rate, not sent, not retried", function()
+    local list = sim.make_pairs(2, "mw")
+    sim.reset(list)
+    local c, waits = client { limit = 0.01, burst = 1, max_wait = 50 }
+    assert.truthy(c:unassign(TOKEN, { list[1] }))
+    local res, err = c:unassign(TOKEN, { list[2] }, { request_id = "rate-1" })
+    assert.is_nil(res)
+    assert.equals("rate", err.kind)
+    assert.equals("RATE_LIMITED", err.code)
+    assert.is_false(err.sent)
+    assert.equals(0, err.attempts)
+    assert.equals("final", err.class)
+    assert.equals("rate-1", err.request_id)
+    assert.is_true(err.retry_after > 90, tostring(err.retry_after))
+    assert.matches("rate.max_wait", tostring(err), 1, true)
+    assert.equals(1, #sim.log())
+    assert.equals(0, #waits)
     c:close()
   end)
 
@@ -175,13 +230,14 @@ describe("the client's rate option", function()
     local cases = {
       { "(opts.rate): expected a number or a table, got string", "fast" },
       { "(opts.rate.limit): expected a number from 0.001 to 100000, got nil", {} },
-      { "(opts.rate.limit): expected a number from 0.001 to 100000, got 0", 0 },
+      { "(opts.rate): expected a number from 0.001 to 100000, got 0", 0 },
+      { "(opts.rate.max_wait): expected a number from 0 to 100000, got -1", { limit = 1, max_wait = -1 } },
       { "(opts.rate.burst): expected a number from 1 to 100000, got 0.5", { limit = 1, burst = 0.5 } },
       { "(opts.rate): unknown option 'per_second'", { per_second = 1 } },
       { "(opts.rate.key): given without opts.rate.dict", { limit = 1, key = "k" } },
       { "(opts.rate.dict): expected a lua_shared_dict (ngx.shared.NAME), got string",
         { limit = 1, dict = "koophone_limits" } },
-      { "(opts.rate.dict): expected a lua_shared_dict (ngx.shared.NAME), got one without a incr method",
+      { "(opts.rate.dict): expected a lua_shared_dict (ngx.shared.NAME), got one without the method incr",
         { limit = 1, dict = { get = print, set = print } } },
       { "(opts.rate.key): expected a non-empty string, got string", { limit = 1, dict = new_dict(), key = "" } },
     }
@@ -194,5 +250,10 @@ describe("the client's rate option", function()
                                              retry = { budget = { dict = new_dict(), key = 5 } } })
     assert.is_false(ok)
     assert.matches("(opts.retry.budget.key): expected a non-empty string, got number", err, 1, true)
+    local dict = new_dict()
+    ok, err = pcall(koophone.client, { endpoint = sim.http_url, rate = { limit = 1, dict = dict, key = "k" },
+                                       retry = { budget = { dict = dict, key = "k" } } })
+    assert.is_false(ok)
+    assert.matches('(opts.rate.key): "k" is the retry budget\'s key in the same dict', err, 1, true)
   end)
 end)

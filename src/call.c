@@ -48,20 +48,20 @@ static void fetch_token(lua_State *L, const kp_call *call)
 {
   kp_client *pc;
   int status;
-  lua_getfield(L, call->provider, "client");
+  lua_getfield(L, call->provider, "client"); /* stays below the call: alive until the reset */
   pc = luaL_testudata(L, -1, KP_CLIENT_MT);
-  lua_pop(L, 1);
   if (pc != NULL && pc->lent != NULL) /* e.g. from the hook of its own token request */
     luaL_error(L, "%s: the token provider is fetching a token already", call->fname);
-  if (pc != NULL)
-    pc->lent = &call->c->hook;
   lua_getfield(L, call->provider, "token");
   lua_pushvalue(L, call->provider);
+  if (pc != NULL) /* lent last: nothing that may raise comes between it and the pcall */
+    pc->lent = &call->c->hook;
   status = lua_pcall(L, 1, 2, 0);
   if (pc != NULL)
     pc->lent = NULL;
   if (status != 0)
     lua_error(L);
+  lua_remove(L, -3); /* provider.client */
 }
 
 int kp_call_credentials(lua_State *L, kp_call *call)

@@ -211,12 +211,19 @@ int kp_client_create(lua_State *L, int opts, const char *what)
   return 1;
 }
 
+/* Whether an on_event hook of c's exchange runs now: its own, or the one it was lent (a token
+ * provider's client, mid-exchange for another client's call). */
+static int in_hook(const kp_client *c)
+{
+  return c->hook.running || (c->lent != NULL && c->lent->running);
+}
+
 kp_client *kp_check_client(lua_State *L, int idx)
 {
   kp_client *c = luaL_checkudata(L, idx, KP_CLIENT_MT);
   if (c->closed)
     luaL_error(L, "koophone: client is closed");
-  if (c->hook.running || (c->lent != NULL && c->lent->running)) /* lent: mid-exchange */
+  if (in_hook(c))
     luaL_error(L, "koophone: a client cannot be used from its own on_event hook");
   return c;
 }
@@ -259,7 +266,7 @@ static int client_request_id(lua_State *L)
 static int client_close(lua_State *L)
 {
   kp_client *c = luaL_checkudata(L, 1, KP_CLIENT_MT);
-  if (c->hook.running)
+  if (in_hook(c))
     return luaL_error(L, "koophone: a client cannot be closed from its own on_event hook");
   close_client(L, c);
   return 0;

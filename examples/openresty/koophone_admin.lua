@@ -5,7 +5,8 @@
 --   400 {"error":{"message":"…"}}                  the body is not a valid request; nothing was sent
 --   405 + Allow: POST                              any other method
 --   409 {"error":{kind, code, message, …}}         KooPhone refused it (e.g. KOOPHONE.API.2210)
---   429 {"error":{…}} + Retry-After                KooPhone throttled every attempt: try later
+--   429 {"error":{…}} + Retry-After                KooPhone throttled every attempt, or the
+--       client's own rate (kind "rate", with rate.max_wait) did not let it go: try later
 --   502 {"error":{kind, code, message, sent, maybe_applied, …}}   no usable answer;
 --       maybe_applied: an attempt may have been applied, else sent=false: certainly not applied;
 --       also KooPhone's 401 (message "the gateway's KooPhone credentials were refused"): this
@@ -88,7 +89,7 @@ end
 local function failure_status(err)
   if err.status == 401 then
     return 502, "the gateway's KooPhone credentials were refused (HTTP 401): " .. tostring(err.message)
-  elseif err.status == 429 then
+  elseif err.status == 429 or err.kind == "rate" then -- KooPhone's throttling, or our own rate
     ngx.header["Retry-After"] = tostring(math.ceil(err.retry_after or 1))
     return 429, err.message
   end

@@ -29,17 +29,24 @@ end
 local Shared = setmetatable({}, { __index = Bucket })
 Shared.__index = Shared
 
+local function finite(v)
+  return v and v == v and v ~= math.huge and v ~= -math.huge
+end
+
 -- The state as the dict holds it: "tokens rate last". now() must be a clock that every worker
--- reads alike (koophone.now: CLOCK_MONOTONIC, or ngx.now).
+-- reads alike (koophone.now: CLOCK_MONOTONIC, or ngx.now). A value that is not such a state
+-- (first use, evicted, written by something else) is a full bucket; numbers out of range are
+-- brought back in (a rate of 0 would mean an endless wait).
 function Shared:load()
   local v = self.dict:get(self.key)
   local tokens, rate, last
   if type(v) == "string" then tokens, rate, last = v:match("^(%S+) (%S+) (%S+)$") end
   tokens, rate, last = tonumber(tokens), tonumber(rate), tonumber(last)
-  if not (tokens and rate and last) then -- first use, evicted, or not ours
+  if not (finite(tokens) and finite(rate) and finite(last)) then
     return { tokens = self.burst, rate = self.max_rate, last = self.now() }
   end
-  return { tokens = tokens, rate = math.min(rate, self.max_rate), last = last }
+  return { tokens = math.min(tokens, self.burst), last = last,
+           rate = math.max(self.max_rate * FLOOR, math.min(rate, self.max_rate)) }
 end
 
 function Shared:save(s)
@@ -67,6 +74,19 @@ function Bucket:take(n, min)
   s.tokens = s.tokens - k
   self:save(s)
   return k
+end
+
+-- reserve([max_wait]) -> seconds to wait before the one request this reserves may go; or nil,
+-- seconds when that is more than max_wait (nothing reserved). Callers that reserve at the same
+-- time get consecutive turns, not the same one.
+function Bucket:reserve(max_wait)
+  local s = self:refill()
+  local left = s.tokens - 1
+  local wait = left >= 0 and 0 or -left / s.rate
+  if max_wait and wait > max_wait then return nil, wait end
+  s.tokens = left
+  self:save(s)
+  return wait
 end
 
 -- Seconds until one request may go.

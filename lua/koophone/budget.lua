@@ -24,27 +24,37 @@ end
 
 local Shared = {}
 
+-- What the dict says was spent; a value that is not a number (another option's key) is none.
+local function spent(self)
+  local v = self.dict:get(self.key)
+  return type(v) == "number" and math.max(v, 0) or 0
+end
+
 function Shared.__index(self, name)
-  if name == "tokens" then return self.capacity - math.max(self.dict:get(self.key) or 0, 0) end
+  if name == "tokens" then return self.capacity - spent(self) end
   return Shared[name]
+end
+
+-- A spent count seen below zero is brought back to zero.
+local function clamp(self, v)
+  if v and v < 0 then self.dict:incr(self.key, -v, 0) end
 end
 
 -- incr is atomic: two workers cannot both take the last tokens. Over capacity, it gives back.
 function Shared:withdraw(cost)
-  local spent = self.dict:incr(self.key, cost, 0)
-  if not spent then return false end -- the dict is full: no retry rather than an unbounded one
-  if spent > self.capacity then
-    self.dict:incr(self.key, -cost, 0)
+  local v = self.dict:incr(self.key, cost, 0)
+  if not v then return false end -- the dict is full, or the key is not a count: no retry
+  if v > self.capacity then
+    clamp(self, self.dict:incr(self.key, -cost, 0))
     return false
   end
   return true
 end
 
--- Below zero spent it gives back the excess: two workers doing so at once may leave a little
--- spent, never a budget above capacity.
+-- Workers that give back or take at the same instant may see the count below zero for a moment
+-- (and a withdraw then may use those few tokens); each one that sees it brings it back to zero.
 function Shared:deposit()
-  local spent = self.dict:incr(self.key, -self.refund, 0)
-  if spent and spent < 0 then self.dict:incr(self.key, -spent, 0) end
+  clamp(self, self.dict:incr(self.key, -self.refund, 0))
 end
 
 function Shared:__tostring()

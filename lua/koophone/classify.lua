@@ -26,6 +26,9 @@ local rules = {
   -- class, why, maybe_applied, test, note (said in err.message when the call fails with it)
   -- not sent: SIGINT, SIGTERM or koophone.interrupt() came first (a retry would stop the same way)
   { "final", "interrupted", false, function(e) return e.kind == "interrupted" end },
+  -- not sent: the client's own rate would have made it wait more than rate.max_wait (a retry
+  -- would only wait in line again)
+  { "final", "rate_limited", false, function(e) return e.kind == "rate" end },
   -- DNS, connect, TLS handshake; an HTTP status proves the request arrived, whatever `sent` says
   { "safe", "not_sent", false, function(e) return e.sent == false and e.status == nil end },
   { "safe", "throttled", false, _M.throttled },

@@ -3,10 +3,10 @@
 --   local client = koophone.client{ endpoint = "...", retry = { max_attempts = 3, ... } }
 --   local res, err = client:unassign(token, pairs [, opts])   -- opts: request_id, timeout
 --
--- Option `rate` (a number, or { limit, burst, dict, key }) paces every request of the client
+-- Option `rate` (a number, or { limit, burst, max_wait, dict, key }) paces the client's requests
 -- through a koophone.bucket: unassign's and get_task's attempts wait for their turn, and
--- unassign_all's rounds use it unless the run has a rate of its own; with `dict` (a
--- lua_shared_dict) every nginx worker paces through the same bucket.
+-- unassign_all's rounds use it unless the run has a rate of its own (unassign_many is not paced);
+-- with `dict` (a lua_shared_dict) every nginx worker paces through the same bucket.
 --
 -- What other layers (koophone.bulk) may use:
 --   client:unassign(token, pairs, opts)   one call with the policy: retries, one x-request-id for
@@ -39,13 +39,14 @@ local _M = {}
 local Client = {}
 Client.__index = Client
 
-local RATE_OPTIONS = { limit = true, burst = true, dict = true, key = true }
+local RATE_OPTIONS = { limit = true, burst = true, max_wait = true, dict = true, key = true }
 
-local function rate_number(t, name, min, default, fname)
+-- path: what the error names (default opts.rate.<name>)
+local function rate_number(t, name, min, default, fname, path)
   local v = t[name]
   if v == nil and default then return default end
   if type(v) ~= "number" or not (v >= min and v <= 100000) then
-    argerror.raise(fname, 1, "opts.rate." .. name, "expected a number from %g to 100000, got %s",
+    argerror.raise(fname, 1, path or "opts.rate." .. name, "expected a number from %g to 100000, got %s",
                    min, type(v) == "number" and tostring(v) or type(v))
   end
   return v
@@ -53,19 +54,42 @@ end
 
 -- The `rate` option: nil, a number of requests per second, or a table { limit = requests per
 -- second, burst = requests that may go at once after a quiet time (default: one second's worth),
--- dict = a lua_shared_dict, key = its key (default "koophone:rate") }.
-local function new_rate_bucket(opt, fname)
+-- max_wait = the longest wait for a turn (default: no limit), dict = a lua_shared_dict, key = its
+-- key (default "koophone:rate") }. policy: the retry policy, whose shared budget must not have the
+-- same key in the same dict.
+local function new_rate_bucket(opt, fname, policy)
   if opt == nil then return nil end
-  if type(opt) == "number" then opt = { limit = opt } end
+  local number = type(opt) == "number"
+  if number then opt = { limit = opt } end
   if type(opt) ~= "table" then
     argerror.raise(fname, 1, "opts.rate", "expected a number or a table, got %s", type(opt))
   end
   argerror.check_names(opt, RATE_OPTIONS, fname, 1, "opts.rate")
-  local limit = rate_number(opt, "limit", 0.001, nil, fname)
+  local limit = rate_number(opt, "limit", 0.001, nil, fname, number and "opts.rate")
   local burst = rate_number(opt, "burst", 1, math.max(1, math.floor(limit)), fname)
+  local max_wait = opt.max_wait ~= nil and rate_number(opt, "max_wait", 0, nil, fname) or nil
   local dict, key = shared_dict.check(opt, fname, "opts.rate", "koophone:rate")
-  if dict then return bucket.shared(dict, key, limit, burst, core.now) end
-  return bucket.new(limit, burst, core.now)
+  local b
+  if dict then
+    local budget = policy.budget
+    if budget and budget.dict == dict and budget.key == key then
+      argerror.raise(fname, 1, "opts.rate.key", "%q is the retry budget's key in the same dict", key)
+    end
+    b = bucket.shared(dict, key, limit, burst, core.now)
+  else
+    b = bucket.new(limit, burst, core.now)
+  end
+  b.max_wait = max_wait
+  return b
+end
+
+-- The error of an attempt the rate would have made wait longer than max_wait: not sent.
+local function rate_refusal(wait, call)
+  return setmetatable({
+    kind = "rate", code = "RATE_LIMITED", sent = false, attempts = 0, retry_after = wait,
+    message = ("not sent: its turn at the client's rate was %.3g s away, more than rate.max_wait"):format(wait),
+    request_id = type(call) == "table" and call.request_id or nil,
+  }, core.Error)
 end
 
 -- wrap(transport, opts, default_sleep, fname): the policy (opts.retry) and the rate (opts.rate)
@@ -78,7 +102,7 @@ function _M.wrap(transport, opts, default_sleep, fname)
   fname = fname or "koophone.client"
   local policy = retry.new(opts and opts.retry, default_sleep or core.sleep, fname)
   return setmetatable({ core = transport, policy = policy, sleep = policy.sleep,
-                        bucket = new_rate_bucket(opts and opts.rate, fname) }, Client)
+                        bucket = new_rate_bucket(opts and opts.rate, fname, policy) }, Client)
 end
 
 -- Splits opts into the transport's options and the client's own (retry, rate).
@@ -101,14 +125,15 @@ function _M.new(opts)
 end
 
 -- One attempt through the transport (method "unassign" or "get_task"), after waiting for its
--- turn when the client has a rate. A throttled answer slows the rate down (for every worker,
--- with a shared bucket); any other answer wins a little of it back.
+-- turn when the client has a rate (reserved first, so that concurrent callers get consecutive
+-- turns). A throttled answer slows the rate down (for every worker, with a shared bucket); any
+-- other answer wins a little of it back.
 local function send(self, method, token, arg, call)
   local b = self.bucket
   if not b then return self.core[method](self.core, token, arg, call) end
-  local wait = b:wait()
+  local wait, over = b:reserve(b.max_wait)
+  if not wait then return nil, rate_refusal(over, call) end
   if wait > 0 then self.sleep(wait) end
-  b:take(1, 1)
   local res, err = self.core[method](self.core, token, arg, call)
   if err and classify.throttled(err) then
     b:throttled()

@@ -61,9 +61,9 @@ local function auth_error(message, status, attempts)
                         sent = false, attempts = attempts or 0 }, core.Error)
 end
 
--- new(opts [, own]): own = options of the provider's own client that only other koophone modules
--- give (koophone.ngx.iam_token's on_event, which collects the IAM exchange's events in a thread).
-function _M.new(opts, own)
+-- new(opts [, on_event]): on_event, for the provider's own client, is given only by other koophone
+-- modules (koophone.ngx.iam_token collects the IAM exchange's events in a thread with it).
+function _M.new(opts, on_event)
   if type(opts) ~= "table" then
     argerror.raise(FNAME, 1, "opts", "expected a table, got %s", type(opts))
   end
@@ -72,7 +72,7 @@ function _M.new(opts, own)
   for k, v in pairs(opts) do
     if CLIENT[k] then client_opts[k] = v end
   end
-  for k, v in pairs(own or {}) do client_opts[k] = v end
+  client_opts.on_event = on_event
   local scope
   if opts.project_id ~= nil then scope = { id = check_string(opts, "project_id") }
   elseif opts.project ~= nil then scope = { name = check_string(opts, "project") }

@@ -1,8 +1,8 @@
 -- koophone.ngx: koophone for OpenResty without blocking the nginx worker.
 --
 -- A libcurl call made in a request handler stalls every connection of that worker until it
--- returns. This module keeps koophone's unassign contract (same arguments, same res / nil, err,
--- same raised errors) but runs the call in an nginx thread pool through ngx.run_worker_thread
+-- returns. This module keeps koophone's unassign and get_task contracts (same arguments, same
+-- res / nil, err, same raised errors) but runs the call in an nginx thread pool through ngx.run_worker_thread
 -- (lua-nginx-module 0.10.21 or later, nginx built with threads): the calling request yields and
 -- the worker goes on serving everything else until the thread is done.
 --

@@ -28,7 +28,7 @@ function _M.check(opts, fname, path, default_key)
   for _, name in ipairs(METHODS) do
     if not has_method(dict, name) then
       argerror.raise(fname, 1, path .. ".dict",
-                     "expected a lua_shared_dict (ngx.shared.NAME), got one without a %s method", name)
+                     "expected a lua_shared_dict (ngx.shared.NAME), got one without the method %s", name)
     end
   end
   if key == nil then return dict, default_key end

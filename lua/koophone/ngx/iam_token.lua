@@ -27,7 +27,7 @@ Provider.__index = Provider
 -- boundary, tables of strings and numbers can).
 function _M.thread_fetch(opts, want_events)
   local events = want_events and {} or nil
-  local tp = iam_token.new(opts, events and { on_event = function(ev) events[#events + 1] = ev end })
+  local tp = iam_token.new(opts, events and function(ev) events[#events + 1] = ev end)
   local token, expires_at = tp:token()
   tp.client:close()
   if not token then
@@ -65,32 +65,34 @@ local function shared(self)
   if token and ngx.time() < expires_at - self.refresh_before then return token, expires_at end
 end
 
-local function fetch(self, on_events)
+-- fetch(want_events) -> token, expires_at or nil, err; then the IAM exchange's events (or nil)
+local function fetch(self, want_events)
   local ok, done, token, expires_at, events = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
-                                                    "thread_fetch", self.opts, on_events ~= nil)
-  if events then on_events(events) end
+                                                    "thread_fetch", self.opts, want_events)
   if not (ok and done) then
     return nil, setmetatable({ kind = "auth", code = "IAM_FAILED", sent = false, attempts = 0,
       message = "cannot run the IAM token request: " .. tostring(ok and token or done) }, core.Error)
   end
-  if not token then return nil, setmetatable(expires_at, core.Error) end
+  if not token then return nil, setmetatable(expires_at, core.Error), events end
   self.dict:set(self.key, ("%d %s"):format(expires_at, token), math.max(1, expires_at - ngx.time()))
-  return token, expires_at
+  return token, expires_at, events
 end
 
 -- token([on_events]) -> token, expires_at, or nil, err (kind "auth"); yields while a fetch runs.
 -- When this worker fetches, on_events(events) gets the events of the IAM exchange (koophone.ngx
--- passes them to its client's on_event).
+-- passes them to its client's on_event), once the token is shared and the lock freed: a slow
+-- hook does not keep the other workers waiting.
 function Provider:token(on_events)
   local token, expires_at = shared(self)
   if token then return token, expires_at end
   local lock, deadline = self.key .. ":lock", ngx.now() + self.wait
   repeat
     if self.dict:add(lock, true, self.wait) then
-      local err
-      token, err = fetch(self, on_events)
+      local events
+      token, expires_at, events = fetch(self, on_events ~= nil)
       self.dict:delete(lock)
-      return token, err
+      if events then on_events(events) end
+      return token, expires_at
     end
     ngx.sleep(0.01) -- another worker fetches
     token, expires_at = shared(self)
