@@ -63,6 +63,9 @@ describe("a retry budget in a shared dict", function()
     assert.equals(10, b.budget.tokens)
     assert.equals(0, dict.values["acct-1"])
     assert.is_nil(dict.values["koophone:retry_budget"])
+    dict.values["acct-1"] = -3 -- left by two workers racing: brought back by the next success
+    a:finish({ jobs = {} }, nil, 1, a:new_state())
+    assert.equals(0, dict.values["acct-1"])
   end)
 
   it("spends timeout_cost after a timeout and refuses a cost it cannot pay whole", function()

@@ -54,7 +54,10 @@ end
 -- Workers that give back or take at the same instant may see the count below zero for a moment
 -- (and a withdraw then may use those few tokens); each one that sees it brings it back to zero.
 function Shared:deposit()
-  clamp(self, self.dict:incr(self.key, -self.refund, 0))
+  local v = self.dict:get(self.key)
+  if type(v) ~= "number" or v == 0 then return end -- a full budget (the common case): read only
+  if v > 0 then v = self.dict:incr(self.key, -self.refund, 0) end
+  clamp(self, v)
 end
 
 function Shared:__tostring()
