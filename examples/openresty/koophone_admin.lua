@@ -18,6 +18,7 @@
 local cjson = require "cjson.safe"
 local koophone = require "koophone"
 local kngx = require "koophone.ngx"
+local classify = require "koophone.classify"
 local metrics = require "koophone_metrics"
 
 local _M = {}
@@ -89,7 +90,7 @@ end
 local function failure_status(err)
   if err.status == 401 then
     return 502, "the gateway's KooPhone credentials were refused (HTTP 401): " .. tostring(err.message)
-  elseif err.status == 429 or err.kind == "rate" then -- KooPhone's throttling, or our own rate
+  elseif classify.throttled(err) or err.kind == "rate" then -- KooPhone's throttling, or our own rate
     ngx.header["Retry-After"] = tostring(math.ceil(err.retry_after or 1))
     return 429, err.message
   end

@@ -8,6 +8,8 @@
 -- slows down when any of them is throttled. There each change reads and writes one value: no
 -- worker sees half an update, but two workers changing it in the same instant may lose one of the
 -- two changes (a request let through, a halving missed), which a rate limit can afford.
+local throttled = require("koophone.classify").throttled
+
 local _M = {}
 
 local Bucket = {}
@@ -100,6 +102,17 @@ function Bucket:throttled()
   s.rate = math.max(self.max_rate * FLOOR, s.rate / 2)
   s.tokens = math.min(s.tokens, 0)
   self:save(s)
+end
+
+-- After the answer to a request that took its turn (err nil on success): a throttled answer
+-- slows the rate down, any other HTTP answer wins a little back; no answer (a timeout, a
+-- refusal before sending) changes nothing.
+function Bucket:answer(err)
+  if err and throttled(err) then
+    self:throttled()
+  elseif not err or err.status then
+    self:answered()
+  end
 end
 
 function Bucket:answered()

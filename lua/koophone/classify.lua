@@ -22,6 +22,12 @@ function _M.throttled(e)
   return e.status == 429 or e.code == codes.GW_THROTTLED
 end
 
+-- The gateway refused the token (401 APIGW.0301 / 0307), before KooPhone saw the request: with a
+-- token provider, the same request goes once more with a new token (as src/call.c does).
+function _M.token_refused(e)
+  return e.status == 401 and (e.code == codes.GW_TOKEN_INVALID or e.code == codes.GW_TOKEN_RENEW)
+end
+
 local rules = {
   -- class, why, maybe_applied, test, note (said in err.message when the call fails with it)
   -- not sent: SIGINT, SIGTERM or koophone.interrupt() came first (a retry would stop the same way)

@@ -135,12 +135,19 @@ local function send(self, method, token, arg, call)
   if not wait then return nil, rate_refusal(over, call) end
   if wait > 0 then self.sleep(wait) end
   local res, err = self.core[method](self.core, token, arg, call)
-  if err and classify.throttled(err) then
-    b:throttled()
-  elseif res or err.status then
-    b:answered()
-  end
+  b:answer(err)
   return res, err
+end
+
+-- with_request_id(transport, opts) -> opts when it names a request id, else a copy with a fresh
+-- one from transport:request_id(). A call's id is fixed before its first attempt, so every
+-- attempt carries it (the server can tell they are one call) even when the transport refused an
+-- attempt before sending it.
+function _M.with_request_id(transport, opts)
+  if opts and opts.request_id then return opts end
+  local call = { request_id = transport:request_id() }
+  for k, v in pairs(opts or {}) do call[k] = v end
+  return call
 end
 
 -- After a failed first attempt: the policy decides; `call` carries the call's request id.
@@ -167,13 +174,7 @@ function Client:unassign(token, list, opts)
   if opts ~= nil and type(opts) ~= "table" then
     argerror.raise("koophone.unassign", 3, "opts", "expected a table, got %s", type(opts))
   end
-  -- The call's id is fixed before its first attempt, so every attempt carries it (the server
-  -- can tell they are one call) even when the transport refused an attempt before sending it.
-  local call = opts
-  if not (opts and opts.request_id) then
-    call = { request_id = self.core:request_id() }
-    for k, v in pairs(opts or {}) do call[k] = v end
-  end
+  local call = _M.with_request_id(self.core, opts)
   -- the common case, a first attempt that succeeds, builds no retry state at all
   local res, err = send(self, "unassign", token, list, call)
   if res then return confirm(list, self.policy:finish(res, nil, res.attempts)) end
@@ -186,11 +187,7 @@ function Client:get_task(token, task_id, opts)
   if opts ~= nil and type(opts) ~= "table" then
     argerror.raise("koophone.get_task", 3, "opts", "expected a table, got %s", type(opts))
   end
-  local call = opts -- one x-request-id for every attempt, as for unassign
-  if not (opts and opts.request_id) then
-    call = { request_id = self.core:request_id() }
-    for k, v in pairs(opts or {}) do call[k] = v end
-  end
+  local call = _M.with_request_id(self.core, opts) -- one x-request-id for every attempt
   local policy, attempt = self.policy, 0
   while true do
     local task, err = send(self, "get_task", token, task_id, call)
@@ -202,10 +199,7 @@ function Client:get_task(token, task_id, opts)
       return nil, err
     end
     local delay = policy:delay(attempt, err, why)
-    if policy.on_retry then
-      policy.on_retry { attempt = attempt, delay = delay, err = err, class = class, reason = why,
-                        request_id = err.request_id }
-    end
+    policy:announce(attempt, delay, err, class, why)
     self.sleep(delay)
   end
 end

@@ -21,6 +21,7 @@
 -- The thread side must not touch the `ngx` API: this file reads `ngx` only in request code.
 local argerror = require "koophone.argerror"
 local core = require "koophone.core"
+local classify = require "koophone.classify"
 
 local _M = { _VERSION = core._VERSION }
 
@@ -255,11 +256,9 @@ local function call_with_provider(self, method, tp, arg, call_opts)
   local on_events = self.on_event and function(events) deliver(self, events) end
   local token, err = tp:token(on_events)
   if not token then return nil, err end
-  local opts = {}
-  for k, v in pairs(call_opts or {}) do opts[k] = v end
-  opts.request_id = opts.request_id or self:request_id()
+  local opts = require("koophone.client").with_request_id(self, call_opts) -- the resend's id too
   local res, cerr = call_with_token(self, method, token, arg, opts)
-  if res or cerr.status ~= 401 or (cerr.code ~= "APIGW.0301" and cerr.code ~= "APIGW.0307") then
+  if res or not classify.token_refused(cerr) then
     return res, cerr
   end
   tp:invalidate(token)

@@ -157,11 +157,16 @@ function Policy:decide(err, attempt, state)
   state.retries = state.retries + 1
   if state.maybe_applied then state.ambiguous_retries = state.ambiguous_retries + 1 end
   local delay = self:delay(state.retries, err, why)
+  self:announce(attempt, delay, err, class, why)
+  return true, delay, why
+end
+
+-- Tells on_retry (when given) that a retry of err will go after delay seconds.
+function Policy:announce(attempt, delay, err, class, why)
   if self.on_retry then
     self.on_retry { attempt = attempt, delay = delay, err = err, class = class, reason = why,
                     request_id = err.request_id }
   end
-  return true, delay, why
 end
 
 local function add_notes(err, attempt, state)

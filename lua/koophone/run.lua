@@ -197,8 +197,7 @@ function Run:failed(job, err)
   end
   -- a token provider's token refused by the gateway (before KooPhone saw the request): the
   -- provider fetches a new one for the next round and the request goes once more, same id
-  if self.provider and not job.token_renewed and err.status == 401
-     and (err.code == codes.GW_TOKEN_INVALID or err.code == codes.GW_TOKEN_RENEW) then
+  if self.provider and not job.token_renewed and classify.token_refused(err) then
     job.token_renewed = true
     self.token:invalidate()
     self:journal_done({}, job.request_id, clean)
@@ -243,7 +242,7 @@ function Run:answered(job, res, err)
   if throttle then
     self:throttled()
   elseif self.bucket then
-    self.bucket:answered()
+    self.bucket:answer(err)
   end
   if res and res.outcome == "assumed_unassigned" and #job.items > 1 then
     -- libcurl resent it silently: the first copy may have done the work, or failed for one pair
@@ -355,11 +354,10 @@ function Run:send(jobs)
   for _, job in ipairs(jobs) do
     if not job.started then -- never left: changed nothing
       if jnl then jnl:finished(job.request_id, {}, true) end
-      if why then -- interrupted: not reported (report.unfinished); a resume sends it
-        self.ready = {}
-      elseif self.aborted then
+      -- interrupted, it stays unreported (report.unfinished counts it): a resume sends it
+      if self.aborted and not why then
         self:fail(job, self.aborted, NOT_SENT, false)
-      else -- waits for the bucket
+      elseif not why then -- waits for the bucket
         self.ready[#self.ready + 1] = job
       end
     end

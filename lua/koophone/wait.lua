@@ -209,8 +209,7 @@ function _M.wait_jobs(client, token, what, opts, known)
     if err.code == codes.TASK_NOT_FOUND or err.status == 404 or classify(err) == "final" then
       return give_up(t, err)
     end
-    t.last_err = err -- transient after the client's retries: asked again later
-    return false
+    return false -- transient after the client's retries: asked again later
   end
 
   while #open > 0 and not core.interrupted() do
