@@ -64,6 +64,17 @@ describe("AK/SK signed calls", function()
     koophone.configure(sim.client_opts("http"))
   end)
 
+  it("signs for an endpoint whose scheme is written in capitals", function()
+    local list = sim.make_pairs(1, "caps")
+    seed(list)
+    local caps = koophone.new { endpoint = sim.http_url:gsub("^http", "HTTP") }
+    local res, err = caps:unassign(perm(), list)
+    caps:close()
+    assert.is_nil(err)
+    assert.equals("unassigned", res.outcome)
+    assert_all_signed(1)
+  end)
+
   it("client:unassign_many signs each batch", function()
     local list = sim.make_pairs(6, "many")
     seed(list)

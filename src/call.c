@@ -162,8 +162,8 @@ static const char *sign(const kp_aksk *cred, kp_conn *k, const kp_request *req)
   if (cred->closed) /* by a callback since the call began */
     return "the credentials were closed during the call";
   memset(&in, 0, sizeof in);
-  if (kp_sign_url(&in, k->url.data, k->url.len) != NULL)
-    return "the endpoint cannot be signed"; /* cannot happen: the client checked it */
+  if (kp_sign_url(&in, k->url.data, k->url.len) != NULL) /* a host not in ASCII (an IDN) */
+    return "the endpoint cannot be signed: its host is not printable ASCII";
   kp_sign_date(date, time(NULL));
   in.method = req->method;
   in.method_len = strlen(req->method);

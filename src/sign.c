@@ -219,10 +219,10 @@ const char *kp_sign_url(kp_sign_input *in, const char *url, size_t len)
   if (len > 0 && url[0] == '/') { /* origin form: no host to sign */
     p = url;
   } else {
-    if (len > 7 && strncmp(url, "http://", 7) == 0) {
+    if (len > 7 && strncasecmp(url, "http://", 7) == 0) { /* a scheme is case-insensitive */
       auth = url + 7;
       default_port = "80";
-    } else if (len > 8 && strncmp(url, "https://", 8) == 0) {
+    } else if (len > 8 && strncasecmp(url, "https://", 8) == 0) {
       auth = url + 8;
       default_port = "443";
     } else {
