@@ -116,6 +116,29 @@ describe("bin/koophone options", function()
       assert.equals(0, #sim.log())
     end)
 
+    it("is not asked when the credentials cannot be read: exit 2, nothing written or sent", function()
+      sim.reset(list)
+      local out = DIR .. "/kept.txt"
+      sim.write_file(out, "kept\n")
+      local rc, screen = ctx.pty("unassign --output-file " .. out .. " --input " .. input() .. " --endpoint "
+                                 .. sim.http_url .. " --token-file " .. DIR .. "/no-such-token", "yes\n")
+      assert.equals(2, rc)
+      assert.matches("cannot read the token file", screen)
+      assert.is_nil(screen:find("about to", 1, true))
+      assert.equals("kept\n", cli.read_file(out))
+      assert.equals(0, #sim.log())
+    end)
+
+    it("never falls back to $KOOPHONE_TOKEN when --token-file cannot be read", function()
+      sim.reset(list)
+      local cmd = cli.CMD:gsub("KOOPHONE_TOKEN= ", function() return "KOOPHONE_TOKEN=" .. sim.token .. " " end)
+      local rc = cli.exit_code(os.execute(("%s unassign --yes --input %s --endpoint %s --token-file %s "
+        .. ">%s/out 2>%s/err"):format(cmd, input(), sim.http_url, DIR .. "/no-such-token", DIR, DIR)))
+      assert.equals(2, rc)
+      assert.matches("cannot read the token file", cli.read_file(DIR .. "/err"))
+      assert.equals(0, #sim.log())
+    end)
+
     it("is skipped with --yes, and without a terminal on stdin", function()
       sim.reset(list)
       local rc, screen = ctx.pty("unassign --yes --input " .. input() .. ctx.endpoint)
