@@ -157,7 +157,7 @@ static const char *sign(const kp_aksk *cred, kp_conn *k, const kp_request *req)
 {
   kp_sign_header h[2];
   kp_sign_input in;
-  const char *nv[8];
+  const char *nv[8], *failed;
   char date[KP_SIGN_DATE_LEN + 1];
   if (cred->closed) /* by a callback since the call began */
     return "the credentials were closed during the call";
@@ -178,8 +178,9 @@ static const char *sign(const kp_aksk *cred, kp_conn *k, const kp_request *req)
   in.nheaders = add_header(h, 0, "X-Project-Id", cred->project_id, cred->project_id_len);
   in.nheaders = add_header(h, in.nheaders, "X-Security-Token", cred->security_token,
                            cred->security_token_len);
-  if (kp_sign(&k->sign, &in) != NULL)
-    return OOM; /* the only failure of these inputs */
+  failed = kp_sign(&k->sign, &in); /* out of memory, or OpenSSL's hash failing */
+  if (failed != NULL)
+    return failed;
   nv[0] = "Authorization", nv[1] = k->sign.data;
   nv[2] = "X-Sdk-Date", nv[3] = date;
   nv[4] = "X-Project-Id", nv[5] = cred->project_id;

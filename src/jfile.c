@@ -154,6 +154,17 @@ static int jfile_close(lua_State *L)
   return 0;
 }
 
+/* nil, "cannot read the input <path>: <strerror of errno>", with fd (if open) closed */
+static int unreadable(lua_State *L, int fd, const char *path)
+{
+  int err = errno;
+  if (fd >= 0)
+    close(fd);
+  lua_pushnil(L);
+  lua_pushfstring(L, "cannot read the input %s: %s", path, strerror(err));
+  return 2;
+}
+
 /* core.file_digest(path) -> size, "fnv1a64:<hex>"; false when path is not a
  * regular file (a pipe cannot be read twice); or nil, message. Streams the
  * file in chunks: a million-line input is never held in memory. FNV-1a: any
@@ -163,38 +174,26 @@ static int file_digest(lua_State *L)
   size_t len;
   const char *path = check_path(L, 1, &len);
   unsigned char buf[DIGEST_CHUNK];
-  uint64_t h = UINT64_C(0xcbf29ce484222325), size = 0;
+  uint64_t h = KP_FNV1A_BASIS, size = 0;
   struct stat st;
   char hex[sizeof "fnv1a64:" + 16];
-  int fd = open(path, O_RDONLY | O_CLOEXEC), err;
-  if (fd < 0 || fstat(fd, &st) != 0) {
-    err = errno;
-    if (fd >= 0)
-      close(fd);
-    lua_pushnil(L);
-    lua_pushfstring(L, "cannot read the input %s: %s", path, strerror(err));
-    return 2;
-  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &st) != 0)
+    return unreadable(L, fd, path);
   if (!S_ISREG(st.st_mode)) {
     close(fd);
     lua_pushboolean(L, 0);
     return 1;
   }
   for (;;) {
-    ssize_t i, n = read(fd, buf, sizeof buf);
+    ssize_t n = read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR)
       continue;
-    if (n < 0) {
-      err = errno;
-      close(fd);
-      lua_pushnil(L);
-      lua_pushfstring(L, "cannot read the input %s: %s", path, strerror(err));
-      return 2;
-    }
+    if (n < 0)
+      return unreadable(L, fd, path);
     if (n == 0)
       break;
-    for (i = 0; i < n; i++)
-      h = (h ^ buf[i]) * UINT64_C(0x100000001b3);
+    h = kp_fnv1a(h, buf, (size_t)n);
     size += (uint64_t)n;
   }
   close(fd);

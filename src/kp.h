@@ -139,6 +139,10 @@ kp_pairset *kp_check_pairset(lua_State *L, int idx);
  * row), 1 when present (*first = its row), -1 when out of memory. */
 int kp_pairset_add(kp_pairset *s, const char *u, size_t ul, const char *inst, size_t il,
                    uint64_t row, uint64_t *first);
+/* FNV-1a (64 bits) of n bytes, continuing from h (KP_FNV1A_BASIS to start): the pair set's hash
+ * and jfile.c's input digest. */
+#define KP_FNV1A_BASIS UINT64_C(0xcbf29ce484222325)
+uint64_t kp_fnv1a(uint64_t h, const unsigned char *s, size_t n);
 
 /* ---- sign.c: the "SDK-HMAC-SHA256" AK/SK signature (auth-notes.md 1.2-1.4) ---- */
 #define KP_SIGN_DATE_LEN 16     /* X-Sdk-Date: YYYYMMDDTHHMMSSZ */
@@ -160,10 +164,10 @@ typedef struct kp_sign_input {
   size_t nheaders;
 } kp_sign_input;
 
-/* Sets in's host, path and query from an http(s):// URL (or a path with no
- * host, "/p?q"), pointing into url; NULL, or what is wrong with it. */
 /* NULL when the AK can go into the Authorization value as it is, else why not */
 const char *kp_sign_check_ak(const char *ak, size_t len);
+/* Sets in's host, path and query from an http(s):// URL (or a path with no
+ * host, "/p?q"), pointing into url; NULL, or what is wrong with it. */
 const char *kp_sign_url(kp_sign_input *in, const char *url, size_t len);
 void kp_sign_date(char out[KP_SIGN_DATE_LEN + 1], time_t t); /* UTC, X-Sdk-Date format */
 /* kp_sign writes the whole Authorization value, NUL-terminated, into buf

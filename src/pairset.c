@@ -30,8 +30,7 @@ struct kp_pairset {
   int closed;
 };
 
-/* FNV-1a over user_id, a NUL, instance_id: the same bytes the key holds. */
-static uint64_t hash_bytes(uint64_t h, const unsigned char *s, size_t n)
+uint64_t kp_fnv1a(uint64_t h, const unsigned char *s, size_t n)
 {
   size_t i;
   for (i = 0; i < n; i++)
@@ -39,12 +38,13 @@ static uint64_t hash_bytes(uint64_t h, const unsigned char *s, size_t n)
   return h;
 }
 
+/* FNV-1a over user_id, a NUL, instance_id: the same bytes the key holds. */
 static uint64_t hash_pair(const char *u, size_t ul, const char *inst, size_t il)
 {
   static const unsigned char nul = 0;
-  uint64_t h = hash_bytes(UINT64_C(0xcbf29ce484222325), (const unsigned char *)u, ul);
-  h = hash_bytes(h, &nul, 1);
-  h = hash_bytes(h, (const unsigned char *)inst, il);
+  uint64_t h = kp_fnv1a(KP_FNV1A_BASIS, (const unsigned char *)u, ul);
+  h = kp_fnv1a(h, &nul, 1);
+  h = kp_fnv1a(h, (const unsigned char *)inst, il);
   return h ^ (h >> 29); /* mixes the high bits into the index bits */
 }
 

@@ -132,10 +132,10 @@ static void body_as_message(kp_error *e, const kp_result *r)
   }
 }
 
-/* Starts the error of an answer. When the transfer itself failed (libcurl,
- * size cap, memory), pushes nil, err and returns 2; else 0. */
-static int transfer_failure(lua_State *L, kp_error *e, const kp_result *r, const char *request_id,
-                            const kp_secrets *sec)
+/* Starts the error of an answer: what the exchange says (request id, status,
+ * attempts) and, when the transfer itself failed (libcurl, size cap, memory),
+ * its kind, code and message; returns whether it failed. */
+static int transfer_problem(kp_error *e, const kp_result *r, const char *request_id)
 {
   memset(e, 0, sizeof *e);
   e->request_id = request_id;
@@ -157,7 +157,14 @@ static int transfer_failure(lua_State *L, kp_error *e, const kp_result *r, const
     return 0;
   e->code_len = strlen(e->code);
   e->message_len = strlen(e->message);
-  return push_failure(L, e, sec);
+  return 1;
+}
+
+/* transfer_problem, and when there is one pushes nil, err and returns 2; else 0. */
+static int transfer_failure(lua_State *L, kp_error *e, const kp_result *r, const char *request_id,
+                            const kp_secrets *sec)
+{
+  return transfer_problem(e, r, request_id) ? push_failure(L, e, sec) : 0;
 }
 
 /* Pushes the decoded body; returns its index. */
@@ -337,25 +344,17 @@ int kp_map_iam_token(lua_State *L, const kp_result *r, const char *request_id,
   kp_error e;
   const char *what = NULL, *detail = "";
   size_t detail_len = 0;
-  int decoded;
-  memset(&e, 0, sizeof e);
-  e.kind = "auth";
-  e.request_id = request_id;
-  e.status = r->status;
-  e.sent = r->sent;
-  e.attempts = r->attempts;
-  e.code = "IAM_FAILED";
-  if (r->code != CURLE_OK || r->too_large || r->out_of_memory) {
+  int decoded = 0;
+  if (transfer_problem(&e, r, request_id)) { /* its code, its message as the detail */
     e.status = 0;
-    e.code = r->too_large ? "BODY_TOO_LARGE" : kp_curl_code_name(r->code);
     what = "cannot get a token from IAM";
-    detail = r->too_large ? "the answer is larger than max_response_bytes" : r->curl_message;
-    detail_len = strlen(detail);
+    detail = e.message, detail_len = e.message_len;
+  } else {
+    e.code = "IAM_FAILED", e.code_len = strlen(e.code);
+    decoded = push_decoded(L, r);
   }
-  lua_pushvalue(L, KP_UV_DECODE);
-  lua_pushlstring(L, r->body, r->body_len);
-  lua_call(L, 1, 1);
-  decoded = lua_gettop(L);
+  e.kind = "auth";
+  e.retry_after = 0;
   if (what == NULL && r->status != 201) {
     what = "IAM refused the token request";
     if (lua_istable(L, decoded))
@@ -368,8 +367,10 @@ int kp_map_iam_token(lua_State *L, const kp_result *r, const char *request_id,
       detail = r->body, detail_len = r->body_len;
   } else if (what == NULL && r->subject_token == NULL) {
     what = "IAM's answer is malformed";
-    detail = r->subject_too_large ? "its X-Subject-Token header is larger than 64 KiB"
-                                  : "it has no X-Subject-Token header";
+    detail = r->subject_too_large
+                 ? lua_pushfstring(L, "its X-Subject-Token header is larger than %d KiB",
+                                   KP_SUBJECT_TOKEN_MAX / 1024)
+                 : "it has no X-Subject-Token header";
     detail_len = strlen(detail);
   } else if (what == NULL) {
     if (lua_istable(L, decoded))
@@ -390,7 +391,6 @@ int kp_map_iam_token(lua_State *L, const kp_result *r, const char *request_id,
     lua_pushlstring(L, detail, detail_len);
     lua_concat(L, 2);
     e.message = lua_tolstring(L, -1, &e.message_len);
-    e.code_len = strlen(e.code);
     return push_failure(L, &e, sec);
   }
   lua_createtable(L, 0, 4);
