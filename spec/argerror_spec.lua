@@ -144,5 +144,18 @@ describe("argument errors", function()
     assert.equals(c_msg, lua_msg)
     assert.equals("koophone.x: bad argument #2 (opts): unknown option 'y'",
                   message(argerror.check_names, { y = 1 }, {}, "koophone.x", 2, "opts"))
+    -- the number check words a range like the C core's max_pairs check
+    assert.equals(message(koophone.new, { max_pairs = 0 }),
+                  message(argerror.number, 0, "koophone.new", 1, "opts.max_pairs", 1, 100000, true))
+  end)
+
+  it("refuse NaN, infinities, out-of-range and fractional numbers and other types", function()
+    local function check(v, max, integer) return message(argerror.number, v, "f", 1, "x", 0, max, integer) end
+    for _, v in ipairs { 0 / 0, math.huge, -math.huge, -1, 11, "5" } do
+      assert.matches("^f: bad argument #1 %(x%): expected a number from 0 to 10, got ", check(v, 10))
+    end
+    assert.matches("expected an integer >= 0, got 0.5$", check(0.5, math.huge, true))
+    assert.matches("expected a number >= 0, got inf$", check(math.huge, math.huge))
+    assert.equals(7, argerror.number(7, "f", 1, "x", 0, 10, true))
   end)
 end)

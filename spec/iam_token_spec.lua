@@ -189,6 +189,10 @@ describe("koophone.iam_token", function()
       "koophone.iam_token: bad argument #1 (opts.project_id): expected project_id or project, got neither")
     assert.has_error(function() provider { password = 1 } end,
       "koophone.iam_token: bad argument #1 (opts.password): expected a non-empty string, got number")
+    -- NaN would make every call fetch a new token (now < expires_at - NaN is never true)
+    local ok, err = pcall(provider, { refresh_before = 0 / 0 })
+    assert.is_false(ok)
+    assert.matches("(opts.refresh_before): expected a number >= 0, got", err, 1, true)
     assert.has_error(function() provider { colour = "red" } end,
       "koophone.iam_token: bad argument #1 (opts): unknown option 'colour'")
   end)

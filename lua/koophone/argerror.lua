@@ -11,6 +11,20 @@ function _M.raise(fname, argn, path, fmt, ...)
   error(("%s: bad argument #%d (%s): "):format(fname, argn, path) .. fmt:format(...), 0)
 end
 
+-- number(v, fname, argn, path, min, max [, integer]) -> v when it is a finite number from min to
+-- max (an integer when asked), else raises "expected a number from <min> to <max>, got <v>"
+-- (">= <min>" when max is math.huge), the wording of the C core's checks.
+function _M.number(v, fname, argn, path, min, max, integer)
+  if type(v) ~= "number" or v ~= v or v < min or v > max or v == math.huge
+     or (integer and v % 1 ~= 0) then
+    local range = max == math.huge and (">= " .. tostring(min))
+                  or ("from %s to %s"):format(tostring(min), tostring(max))
+    _M.raise(fname, argn, path, "expected %s %s, got %s", integer and "an integer" or "a number", range,
+             type(v) == "number" and tostring(v) or type(v))
+  end
+  return v
+end
+
 -- check_names(t, known, fname, argn, path): every key of t is a key of known.
 function _M.check_names(t, known, fname, argn, path)
   for k in pairs(t) do

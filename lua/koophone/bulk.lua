@@ -32,14 +32,6 @@ local RANGES = {
 -- The identity of the input that the journal records (see koophone.journal).
 local INPUT_FIELDS = { name = "string", size = "number", digest = "string", rows = "number" }
 
-local function check_range(name, v)
-  local min, max, integer = RANGES[name][1], RANGES[name][2], RANGES[name][3]
-  if v ~= v or v < min or v > max or (integer and v % 1 ~= 0) then
-    raise(FNAME, 3, "opts." .. name, "expected %s from %s to %s, got %s",
-          integer and "an integer" or "a number", tostring(min), tostring(max), tostring(v))
-  end
-end
-
 -- check_options(opts) -> opts (a table): raises in the one argument-error shape, as argument #3
 -- of koophone.unassign_all. The CLI checks its options with it before anything is sent.
 function _M.check_options(opts)
@@ -50,7 +42,8 @@ function _M.check_options(opts)
     if not OPTIONS[k]:find(type(v), 1, true) then
       raise(FNAME, 3, "opts." .. k, "expected a %s, got %s", OPTIONS[k], type(v))
     end
-    if RANGES[k] then check_range(k, v) end
+    local range = RANGES[k]
+    if range then argerror.number(v, FNAME, 3, "opts." .. k, range[1], range[2], range[3]) end
   end
   if opts.resume and not opts.journal then raise(FNAME, 3, "opts.resume", "needs opts.journal") end
   if opts.wait then require("koophone.wait").check(opts.wait, FNAME, 3, "opts.wait") end

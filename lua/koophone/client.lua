@@ -41,15 +41,9 @@ Client.__index = Client
 
 local RATE_OPTIONS = { limit = true, burst = true, max_wait = true, dict = true, key = true }
 
--- path: what the error names (default opts.rate.<name>)
-local function rate_number(t, name, min, default, fname, path)
-  local v = t[name]
-  if v == nil and default then return default end
-  if type(v) ~= "number" or not (v >= min and v <= 100000) then
-    argerror.raise(fname, 1, path or "opts.rate." .. name, "expected a number from %g to 100000, got %s",
-                   min, type(v) == "number" and tostring(v) or type(v))
-  end
-  return v
+-- opts.rate.<name> from min to 100000 (path: what the error names instead)
+local function rate_number(t, name, min, fname, path)
+  return argerror.number(t[name], fname, 1, path or "opts.rate." .. name, min, 100000)
 end
 
 -- The `rate` option: nil, a number of requests per second, or a table { limit = requests per
@@ -65,9 +59,9 @@ local function new_rate_bucket(opt, fname, policy)
     argerror.raise(fname, 1, "opts.rate", "expected a number or a table, got %s", type(opt))
   end
   argerror.check_names(opt, RATE_OPTIONS, fname, 1, "opts.rate")
-  local limit = rate_number(opt, "limit", 0.001, nil, fname, number and "opts.rate")
-  local burst = rate_number(opt, "burst", 1, math.max(1, math.floor(limit)), fname)
-  local max_wait = opt.max_wait ~= nil and rate_number(opt, "max_wait", 0, nil, fname) or nil
+  local limit = rate_number(opt, "limit", 0.001, fname, number and "opts.rate")
+  local burst = opt.burst == nil and math.max(1, math.floor(limit)) or rate_number(opt, "burst", 1, fname)
+  local max_wait = opt.max_wait ~= nil and rate_number(opt, "max_wait", 0, fname) or nil
   local dict, key = shared_dict.check(opt, fname, "opts.rate", "koophone:rate")
   local b
   if dict then

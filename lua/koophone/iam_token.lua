@@ -77,11 +77,8 @@ function _M.new(opts, on_event)
   if opts.project_id ~= nil then scope = { id = check_string(opts, "project_id") }
   elseif opts.project ~= nil then scope = { name = check_string(opts, "project") }
   else argerror.raise(FNAME, 1, "opts.project_id", "expected project_id or project, got neither") end
-  local refresh_before = opts.refresh_before or 2400
-  if type(refresh_before) ~= "number" or refresh_before < 0 then
-    argerror.raise(FNAME, 1, "opts.refresh_before", "expected seconds (>= 0), got %s",
-                   tostring(refresh_before))
-  end
+  local refresh_before = argerror.number(opts.refresh_before or 2400, FNAME, 1, "opts.refresh_before",
+                                         0, math.huge)
   local password = check_string(opts, "password")
   local body = require("cjson.safe").new().encode { auth = {
     identity = { methods = { "password" }, password = { user = {

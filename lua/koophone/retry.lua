@@ -45,11 +45,7 @@ end
 local function number_option(t, name, default, min, integer, fname, label)
   local v = t[name]
   if v == nil then return default end
-  if type(v) ~= "number" or v ~= v or v < min or v == math.huge or (integer and v % 1 ~= 0) then
-    fail(fname, label or name, "expected %s >= %d, got %s", integer and "an integer" or "a number",
-         min, tostring(v))
-  end
-  return v
+  return argerror.number(v, fname, 1, "opts.retry." .. (label or name), min, math.huge, integer)
 end
 
 local function function_option(t, name, default, fname)
