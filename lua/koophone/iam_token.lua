@@ -56,7 +56,9 @@ function _M.parse_time(s)
          + tonumber(mi) * 60 + tonumber(sec)
 end
 
-local function auth_error(message, status, attempts)
+-- An error of kind "auth" (nothing was sent to the API); koophone.ngx.iam_token makes its own
+-- with it.
+function _M.auth_error(message, status, attempts)
   return setmetatable({ kind = "auth", code = "IAM_FAILED", status = status, message = message,
                         sent = false, attempts = attempts or 0 }, core.Error)
 end
@@ -105,7 +107,7 @@ function Provider:token()
   end
   local expires_at = _M.parse_time(res.expires_at)
   if not expires_at then
-    return nil, auth_error("IAM's answer is malformed (HTTP 201): token.expires_at is not a UTC time",
+    return nil, _M.auth_error("IAM's answer is malformed (HTTP 201): token.expires_at is not a UTC time",
                            res.status, res.attempts)
   end
   self.cached, self.expires_at = res.token, expires_at

@@ -44,14 +44,22 @@ function _M.new(opts)
   for k, v in pairs(opts) do
     if not OWN[k] then iam_opts[k] = v end
   end
-  iam_token.new(iam_opts) -- checks the options now, so mistakes raise at startup
+  -- a provider made now checks the options, so mistakes raise at startup; the fetches make
+  -- their own in the thread
+  local checked = iam_token.new(iam_opts)
+  checked.client:close()
   if type(opts.dict) ~= "string" or not ngx.shared[opts.dict] then
     argerror.raise(FNAME, 1, "opts.dict", "expected the name of a lua_shared_dict, got %s",
                    tostring(opts.dict))
   end
+  local pool = opts.thread_pool or "koophone"
+  if type(pool) ~= "string" or pool == "" then
+    argerror.raise(FNAME, 1, "opts.thread_pool", "expected a thread_pool name, got %s", type(pool))
+  end
   return setmetatable({
-    dict = ngx.shared[opts.dict], opts = iam_opts, pool = opts.thread_pool or "koophone",
-    wait = opts.wait or 10, refresh_before = opts.refresh_before or 2400,
+    dict = ngx.shared[opts.dict], opts = iam_opts, pool = pool,
+    wait = argerror.number(opts.wait or 10, FNAME, 1, "opts.wait", 0, 3600),
+    refresh_before = checked.refresh_before,
     key = ("iam %s %s %s %s"):format(opts.endpoint or "", opts.domain, opts.user,
                                       opts.project_id or opts.project),
   }, Provider)
@@ -70,8 +78,7 @@ local function fetch(self, want_events)
   local ok, done, token, expires_at, events = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
                                                     "thread_fetch", self.opts, want_events)
   if not (ok and done) then
-    return nil, setmetatable({ kind = "auth", code = "IAM_FAILED", sent = false, attempts = 0,
-      message = "cannot run the IAM token request: " .. tostring(ok and token or done) }, core.Error)
+    return nil, iam_token.auth_error("cannot run the IAM token request: " .. tostring(ok and token or done))
   end
   if not token then return nil, setmetatable(expires_at, core.Error), events end
   self.dict:set(self.key, ("%d %s"):format(expires_at, token), math.max(1, expires_at - ngx.time()))
@@ -98,8 +105,7 @@ function Provider:token(on_events)
     token, expires_at = shared(self)
     if token then return token, expires_at end
   until ngx.now() > deadline
-  return nil, setmetatable({ kind = "auth", code = "IAM_FAILED", sent = false, attempts = 0,
-    message = "no IAM token: another worker's request did not end within opts.wait" }, core.Error)
+  return nil, iam_token.auth_error("no IAM token: another worker's request did not end within opts.wait")
 end
 
 -- invalidate([token]): drops the shared token (only if it is still `token`, when given: another
