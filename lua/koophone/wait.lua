@@ -121,7 +121,19 @@ function _M.wait_jobs(client, token, what, opts, known)
   local rb = opts.rate and bucket.new(opts.rate, 1, now)
   local report = { jobs = {}, succeeded = 0, failed = 0, pending = 0, unknown = 0,
                    timed_out = false, polls = 0, task_errors = {} }
-  local jobs = report.jobs
+  local jobs, njobs = report.jobs, 0
+
+  -- jobs[id] = j, counted once per job id
+  local function add(j)
+    if not jobs[j.job_id] then njobs = njobs + 1 end
+    jobs[j.job_id] = j
+    return j
+  end
+
+  -- jobs not final yet: every job is counted once in report[state] when it becomes final
+  local function pending()
+    return njobs - report.succeeded - report.failed - report.unknown
+  end
 
   local function final(job)
     report[job.state] = report[job.state] + 1
@@ -134,11 +146,10 @@ function _M.wait_jobs(client, token, what, opts, known)
     for _, id in ipairs(t.jobs) do
       local k = known and known[id]
       if k and _M.FINAL[k.state] then
-        jobs[id] = { job_id = id, task_id = t.id, instance_id = t.instance[id], state = k.state,
-                     error_code = k.error_code, error_msg = k.error_msg, resumed = true }
-        final(jobs[id])
+        final(add { job_id = id, task_id = t.id, instance_id = t.instance[id], state = k.state,
+                    error_code = k.error_code, error_msg = k.error_msg, resumed = true })
       else
-        jobs[id] = { job_id = id, task_id = t.id, instance_id = t.instance[id], state = "pending" }
+        add { job_id = id, task_id = t.id, instance_id = t.instance[id], state = "pending" }
         left = left + 1
       end
     end
@@ -150,12 +161,8 @@ function _M.wait_jobs(client, token, what, opts, known)
 
   local function progress()
     if not opts.on_poll then return end
-    local p = { succeeded = report.succeeded, failed = report.failed, unknown = report.unknown,
-                pending = 0, polls = report.polls, tasks = #open, elapsed = now() - start }
-    for _, j in pairs(jobs) do
-      if not _M.FINAL[j.state] then p.pending = p.pending + 1 end
-    end
-    opts.on_poll(p)
+    opts.on_poll { succeeded = report.succeeded, failed = report.failed, unknown = report.unknown,
+                   pending = pending(), polls = report.polls, tasks = #open, elapsed = now() - start }
   end
 
   -- A final error for the task: its jobs still open become unknown, with it.
@@ -179,8 +186,7 @@ function _M.wait_jobs(client, token, what, opts, known)
       local j = jobs[id]
       seen[id] = true
       if not j then
-        j = { job_id = id, task_id = t.id, state = "pending" }
-        jobs[id] = j
+        j = add { job_id = id, task_id = t.id, state = "pending" }
         t.jobs[#t.jobs + 1] = id
       end
       if not _M.FINAL[j.state] then
@@ -234,10 +240,8 @@ function _M.wait_jobs(client, token, what, opts, known)
     end
     progress()
   end
-  for _, j in pairs(jobs) do
-    j.resumed = nil
-    if not _M.FINAL[j.state] then report.pending = report.pending + 1 end
-  end
+  for _, j in pairs(jobs) do j.resumed = nil end
+  report.pending = pending()
   report.elapsed = now() - start
   report.interrupted = #open > 0 and core.interrupted() or nil -- SIGINT, SIGTERM, interrupt()
   return report
