@@ -302,9 +302,10 @@ describe("unassign_all with a journal", function()
       end
       return j, e
     end
-    local report, err = client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 5, concurrency = 1,
-                                                                      journal = path })
-    journal.open = open
+    local ok, report, err = pcall(client.unassign_all, client, TOKEN, copy_pairs(list),
+                                  { batch_size = 5, concurrency = 1, journal = path })
+    journal.open = open -- restored before anything may fail
+    assert(ok, report)
     assert.is_nil(report)
     assert.same({ "journal", "JOURNAL_IO", "journal: fsync: injected failure" },
                 { err.kind, err.code, err.message })
