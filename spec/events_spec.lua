@@ -25,18 +25,6 @@ local function assert_transfer(ev)
   assert.equals("number", type(ev.bytes_received))
 end
 
--- Every key and value of v (tables recursively, numbers and booleans too) as one text.
-local function dump(v, out, seen)
-  out, seen = out or {}, seen or {}
-  if type(v) == "table" and not seen[v] then
-    seen[v] = true
-    for k, x in pairs(v) do dump(k, out, seen); dump(x, out, seen) end
-  else
-    out[#out + 1] = tostring(v)
-  end
-  return table.concat(out, "\n")
-end
-
 describe("on_event", function()
   local list = sim.make_pairs(2, "ev")
 
@@ -237,17 +225,11 @@ describe("on_event with an IAM token provider (koophone.iam_token)", function()
   local PASSWORD = "pw-" .. string.rep("Ev3ntH0rse", 4)
   local list = sim.make_pairs(2, "evi")
 
-  local function provider(extra)
-    local o = { endpoint = sim.http_url, domain = "acct", user = "admin", password = PASSWORD,
-                project_id = creds.PROJECT }
-    for k, v in pairs(extra or {}) do o[k] = v end
-    return koophone.iam_token(o)
-  end
+  local function provider(extra) return creds.provider(PASSWORD, extra) end
 
   -- no secret, nor any 16-byte slice of one, in any key or value of any event
   local function assert_no_secret(events, secrets)
-    local text = dump(events)
-    for _, secret in ipairs(secrets) do creds.assert_no_slice(secret, text) end
+    creds.assert_no_slices(secrets, table.concat(sim.strings(events), "\n"))
   end
 
   local function calls(events)
@@ -257,7 +239,7 @@ describe("on_event with an IAM token provider (koophone.iam_token)", function()
   end
 
   before_each(function()
-    creds.seed(list, { iam_users = { { domain = "acct", name = "admin", password = PASSWORD } } })
+    creds.seed(list, creds.iam_user(PASSWORD))
   end)
 
   it("gives the token request's event, call iam_token, before the unassign it was made for", function()

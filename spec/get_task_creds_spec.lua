@@ -15,8 +15,9 @@ local function task_log() return sim.control("GET", "/_sim/task_log").requests e
 describe("get_task with credentials", function()
   local client
   before_each(function()
-    creds.seed(list, { access_keys = { { ak = "AKTASK0001", sk = SK, project_id = PROJECT } },
-                       iam_users = { { domain = "acct", name = "admin", password = PASSWORD } } })
+    local extra = creds.iam_user(PASSWORD)
+    extra.access_keys = { { ak = "AKTASK0001", sk = SK, project_id = PROJECT } }
+    creds.seed(list, extra)
     client = koophone.client(sim.client_opts("http"))
   end)
   after_each(function() client:close() end)
@@ -35,8 +36,7 @@ describe("get_task with credentials", function()
   end)
 
   it("asks a token provider for its token, fetched once for both calls", function()
-    local tp = koophone.iam_token { endpoint = sim.http_url, domain = "acct", user = "admin",
-                                    password = PASSWORD, project_id = PROJECT }
+    local tp = creds.provider(PASSWORD)
     local res = assert(client:unassign(tp, list))
     local task = assert(koophone.new(sim.client_opts("http")):get_task(tp, res.task_id))
     assert.equals(2, #task.jobs)

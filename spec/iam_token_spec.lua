@@ -8,16 +8,8 @@ local creds = require "helpers.creds"
 local PROJECT = creds.PROJECT
 local PASSWORD = "pw-" .. string.rep("Corr3ctH0rse", 4)
 
-local function seed(list)
-  creds.seed(list, { iam_users = { { domain = "acct", name = "admin", password = PASSWORD } } })
-end
-
-local function provider(extra)
-  local o = { endpoint = sim.http_url, domain = "acct", user = "admin", password = PASSWORD,
-              project_id = PROJECT }
-  for k, v in pairs(extra or {}) do o[k] = v end
-  return koophone.iam_token(o)
-end
+local function seed(list) creds.seed(list, creds.iam_user(PASSWORD)) end
+local function provider(extra) return creds.provider(PASSWORD, extra) end
 
 local function iam_log() return sim.control("GET", "/_sim/iam_log").requests end
 

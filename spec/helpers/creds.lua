@@ -22,11 +22,29 @@ function _M.seed(list, extra)
   sim.control("POST", "/_sim/seed", seed)
 end
 
+-- The IAM user admin of domain "acct" with `password`, for _M.seed's extra.
+function _M.iam_user(password)
+  return { iam_users = { { domain = "acct", name = "admin", password = password } } }
+end
+
+-- A koophone.iam_token provider logging in as that user to the simulator; extra: other options.
+function _M.provider(password, extra)
+  local o = { endpoint = sim.http_url, domain = "acct", user = "admin", password = password,
+              project_id = _M.PROJECT }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return require("koophone").iam_token(o)
+end
+
 -- Fails when text holds secret or any 16-byte slice of it.
 function _M.assert_no_slice(secret, text)
   for i = 1, #secret - 15 do
     assert.is_nil(text:find(secret:sub(i, i + 15), 1, true), "a secret leaked: " .. text)
   end
+end
+
+-- The same for each of a list of secrets.
+function _M.assert_no_slices(secrets, text)
+  for _, secret in ipairs(secrets) do _M.assert_no_slice(secret, text) end
 end
 
 -- POSTs body as JSON to path of a helpers.openresty nginx: the decoded answer and its text.
