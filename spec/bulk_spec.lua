@@ -75,6 +75,19 @@ describe("client:unassign_all", function()
     assert.equals(#sim.log() - before, report.requests)
     assert.equals(10 + report.bisect_requests, report.requests)
     assert.is_true(report.bisect_requests <= 10 * 2 * 7)
+    assert.equals(138, report.bisect_requests) -- the figure docs/bulk.md quotes for this input
+  end)
+
+  it("never sends more than 2n - 2 bisection requests for a batch of n, even when every pair is bad", function()
+    local list = sim.make_pairs(8, "allbad")
+    sim.reset(list)
+    local input = copy_pairs(list)
+    -- each instance is bound to another user: every request answers 2210
+    for i, p in ipairs(input) do p.user_id = "stranger-" .. i end
+    local report = client:unassign_all(TOKEN, input, { batch_size = 8 })
+    assert.equals(8, report.counts.not_bound)
+    assert.equals(2 * 8 - 2, report.bisect_requests) -- every node of the halving tree but the root
+    assert.equals(1 + 14, #sim.log())
   end)
 
   it("isolates unbound and foreign pairs by bisection, and keeps the job of every good pair", function()
