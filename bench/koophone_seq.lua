@@ -57,7 +57,7 @@ elseif mode == "module" then
     end
   end
 else
-  error("mode must be client, module, policy, aksk or provider")
+  error("mode must be client, events, module, policy, aksk or provider")
 end
 
 run(warmup)

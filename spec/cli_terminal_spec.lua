@@ -12,12 +12,12 @@ describe("bin/koophone on a terminal", function()
   it("redraws the progress line within 80 columns and adds no lines", function()
     local list = sim.make_pairs(6, "tty")
     sim.reset(list)
-    sim.faults({ type = "delay", seconds = 0.2, at = 1, count = 6 }) -- several redraws
     -- every outcome shown on the line: a long one
     local input = csv(list, { "stranger,tty0001", "x,", "u-tty-1,tty0001" })
     local rc, screen = ctx.pty("unassign --yes --batch-size 1 --concurrency 1 --input " .. input
                                .. ctx.endpoint)
     assert.equals(1, rc) -- the invalid row
+    -- at least the first and the final redraw (those in between depend on time: not counted)
     local redraws = select(2, screen:gsub("\r\27%[K", ""))
     assert.is_true(redraws >= 2, screen)
     for piece in (screen:gsub("\27%[K", "")):gmatch("[^\r\n]+") do

@@ -172,12 +172,10 @@ const char *kp_sign_url(kp_sign_input *in, const char *url, size_t len);
 void kp_sign_date(char out[KP_SIGN_DATE_LEN + 1], time_t t); /* UTC, X-Sdk-Date format */
 /* kp_sign writes the whole Authorization value, NUL-terminated, into buf
  * (reused from call to call: one realloc at most); NULL, or what failed (out
- * of memory, two headers of one name, more than KP_SIGN_HEADERS_MAX). It is
- * kp_sign_canonical (buf = the canonical request) then kp_sign_finish (the
- * canonical request in buf becomes the Authorization value). */
+ * of memory, two headers of one name, more than KP_SIGN_HEADERS_MAX, a
+ * failed hash): the canonical request is built in buf, then becomes the
+ * Authorization value there. */
 const char *kp_sign(kp_buf *buf, const kp_sign_input *in);
-const char *kp_sign_canonical(kp_buf *buf, const kp_sign_input *in);
-const char *kp_sign_finish(kp_buf *buf, const kp_sign_input *in);
 int kp_lua_sign(lua_State *L); /* koophone.sign */
 
 /* ---- aksk.c: koophone.aksk, the AK/SK credentials object ---- */

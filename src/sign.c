@@ -264,7 +264,7 @@ void kp_sign_date(char out[KP_SIGN_DATE_LEN + 1], time_t t)
   strftime(out, KP_SIGN_DATE_LEN + 1, "%Y%m%dT%H%M%SZ", &tm);
 }
 
-const char *kp_sign_canonical(kp_buf *buf, const kp_sign_input *in)
+static const char *sign_canonical(kp_buf *buf, const kp_sign_input *in)
 {
   kp_sign_header h[KP_SIGN_HEADERS_MAX + 2];
   size_t nh = 0, i, j, need;
@@ -332,7 +332,7 @@ const char *kp_sign_canonical(kp_buf *buf, const kp_sign_input *in)
   return NULL;
 }
 
-const char *kp_sign_finish(kp_buf *buf, const kp_sign_input *in)
+static const char *sign_finish(kp_buf *buf, const kp_sign_input *in)
 {
   static const char prefix[] = ALGORITHM " Access=", mid[] = ", SignedHeaders=",
                     tail[] = ", Signature=";
@@ -387,8 +387,8 @@ const char *kp_sign_finish(kp_buf *buf, const kp_sign_input *in)
 
 const char *kp_sign(kp_buf *buf, const kp_sign_input *in)
 {
-  const char *err = kp_sign_canonical(buf, in);
-  return err != NULL ? err : kp_sign_finish(buf, in);
+  const char *err = sign_canonical(buf, in);
+  return err != NULL ? err : sign_finish(buf, in);
 }
 
 /* ---- koophone.sign ---- */
@@ -549,11 +549,11 @@ int kp_lua_sign(lua_State *L)
 
   b = scratch(L);
   if (debug) {
-    err = kp_sign_canonical(b, &in);
+    err = sign_canonical(b, &in);
     if (err != NULL)
       return luaL_error(L, FNAME ": %s", err);
     lua_pushlstring(L, b->data, b->len);
-    err = kp_sign_finish(b, &in);
+    err = sign_finish(b, &in);
   } else {
     err = kp_sign(b, &in); /* what the pipeline calls */
   }
