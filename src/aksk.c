@@ -122,7 +122,6 @@ static void push_metatable(lua_State *L)
 static const char *check_field(lua_State *L, int idx, int f, const char *what, size_t *len)
 {
   const char *s;
-  size_t i;
   *len = 0;
   if (lua_isnil(L, idx) || (f >= F_PROJECT_ID && lua_type(L, idx) == LUA_TSTRING &&
                              lua_rawlen(L, idx) == 0)) {
@@ -134,9 +133,8 @@ static const char *check_field(lua_State *L, int idx, int f, const char *what, s
     luaL_error(L, FNAME ": %s: expected a non-empty string, got %s", what,
                lua_type(L, idx) == LUA_TSTRING ? "an empty one" : luaL_typename(L, idx));
   s = lua_tolstring(L, idx, len);
-  for (i = 0; i < *len; i++)
-    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
-      luaL_error(L, FNAME ": %s: contains CR, LF or NUL", what);
+  if (kp_has_crlf_nul(s, *len))
+    luaL_error(L, FNAME ": %s: contains CR, LF or NUL", what);
   if (f == F_AK && kp_sign_check_ak(s, *len) != NULL)
     luaL_error(L, FNAME ": %s: %s", what, kp_sign_check_ak(s, *len));
   return s;

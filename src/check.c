@@ -26,7 +26,13 @@ int kp_argerror(lua_State *L, const char *fname, int argn, const char *path, con
 }
 
 /* Tokens are several KB and checked on every call: memchr and strlen scan
- * a word or more at a time where a byte loop costs ~50k instructions. */
+ * a word or more at a time where a byte loop costs ~50k instructions. s is a
+ * Lua string (NUL-terminated after its len bytes). */
+int kp_has_crlf_nul(const char *s, size_t len)
+{
+  return strlen(s) != len || memchr(s, '\r', len) != NULL || memchr(s, '\n', len) != NULL;
+}
+
 const char *kp_check_token(lua_State *L, int idx, const char *fname, int argn, size_t *len)
 {
   const char *s;
@@ -36,7 +42,7 @@ const char *kp_check_token(lua_State *L, int idx, const char *fname, int argn, s
   s = lua_tolstring(L, idx, len);
   if (*len == 0)
     kp_argerror(L, fname, argn, "token", "expected a non-empty string, got an empty one");
-  if (strlen(s) != *len || memchr(s, '\r', *len) != NULL || memchr(s, '\n', *len) != NULL)
+  if (kp_has_crlf_nul(s, *len))
     kp_argerror(L, fname, argn, "token", "contains CR, LF or NUL");
   return s;
 }

@@ -49,6 +49,8 @@ void kp_buf_free(kp_buf *b);                /* zeroes, frees, empties; idempoten
  * formats); argn counts as the user sees it (a method's self is not counted). */
 int kp_argerror(lua_State *L, const char *fname, int argn, const char *path, const char *fmt,
                 ...);
+/* Whether s (a Lua string of len bytes) holds CR, LF or NUL: it cannot go into a header. */
+int kp_has_crlf_nul(const char *s, size_t len);
 const char *kp_check_token(lua_State *L, int idx, const char *fname, int argn, size_t *len);
 /* A caller's x-request-id */
 const char *kp_check_request_id(lua_State *L, int idx, const char *fname, int argn,

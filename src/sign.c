@@ -450,8 +450,7 @@ static int check_headers(lua_State *L, int t, kp_sign_input *in, kp_sign_header 
                   "expected a string, got %s", got);
     }
     x.value = lua_tolstring(L, -1, &x.value_len);
-    if (strlen(x.value) != x.value_len || memchr(x.value, '\r', x.value_len) != NULL ||
-        memchr(x.value, '\n', x.value_len) != NULL)
+    if (kp_has_crlf_nul(x.value, x.value_len))
       kp_argerror(L, FNAME, 1, lua_pushfstring(L, "opts.headers['%s']", x.name),
                   "contains CR, LF or NUL");
     lua_pop(L, 1);
