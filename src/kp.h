@@ -172,6 +172,9 @@ const char *kp_sign_check_ak(const char *ak, size_t len);
  * host, "/p?q"), pointing into url; NULL, or what is wrong with it. */
 const char *kp_sign_url(kp_sign_input *in, const char *url, size_t len);
 void kp_sign_date(char out[KP_SIGN_DATE_LEN + 1], time_t t); /* UTC, X-Sdk-Date format */
+/* Writes byte c as the signature's URI encoding has it (RFC 3986 unreserved bytes as they are,
+ * any other as %XX, upper-case hex); returns 1 or 3. request.c encodes a task id with it too. */
+size_t kp_percent_encode(char out[3], unsigned char c);
 /* kp_sign writes the whole Authorization value, NUL-terminated, into buf
  * (reused from call to call: one realloc at most); NULL, or what failed (out
  * of memory, two headers of one name, more than KP_SIGN_HEADERS_MAX, a

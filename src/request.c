@@ -244,21 +244,12 @@ void kp_push_request_body(lua_State *L, const kp_body *b, int pairs, const char 
 
 void kp_push_path(lua_State *L, const char *prefix, const char *id, size_t len)
 {
-  static const char hex[] = "0123456789ABCDEF";
   luaL_Buffer b;
+  char enc[3];
   size_t i;
   luaL_buffinit(L, &b);
   luaL_addstring(&b, prefix);
-  for (i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)id[i];
-    if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-        ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-      luaL_addchar(&b, (char)ch);
-    } else {
-      luaL_addchar(&b, '%');
-      luaL_addchar(&b, hex[ch >> 4]);
-      luaL_addchar(&b, hex[ch & 15]);
-    }
-  }
+  for (i = 0; i < len; i++)
+    luaL_addlstring(&b, enc, kp_percent_encode(enc, (unsigned char)id[i]));
   luaL_pushresult(&b);
 }

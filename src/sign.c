@@ -51,10 +51,17 @@ static int sha256_hex(char out[HEX_SHA256], const char *s, size_t len)
   return 0;
 }
 
-static int is_unreserved(unsigned char c)
+size_t kp_percent_encode(char out[3], unsigned char c)
 {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '_' || c == '.' || c == '~';
+  if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+      c == '_' || c == '.' || c == '~') {
+    out[0] = (char)c;
+    return 1;
+  }
+  out[0] = '%';
+  out[1] = "0123456789ABCDEF"[c >> 4];
+  out[2] = "0123456789ABCDEF"[c & 15];
+  return 3;
 }
 
 static int hexval(unsigned char c)
@@ -77,13 +84,7 @@ static size_t encode(char *out, const char *s, size_t len)
       c = (unsigned char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
       i += 2;
     }
-    if (is_unreserved(c)) {
-      out[n++] = (char)c;
-    } else {
-      out[n++] = '%';
-      out[n++] = "0123456789ABCDEF"[c >> 4];
-      out[n++] = "0123456789ABCDEF"[c & 15];
-    }
+    n += kp_percent_encode(out + n, c);
   }
   return n;
 }
