@@ -174,17 +174,17 @@ static const char *sign(const kp_aksk *cred, kp_conn *k, const kp_request *req)
   in.sk = cred->sk;
   in.sk_len = cred->sk_len;
   in.date = date;
+  /* the headers sent besides the signature and its date are signed (when present) */
+  nv[4] = "X-Project-Id", nv[5] = cred->project_id;
+  nv[6] = "X-Security-Token", nv[7] = cred->security_token;
   in.headers = h;
-  in.nheaders = add_header(h, 0, "X-Project-Id", cred->project_id, cred->project_id_len);
-  in.nheaders = add_header(h, in.nheaders, "X-Security-Token", cred->security_token,
-                           cred->security_token_len);
+  in.nheaders = add_header(h, 0, nv[4], nv[5], cred->project_id_len);
+  in.nheaders = add_header(h, in.nheaders, nv[6], nv[7], cred->security_token_len);
   failed = kp_sign(&k->sign, &in); /* out of memory, or OpenSSL's hash failing */
   if (failed != NULL)
     return failed;
   nv[0] = "Authorization", nv[1] = k->sign.data;
   nv[2] = "X-Sdk-Date", nv[3] = date;
-  nv[4] = "X-Project-Id", nv[5] = cred->project_id;
-  nv[6] = "X-Security-Token", nv[7] = cred->security_token;
   return kp_conn_set_auth_headers(k, nv, 4) != 0 ? OOM : NULL;
 }
 
