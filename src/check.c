@@ -101,6 +101,12 @@ void kp_check_opts(lua_State *L, int t, const char *fname, int argn, const char 
   }
 }
 
+const char *kp_number_text(lua_State *L, int idx)
+{
+  lua_pushvalue(L, idx); /* converted on a copy: the caller's value stays a number */
+  return lua_tostring(L, -1);
+}
+
 long kp_check_seconds(lua_State *L, int idx, const char *fname, int argn, const char *path)
 {
   lua_Number s;
@@ -108,8 +114,8 @@ long kp_check_seconds(lua_State *L, int idx, const char *fname, int argn, const 
     kp_argerror(L, fname, argn, path, "expected a number > 0, got %s", luaL_typename(L, idx));
   s = lua_tonumber(L, idx);
   if (!(s > 0) || s > 86400.0 * 365)
-    kp_argerror(L, fname, argn, path, "expected a number > 0 and at most a year, got %f",
-                (double)s);
+    kp_argerror(L, fname, argn, path, "expected a number > 0 and at most a year, got %s",
+                kp_number_text(L, idx));
   return (long)ceil(s * 1000.0);
 }
 
@@ -122,8 +128,8 @@ lua_Integer kp_check_count(lua_State *L, int idx, const char *fname, int argn, c
                 (int)max, luaL_typename(L, idx));
   n = lua_tonumber(L, idx);
   if (n != floor(n) || n < (lua_Number)min || n > (lua_Number)max)
-    kp_argerror(L, fname, argn, path, "expected an integer from %d to %d, got %f", (int)min,
-                (int)max, (double)n);
+    kp_argerror(L, fname, argn, path, "expected an integer from %d to %d, got %s", (int)min,
+                (int)max, kp_number_text(L, idx));
   return (lua_Integer)n;
 }
 

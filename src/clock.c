@@ -20,8 +20,8 @@ static int clock_sleep(lua_State *L)
                 luaL_typename(L, 1));
   s = lua_tonumber(L, 1);
   if (!(s >= 0 && s <= 86400))
-    kp_argerror(L, "koophone.sleep", 1, "seconds", "expected a number from 0 to 86400, got %f",
-                (double)s);
+    kp_argerror(L, "koophone.sleep", 1, "seconds", "expected a number from 0 to 86400, got %s",
+                kp_number_text(L, 1));
   while (!kp_interrupted() && s > 0) {
     lua_Number slice = s < KP_SLEEP_SLICE ? s : KP_SLEEP_SLICE;
     ts.tv_sec = 0;

@@ -49,6 +49,9 @@ void kp_buf_free(kp_buf *b);                /* zeroes, frees, empties; idempoten
  * formats); argn counts as the user sees it (a method's self is not counted). */
 int kp_argerror(lua_State *L, const char *fname, int argn, const char *path, const char *fmt,
                 ...);
+/* The number at idx as Lua's tostring writes it, pushed (an error message's "got 0", where %f
+ * would say 0.0 on Lua 5.3+, unlike the Lua modules' messages). */
+const char *kp_number_text(lua_State *L, int idx);
 /* Whether s (a Lua string of len bytes) holds CR, LF or NUL: it cannot go into a header. */
 int kp_has_crlf_nul(const char *s, size_t len);
 const char *kp_check_token(lua_State *L, int idx, const char *fname, int argn, size_t *len);
