@@ -6,7 +6,7 @@ local st = require "sim_state"
 local faults = require "sim_faults"
 local gateway = require "sim_gateway"
 local tasks = require "sim_tasks"
-local list = require "sim_list"
+local listing = require "sim_list"
 
 local M = {}
 local R = {}
@@ -174,7 +174,7 @@ local function header_request_id(h) return header(h, "x-request-id") end
 local APIS = {
   unassign = { counter = "unassign_requests", log = "log", process = R.process, request_id = header_request_id },
   task = { counter = "task_requests", log = "task_log", process = tasks.process, request_id = header_request_id },
-  list = { counter = "list_requests", log = "list_log", process = list.process, request_id = list.request_id },
+  list = { counter = "list_requests", log = "list_log", process = listing.process, request_id = listing.request_id },
 }
 
 -- Serves one request of `api` ("unassign" by default, "task" or "list").
