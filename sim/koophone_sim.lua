@@ -6,6 +6,7 @@ local st = require "sim_state"
 local faults = require "sim_faults"
 local gateway = require "sim_gateway"
 local tasks = require "sim_tasks"
+local listing = require "sim_list"
 
 local M = {}
 local R = {}
@@ -121,7 +122,7 @@ function R:process()
   end
   st.counters.applied_requests = st.counters.applied_requests + 1
   self.entry.applied = true
-  return 200, { data = { task_id = tasks.create(tenant, jobs), cmd_jobs = jobs },
+  return 200, { data = { task_id = tasks.create(tenant, jobs, list), cmd_jobs = jobs },
                 error_code = "0", error_msg = "ok" }
 end
 
@@ -154,9 +155,7 @@ function R:send(status, body, headers)
 end
 
 function R:json(status, t, headers)
-  if type(t) == "table" and t.error_code and t.error_code ~= "0" then
-    self.entry.error_code = t.error_code
-  end
+  self.entry.error_code = st.error_code(t) or st.null
   return self:send(status, st.encode(t), headers)
 end
 
@@ -168,13 +167,17 @@ end
 
 -- ---------------------------------------------------------------- handlers
 
--- The two API calls: request counter, request log, normal processing.
+local function header_request_id(h) return header(h, "x-request-id") end
+
+-- The API calls: request counter, request log, normal processing, where x-request-id is read
+-- (ListInstances documents it as a query parameter, the others as a header).
 local APIS = {
-  unassign = { counter = "unassign_requests", log = "log", process = R.process },
-  task = { counter = "task_requests", log = "task_log", process = tasks.process },
+  unassign = { counter = "unassign_requests", log = "log", process = R.process, request_id = header_request_id },
+  task = { counter = "task_requests", log = "task_log", process = tasks.process, request_id = header_request_id },
+  list = { counter = "list_requests", log = "list_log", process = listing.process, request_id = listing.request_id },
 }
 
--- Serves one request of `api` ("unassign" by default, or "task").
+-- Serves one request of `api` ("unassign" by default, "task" or "list").
 function M.handle(api)
   api = api or "unassign"
   local a = APIS[api]
@@ -182,7 +185,7 @@ function M.handle(api)
   c[a.counter] = c[a.counter] + 1
   local seq = c[a.counter]
   local h = ngx.req.get_headers(200)
-  local rid = header(h, "x-request-id")
+  local rid = a.request_id(h)
   local ssl_reused = ngx.var.https == "on" and ngx.var.ssl_session_reused or nil
   local entry = {
     seq = seq,
@@ -210,6 +213,7 @@ function M.handle(api)
     ssl_session_reused = nz(ssl_reused),
   }
   if api == "task" then entry.task_id = tasks.task_id() end
+  if api == "list" then entry.query, entry.results = nz(ngx.var.args), st.null end
   st.add_log(entry, a.log)
   ngx.ctx.entry = entry
   local r = setmetatable({ entry = entry, headers = h, request_id = rid, process = a.process,

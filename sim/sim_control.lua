@@ -5,6 +5,7 @@ local iam = require "sim_iam"
 local gateway = require "sim_gateway"
 local tasks = require "sim_tasks"
 local aksk = require "sim_aksk"
+local listing = require "sim_list"
 
 local M = {}
 
@@ -30,7 +31,7 @@ local function tenant_from(spec)
   local t = { name = spec.name, exists = spec.exists ~= false, token = spec.token,
               project_id = spec.project_id, project_name = spec.project_name or "cn-north-4",
               domain = spec.domain or spec.name, domain_id = iam.domain_id(spec.domain or spec.name), jobs = jobs,
-              instances = {}, bindings = {} }
+              instances = {}, bindings = {}, unassigning = {} }
   if spec.instances ~= nil and type(spec.instances) ~= "table" then
     return nil, "instances must be an array of strings"
   end
@@ -71,16 +72,17 @@ end
 
 local function seed()
   local doc = body_json()
-  if type(doc) ~= "table" or not (doc.tenants or doc.iam_users or doc.access_keys) then
-    return bad('body must be {"tenants":[...], "iam_users":[...], "access_keys":[...]}')
+  if type(doc) ~= "table" or not (doc.tenants or doc.iam_users or doc.access_keys or doc.list) then
+    return bad('body must be {"tenants":[...], "iam_users":[...], "access_keys":[...], "list":{...}}')
   end
-  local list, err = records(doc, "tenants", tenant_from)
-  local users, keys
-  if list then users, err = records(doc, "iam_users", iam.user_from) end
+  local tenant_list, err = records(doc, "tenants", tenant_from)
+  local users, keys, list_conf
+  if tenant_list then users, err = records(doc, "iam_users", iam.user_from) end
   if users then keys, err = records(doc, "access_keys", gateway.key_from) end
-  if not keys then return bad(err) end
+  if keys then list_conf, err = listing.conf_from(doc.list or {}, st.list_conf) end
+  if not list_conf then return bad(err) end
   local names, tokens, projects = {}, {}, {}
-  for _, t in ipairs(list) do
+  for _, t in ipairs(tenant_list) do
     if t.token then
       if tokens[t.token] then return bad("two tenants in the seed share a token") end
       local owner = st.tokens[t.token]
@@ -93,7 +95,7 @@ local function seed()
       projects[t.project_id] = t.name
     end
   end
-  for _, t in ipairs(list) do
+  for _, t in ipairs(tenant_list) do
     local old = st.tenants[t.name]
     if old then
       if old.token then st.tokens[old.token] = nil end
@@ -106,6 +108,7 @@ local function seed()
   end
   for _, u in ipairs(users) do iam.add_user(u) end
   for _, k in ipairs(keys) do st.keys[k.ak] = k end
+  st.list_conf = list_conf
   return reply(200, { ok = true, tenants = st.array(names) })
 end
 
@@ -132,7 +135,8 @@ local function fault_view()
                       params = f.params }
   end
   return reply(200, { faults = st.array(out), next_request = st.counters.unassign_requests + 1,
-                      next_task_request = st.counters.task_requests + 1 })
+                      next_task_request = st.counters.task_requests + 1,
+                      next_list_request = st.counters.list_requests + 1 })
 end
 
 local function add_faults()
@@ -198,7 +202,7 @@ local routes = {
   ["GET /_sim/state"] = state,
   ["GET /_sim/log"] = function() return log_view(st.log) end,
   ["DELETE /_sim/log"] = function()
-    st.log, st.target_log, st.task_log, st.iam_log = {}, {}, {}, {}
+    st.log, st.target_log, st.task_log, st.iam_log, st.list_log = {}, {}, {}, {}, {}
     return reply(200, { ok = true })
   end,
   ["GET /_sim/target_log"] = function() return log_view(st.target_log) end,
@@ -209,7 +213,7 @@ local routes = {
   ["GET /_sim/clock"] = clock_view,
   ["POST /_sim/clock"] = set_clock,
 }
-for _, module in ipairs({ iam, gateway, tasks }) do
+for _, module in ipairs({ iam, gateway, tasks, listing }) do
   for route, fn in pairs(module.routes) do routes[route] = fn end
 end
 

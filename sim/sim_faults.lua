@@ -34,7 +34,7 @@ M.types = {
     local status, t = r:process()
     local body = st.encode(t)
     local half = math.floor(#body / 2)
-    r.entry.error_code = t.error_code ~= "0" and t.error_code or st.null
+    r.entry.error_code = st.error_code(t) or st.null
     r:start(status, { ["Content-Length"] = #body })
     r:write(body:sub(1, half), true); ngx.sleep(num(p.seconds, 1)); r:write(body:sub(half + 1))
     return ngx.exit(ngx.HTTP_OK)
@@ -134,15 +134,17 @@ M.types = {
 local next_id = 0
 
 -- The API a fault applies to -> the counter its `at` counts.
-local COUNTERS = { unassign = "unassign_requests", task = "task_requests" }
+local COUNTERS = { unassign = "unassign_requests", task = "task_requests", list = "list_requests" }
 
--- spec: {type=..., at=1, count=1 (-1 = until reset), api="unassign"|"task", ...params}.
+-- spec: {type=..., at=1, count=1 (-1 = until reset), api="unassign"|"task"|"list", ...params}.
 -- Returns true or nil, err.
 function M.check(spec)
   if type(spec) ~= "table" or not M.types[spec.type] then
     return nil, "unknown fault type: " .. tostring(type(spec) == "table" and spec.type or spec)
   end
-  if spec.api ~= nil and not COUNTERS[spec.api] then return nil, "'api' must be \"unassign\" or \"task\"" end
+  if spec.api ~= nil and not COUNTERS[spec.api] then
+    return nil, "'api' must be \"unassign\", \"task\" or \"list\""
+  end
   local at, count = tonumber(spec.at or 1), tonumber(spec.count or 1)
   if not at or at < 1 or at % 1 ~= 0 then return nil, "'at' must be an integer >= 1" end
   if not count or (count ~= -1 and count < 1) or count % 1 ~= 0 then

@@ -6,10 +6,12 @@ local cjson = require "cjson.safe"
 
 local M = {
   config = {},
-  tenants = {},      -- name -> { name, exists, instances = {id=true}, bindings = {instance_id=user_id} }
+  tenants = {},      -- name -> { name, exists, instances = {id=true}, bindings = {instance_id=user_id},
+                     --           unassigning = {instance_id=latest unassign job} }
   tokens = {},       -- token -> tenant name
   faults = {},       -- pending faults: { id, type, first, last (nil = forever), params }
   log = {},          -- unassign request log entries (oldest first)
+  list_log = {},     -- ListInstances request log entries
   target_log = {},   -- redirect target server log entries
   counters = {},
   -- see reset() for the IAM, AK/SK and task tables
@@ -35,10 +37,10 @@ function M.init_worker()
 end
 
 function M.reset()
-  M.tenants, M.tokens, M.faults, M.log, M.target_log = {}, {}, {}, {}, {}
+  M.tenants, M.tokens, M.faults, M.log, M.target_log, M.list_log = {}, {}, {}, {}, {}, {}
   M.counters = { unassign_requests = 0, applied_requests = 0, removed_bindings = 0,
                  target_requests = 0, faults_scheduled = 0, iam_requests = 0, iam_tokens_issued = 0,
-                 task_requests = 0, tasks_created = 0 }
+                 task_requests = 0, tasks_created = 0, list_requests = 0 }
   M.clock_offset = 0   -- seconds added to the real clock (POST /_sim/clock)
   M.projects = {}      -- project_id -> tenant name
   M.users = {}         -- "domain\0name" -> { domain, name, password }
@@ -49,6 +51,7 @@ function M.reset()
   M.tasks = {}         -- task_id -> { id, tenant, jobs = {...} }
   M.task_conf = { not_found = false, not_found_status = 400 }
   M.task_log = {}
+  M.list_conf = require("sim_list").DEFAULTS -- replaced, never changed in place
 end
 
 -- The simulator's clock: the real time plus the offset the control API set. Token expiry, the
@@ -93,6 +96,15 @@ function M.encode(v)
 end
 
 M.decode = cjson.decode
+
+-- The error code of an API answer, when it is not "0": top-level, or inside `data` (ListInstances).
+function M.error_code(t)
+  if type(t) ~= "table" then return nil end
+  local code = t.error_code
+  if code == nil and type(t.data) == "table" then code = t.data.error_code end
+  if code ~= nil and code ~= "0" then return code end
+  return nil
+end
 
 -- Appends to the log M[name] (default "log").
 function M.add_log(entry, name)

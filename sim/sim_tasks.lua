@@ -57,17 +57,20 @@ end
 
 -- ---------------------------------------------------------------- tasks
 
--- Records the task of a successful unassign; returns its task_id.
-function M.create(tenant, cmd_jobs)
+-- Records the task of a successful unassign of `user_instances` (the request's pairs, in the
+-- order of cmd_jobs); returns its task_id. Each instance's latest job is kept in
+-- tenant.unassigning, for ListInstances to show the instance assigned until the job ends.
+function M.create(tenant, cmd_jobs, user_instances)
   local now = st.now()
   local conf = tenant.jobs or M.jobs_from(nil)
   local jobs = {}
   for i, cj in ipairs(cmd_jobs) do
     local per = conf.instances[cj.instance_id] or {}
     local start = now + (per.delay or conf.delay)
-    jobs[i] = { job_id = cj.job_id, instance_id = cj.instance_id, start = start,
+    jobs[i] = { job_id = cj.job_id, instance_id = cj.instance_id, user_id = user_instances[i].user_id, start = start,
                 finish = start + (per.seconds or conf.seconds), fail = per.fail,
                 error_code = per.error_code or FAIL_CODE, error_msg = per.error_msg or FAIL_MSG }
+    tenant.unassigning[cj.instance_id] = jobs[i]
   end
   local c = st.counters
   c.tasks_created = c.tasks_created + 1

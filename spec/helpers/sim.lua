@@ -173,10 +173,16 @@ end
 
 -- Signs a request as "SDK-HMAC-SHA256" with every header given plus host and x-sdk-date (now,
 -- real clock, unless given), hashing with openssl: a signer independent of the simulator's
--- verifier. opts: method, path (unreserved characters only), headers, body, ak, sk,
--- signature (to send a wrong one). Returns the headers to send and the canonical request.
+-- verifier. opts: method, path and query ("a=1&b=2": unreserved characters only, no name
+-- twice), headers, body, ak, sk, signature (to send a wrong one). Returns the headers to send
+-- and the canonical request.
 function _M.sign(opts)
   assert(opts.path:match("^[/%w%-_%.~]*$"), "sign: keep paths to unreserved characters")
+  assert((opts.query or ""):match("^[%w%-_%.~=&]*$"), "sign: keep queries to unreserved characters")
+  local query = {}
+  for pair in (opts.query or ""):gmatch("[^&]+") do query[#query + 1] = { pair:match("^([^=]*)=?(.*)$") } end
+  table.sort(query, function(a, b) return a[1] < b[1] end)
+  for i, p in ipairs(query) do query[i] = p[1] .. "=" .. p[2] end
   local headers, names, lines = {}, {}, {}
   for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
   headers["x-sdk-date"] = headers["x-sdk-date"] or os.date("!%Y%m%dT%H%M%SZ")
@@ -185,7 +191,7 @@ function _M.sign(opts)
   table.sort(names)
   for i, k in ipairs(names) do lines[i] = k .. ":" .. headers[k] .. "\n" end
   local uri = opts.path:sub(-1) == "/" and opts.path or opts.path .. "/"
-  local cr = table.concat({ opts.method, uri, "", table.concat(lines), table.concat(names, ";"),
+  local cr = table.concat({ opts.method, uri, table.concat(query, "&"), table.concat(lines), table.concat(names, ";"),
                             _M.openssl_sha256(opts.body or "") }, "\n")
   local sts = "SDK-HMAC-SHA256\n" .. headers["x-sdk-date"] .. "\n" .. _M.openssl_sha256(cr)
   headers.authorization = ("SDK-HMAC-SHA256 Access=%s, SignedHeaders=%s, Signature=%s"):format(
@@ -196,7 +202,8 @@ end
 -- A signed request (opts as for sign()); returns status, decoded body, the canonical request.
 function _M.signed_request(opts)
   local headers, cr = _M.sign(opts)
-  local code, doc = _M.request_json(opts.method, opts.path, headers, opts.body)
+  local path = opts.query and opts.path .. "?" .. opts.query or opts.path
+  local code, doc = _M.request_json(opts.method, path, headers, opts.body)
   return code, doc, cr
 end
 
