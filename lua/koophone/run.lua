@@ -5,8 +5,9 @@
 -- unassign_many (the only concurrency a Lua script has); each answer decides the outcome of its
 -- pairs. A batch refused as a whole because of some of its pairs (2210, 1000, 1001, 1012) is split
 -- in halves until those pairs are alone (bisection), unless every part of its first levels is
--- refused alike (see SATURATED_LEVELS); other failures are retried as the client's policy says. The journal (koophone.journal) records each request before it leaves and each
--- outcome after, so a resumed run never sends a finished pair again.
+-- refused alike (see SATURATED_LEVELS); other failures are retried as the client's policy says.
+-- The journal (koophone.journal) records each request before it leaves and each outcome after, so
+-- a resumed run never sends a finished pair again.
 local codes_module = require "koophone.codes"
 local codes = codes_module.names
 local classify = require "koophone.classify"
@@ -152,7 +153,7 @@ function Run:stop(job, err, reason)
   local maybe_err = err
   if job.err and job.state.maybe_applied then
     local _, e = self.policy:finish(nil, job.err, job.attempt, job.state)
-    maybe_err = e
+    maybe_err = e or err
   end
   local unsent, open = {}, {}
   for _, item in ipairs(job.items) do
@@ -550,8 +551,6 @@ function Run:close()
   return self.journal:close()
 end
 
--- execute() -> the report (see koophone.bulk), or nil, err (a koophone.Error of kind "journal").
--- Whatever happens, the journal is closed and the memory freed before it returns or raises.
 -- After an interruption: the jobs left unsettled that an earlier request may have applied (a
 -- retry waiting, a half of a batch whose answer was lost) count with the requests abandoned in
 -- flight (those Run:interrupt_round counted: started, not queued again); their journal records
@@ -566,6 +565,8 @@ function Run:count_doubtful()
   end
 end
 
+-- execute() -> the report (see koophone.bulk), or nil, err (a koophone.Error of kind "journal").
+-- Whatever happens, the journal is closed and the memory freed before it returns or raises.
 function Run:execute()
   self.started = self.now()
   local ok, e = pcall(self.loop, self)
