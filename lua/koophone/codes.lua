@@ -36,4 +36,17 @@ function _M.describe(code)
   return descriptions[code]
 end
 
+-- libcurl's codes (err.code of kind "tls") for a server certificate that cannot be verified
+-- against the CA certificates given: every later request fails the same way.
+local CERTIFICATE = { CURLE_PEER_FAILED_VERIFICATION = true, CURLE_SSL_CACERT_BADFILE = true,
+                      CURLE_SSL_ISSUER_ERROR = true }
+
+-- certificate_advice(code) -> what to do about such a failure, or nil for any other code
+function _M.certificate_advice(code)
+  if CERTIFICATE[code] then
+    return "the server's certificate was not verified: check the endpoint's host name, or give "
+           .. "the CA certificates that signed it with the option cafile (CLI: --cafile FILE)"
+  end
+end
+
 return _M

@@ -4,10 +4,12 @@
 -- The rows (koophone.rows) become batches; batches go out in rounds through the C core's
 -- unassign_many (the only concurrency a Lua script has); each answer decides the outcome of its
 -- pairs. A batch refused as a whole because of some of its pairs (2210, 1000, 1001, 1012) is split
--- in halves until those pairs are alone (bisection); other failures are retried as the client's
--- policy says. The journal (koophone.journal) records each request before it leaves and each
--- outcome after, so a resumed run never sends a finished pair again.
-local codes = require("koophone.codes").names
+-- in halves until those pairs are alone (bisection), unless every part of its first levels is
+-- refused alike (see SATURATED_LEVELS); other failures are retried as the client's policy says.
+-- The journal (koophone.journal) records each request before it leaves and each outcome after, so
+-- a resumed run never sends a finished pair again.
+local codes_module = require "koophone.codes"
+local codes = codes_module.names
 local classify = require "koophone.classify"
 local bucket = require "koophone.bucket"
 local match_jobs = require("koophone.jobs").match
@@ -27,14 +29,36 @@ local SINGLE = {
 
 local ROUND_PER_CONNECTION = 8 -- batches handed to unassign_many per request in flight
 
+-- A batch refused as a whole is split level by level. While every part of a level is refused with
+-- the batch's code, each part holds a pair that code refuses, and nothing says more: when all the
+-- SATURATED_PARTS parts of level SATURATED_LEVELS are refused so, splitting on would cost about two
+-- requests a pair (a wrong tenant, a file already done), and their pairs end `failed` (a refusal
+-- of a part proves nothing about each of its pairs). A batch with fewer bad pairs than parts is
+-- always isolated to its bad pairs.
+local SATURATED_LEVELS, SATURATED_PARTS = 3, 8
+-- When this many batches in a row stop so with a code that says the instances are not the
+-- tenant's, the token is for another project or tenant: the run stops.
+local TENANT_CODES = { [codes.NO_PERMISSION] = true, [codes.NOT_TENANT_INSTANCE] = true }
+local REFUSED_BATCHES_STOP = 3
+
 local UNCONFIRMED = "the answer did not confirm this pair"
 local STOPPED, NOT_SENT = "not sent again: the run stopped", "not sent: the run stopped"
+local MAYBE_STOPPED = "not sent again: the run stopped; an earlier attempt may have applied it"
+local NOT_ISOLATED = "not isolated: bisection stopped (%s for the batch and each of its %d parts)"
 
 -- Failures every later request would meet as well: the run stops sending.
 local function fatal(err)
   local _, why = classify.classify(err)
   return why == "token" or err.status == 401 or err.status == 403
-      or err.code == codes.TENANT_NOT_FOUND
+      or err.code == codes.TENANT_NOT_FOUND or codes_module.certificate_advice(err.code) ~= nil
+end
+
+-- A copy of err whose message ends with `note` in parentheses.
+local function noted(err, note)
+  local e = {}
+  for k, v in pairs(err) do e[k] = v end
+  e.message = ("%s (%s)"):format(err.message or "", note)
+  return setmetatable(e, getmetatable(err))
 end
 
 local Run = {}
@@ -54,6 +78,9 @@ function _M.new(client, token, rows, s)
     results = s.keep_results ~= false and {} or nil,
     counts = {}, done = 0, requests = 0, bisect_requests = 0, in_flight = 0,
     ready = {}, waiting = {}, -- jobs for the next round; retries waiting for their delay
+    parked = {}, -- job -> true: refused parts waiting for the rest of their level
+    doubtful = {}, -- job -> true: not settled, and an earlier request of it may have been applied
+    refused_batches = 0, -- batches in a row stopped with a TENANT_CODES code
   }, Run)
   for _, o in ipairs(outcomes.names) do self.counts[o] = 0 end
   -- the run's own rate, else the client's (shared with its other calls, maybe with other workers)
@@ -112,20 +139,56 @@ function Run:finish(items, request_id, outcome, err, reason, clear)
 end
 
 function Run:fail(job, err, reason, clear)
+  if reason == STOPPED or reason == NOT_SENT then return self:stop(job, err, reason) end
   self:finish(job.items, job.request_id, "failed", err, reason, clear)
+end
+
+-- The run stopped before `job` settled: its pairs end `failed` with `reason`, or, where an earlier
+-- attempt (of this run, or of a journaled one) may have applied them, `unconfirmed` with that
+-- attempt's error.
+function Run:stop(job, err, reason)
+  self.doubtful[job] = nil
+  -- a half never sent is no bisection request
+  if job.half and job.attempt == 0 then self.bisect_requests = self.bisect_requests - 1 end
+  local maybe_err = err
+  if job.err and job.state.maybe_applied then
+    local _, e = self.policy:finish(nil, job.err, job.attempt, job.state)
+    maybe_err = e or err
+  end
+  local unsent, open = {}, {}
+  for _, item in ipairs(job.items) do
+    if job.doubt or item.tainted then
+      item.maybe_applied = true
+      open[#open + 1] = item
+    else
+      unsent[#unsent + 1] = item
+    end
+  end
+  if #unsent > 0 then self:finish(unsent, job.request_id, "failed", err, reason, false) end
+  if #open > 0 then self:finish(open, job.request_id, "unconfirmed", maybe_err, MAYBE_STOPPED, false) end
 end
 
 -- ------------------------------------------------------------------ answers
 
-function Run:new_job(items)
-  return { items = items, attempt = 0, state = self.policy:new_state() }
+-- A job of `items`; a part of a bisected batch has its batch's tree (false: not followed) and
+-- its level in it, a batch read from the input has neither.
+function Run:new_job(items, tree, level)
+  return { items = items, attempt = 0, state = self.policy:new_state(), tree = tree, level = level }
 end
 
+-- The pairs of job may have been applied by one of its requests: so may they by the next.
 local function taint(job)
+  job.doubt = true
   for _, item in ipairs(job.items) do item.tainted = item.tainted or true end
 end
 
+local function any_tainted(items)
+  for k = 1, #items do if items[k].tainted then return true end end
+  return false
+end
+
 -- Splits a job refused because of some of its pairs; both halves go out in the next round.
+-- Returns true when it split.
 function Run:bisect(job, err)
   local n = #job.items
   if self.aborted then return self:fail(job, err, STOPPED, false) end
@@ -138,8 +201,77 @@ function Run:bisect(job, err)
     if i <= mid then left[#left + 1] = job.items[i] else right[#right + 1] = job.items[i] end
   end
   self.bisect_requests = self.bisect_requests + 2
-  self.ready[#self.ready + 1] = self:new_job(left)
-  self.ready[#self.ready + 1] = self:new_job(right)
+  local tree = job.tree and not job.tree.mixed and job.tree or false
+  for _, items in ipairs { left, right } do
+    local half = self:new_job(items, tree, tree and job.level + 1 or nil)
+    half.doubt, half.half = job.doubt, true
+    if half.doubt then self.doubtful[half] = true end
+    self.ready[#self.ready + 1] = half
+  end
+  return true
+end
+
+-- A job of several pairs refused with a SINGLE code (its request journaled as ended): split it,
+-- or park it until every part of its level has answered (see SATURATED_LEVELS).
+function Run:refused(job, err)
+  local tree = job.tree
+  if tree == nil then -- a batch from the input: the root of its tree
+    tree = { code = err.code, expected = { [0] = 1 }, refused = {}, parked = {} }
+    job.tree, job.level = tree, 0
+  end
+  if tree and any_tainted(job.items) then self:mixed(tree) end -- its 2210 is no refusal
+  if not tree or tree.mixed or self.aborted then return self:bisect(job, err) end
+  job.err, self.parked[job] = err, true
+  local list = tree.parked[job.level] or {}
+  tree.parked[job.level] = list
+  list[#list + 1] = job
+  self:level_refused(tree, job.level)
+end
+
+-- One more part of level `level` of tree was refused with its code; when that is every part of
+-- the level, its parked parts are split, or at SATURATED_LEVELS stopped.
+function Run:level_refused(tree, level)
+  tree.refused[level] = (tree.refused[level] or 0) + 1
+  if tree.mixed or tree.refused[level] < tree.expected[level] then return end
+  local list = tree.parked[level] or {}
+  tree.parked[level] = nil
+  local split = 0
+  for _, job in ipairs(list) do
+    if self.parked[job] then
+      self.parked[job] = nil
+      if level >= SATURATED_LEVELS then
+        self:finish(job.items, job.request_id, "failed", job.err,
+                    NOT_ISOLATED:format(tree.code, SATURATED_PARTS), false)
+      elseif self:bisect(job, job.err) then
+        split = split + 1
+      end
+    end
+  end
+  tree.expected[level + 1] = 2 * split
+  if level >= SATURATED_LEVELS and TENANT_CODES[tree.code] and #list > 0 then
+    self.refused_batches = self.refused_batches + 1
+    if self.refused_batches >= REFUSED_BATCHES_STOP and not self.aborted then
+      self:abort(noted(list[1].err, ("%d batches in a row refused as a whole, each of their %d "
+        .. "parts too: is the token for the project that holds these instances?")
+        :format(REFUSED_BATCHES_STOP, SATURATED_PARTS)))
+    end
+  end
+end
+
+-- A part of tree answered otherwise than refused with its code: the tree is not followed any
+-- more, and its parked parts are split.
+function Run:mixed(tree)
+  if tree.mixed then return end
+  tree.mixed = true
+  for _, list in pairs(tree.parked) do
+    for _, job in ipairs(list) do
+      if self.parked[job] then
+        self.parked[job] = nil
+        self:bisect(job, job.err)
+      end
+    end
+  end
+  tree.parked = {}
 end
 
 -- A success answer: a pair is unassigned only with its own job (koophone.jobs); the others are
@@ -147,6 +279,7 @@ end
 function Run:succeeded(job, res)
   res = self.policy:finish(res, nil, job.attempt, job.state)
   local items, task_id = job.items, res.task_id
+  self.refused_batches = 0
   local ids, missing = {}, 0
   if res.outcome == "unassigned" then ids, missing = match_jobs(items, res) end
   for k = 1, #items do -- a plain loop: this runs for every pair sent
@@ -168,12 +301,22 @@ function Run:succeeded(job, res)
   self:finish(open, job.request_id, "unconfirmed", nil, UNCONFIRMED, false)
 end
 
+-- Stops the run: nothing more is sent, the jobs not settled end (Run:stop). A token provider's
+-- failure while the interruption flag is up (a login cut short by SIGINT, SIGTERM or
+-- core.interrupt) is that interruption instead: nothing was sent, the jobs stay unfinished and a
+-- resume sends them.
 function Run:abort(err)
+  local why = core.interrupted()
+  if why and err.sent == false and not err.status then
+    self.interrupted = self.interrupted or why
+    return
+  end
   self.aborted = err
   for _, list in ipairs { self.ready, self.waiting } do
     for _, job in ipairs(list) do self:fail(job, err, STOPPED, false) end
   end
-  self.ready, self.waiting = {}, {}
+  for job in pairs(self.parked) do self:fail(job, job.err, STOPPED, false) end
+  self.ready, self.waiting, self.parked = {}, {}, {}
 end
 
 function Run:failed(job, err)
@@ -186,37 +329,45 @@ function Run:failed(job, err)
   if single then
     if #job.items > 1 then
       self:journal_done({}, job.request_id, clean)
-      return self:bisect(job, err)
+      return self:refused(job, err)
     end
-    local item = job.items[1]
+    local item, tree = job.items[1], job.tree
     if single == "not_bound" and item.tainted then
       local reason = type(item.tainted) == "string" and item.tainted or nil
-      return self:finish(job.items, job.request_id, "assumed_unassigned", err, reason, false)
+      self:finish(job.items, job.request_id, "assumed_unassigned", err, reason, false)
+      if tree then self:mixed(tree) end
+      return
     end
-    return self:finish(job.items, job.request_id, single, err, nil, clean)
+    self:finish(job.items, job.request_id, single, err, nil, clean)
+    if tree then self:level_refused(tree, job.level) end
+    return
   end
   -- a token provider's token refused by the gateway (before KooPhone saw the request): the
   -- provider fetches a new one for the next round and the request goes once more, same id
   if self.provider and not job.token_renewed and classify.token_refused(err) then
     job.token_renewed = true
     self.token:invalidate()
-    self:journal_done({}, job.request_id, clean)
-    job.ready_at = self.now()
-    self.waiting[#self.waiting + 1] = job
-    return
+    return self:retry_later(job, err, clean, 0)
   end
-  local again, delay = self.policy:decide(err, job.attempt, job.state)
-  if again and not self.aborted then
-    self:journal_done({}, job.request_id, clean)
-    job.ready_at = self.now() + delay
-    self.waiting[#self.waiting + 1] = job
-    return
-  end
+  -- a certificate that cannot be verified fails every attempt of every request alike
+  local advice = codes_module.certificate_advice(err.code)
+  local again, delay
+  if not advice then again, delay = self.policy:decide(err, job.attempt, job.state) end
+  if again and not self.aborted then return self:retry_later(job, err, clean, delay) end
   local res
   res, err = self.policy:finish(nil, err, job.attempt, job.state)
   if res then return self:succeeded(job, res) end
+  if advice then err.message = ("%s (%s)"):format(err.message or "", advice) end
   self:fail(job, err, nil, clean)
   if fatal(err) and not self.aborted then self:abort(err) end
+end
+
+-- Puts job back for another attempt after `delay` seconds; err is its last failure.
+function Run:retry_later(job, err, clean, delay)
+  self:journal_done({}, job.request_id, clean)
+  job.err, job.ready_at = err, self.now() + delay
+  if job.doubt then self.doubtful[job] = true end
+  self.waiting[#self.waiting + 1] = job
 end
 
 function Run:new_bucket(rate)
@@ -237,6 +388,8 @@ end
 -- (the run stopped, or the server asked to slow down).
 function Run:answered(job, res, err)
   local got = res or err
+  self.doubtful[job] = nil
+  if job.tree and not (err and err.code == job.tree.code) then self:mixed(job.tree) end
   local throttle = err and classify.throttled(err)
   job.attempt = job.attempt + (got.attempts or 1)
   if throttle then
@@ -398,11 +551,26 @@ function Run:close()
   return self.journal:close()
 end
 
+-- After an interruption: the jobs left unsettled that an earlier request may have applied (a
+-- retry waiting, a half of a batch whose answer was lost) count with the requests abandoned in
+-- flight (those Run:interrupt_round counted: started, not queued again); their journal records
+-- stay open, so a resume treats their pairs as maybe applied.
+function Run:count_doubtful()
+  local queued = {}
+  for _, list in ipairs { self.ready, self.waiting } do
+    for _, job in ipairs(list) do queued[job] = true end
+  end
+  for job in pairs(self.doubtful) do
+    if queued[job] or not job.started then self.in_flight = self.in_flight + #job.items end
+  end
+end
+
 -- execute() -> the report (see koophone.bulk), or nil, err (a koophone.Error of kind "journal").
 -- Whatever happens, the journal is closed and the memory freed before it returns or raises.
 function Run:execute()
   self.started = self.now()
   local ok, e = pcall(self.loop, self)
+  if ok and self.interrupted then self:count_doubtful() end
   if ok and self.waiter then ok, e = pcall(self.waiter.finish, self.waiter, self) end
   local closed, problem = self:close()
   if ok and not closed then ok, e = false, { journal = problem } end
