@@ -2,6 +2,7 @@
 -- the usage text (koophone help), parses argv, and is checked against the README's options table
 -- by spec/cli_readme_spec.lua.
 local errors = require "koophone.cli.errors"
+local number_problem = require("koophone.argerror").number_problem
 
 local usage_error = errors.usage_error
 
@@ -12,7 +13,8 @@ local _M = {}
 --   "string", "integer", "number", "choice" (one of `choices`), "shard" (i/n).
 -- arg: the value's placeholder in the usage. default: what applies without the option, as the
 --   usage and the README say it (a number is also the value the CLI uses).
--- range: { min, max } of a number (max math.huge: no upper bound).
+-- range: { min, max } of a number (max math.huge: no upper bound), checked here and only here:
+--   each is within what the library accepts (spec/cli_options_table_spec.lua).
 -- help: the usage's text. task: also an option of `koophone task` (the connection's).
 _M.list = {
   { name = "input", kind = "string", arg = "FILE|-", default = "stdin",
@@ -41,7 +43,9 @@ _M.list = {
   { name = "ambiguous-attempts", kind = "integer", arg = "N", default = 0, range = { 0, math.huge },
     help = "resends after an answer was lost (the request may have been applied; a resend of an "
            .. "applied pair is answered 2210 and the pair counts as assumed_unassigned)" },
-  { name = "wait", kind = "optional", arg = "SECONDS", default = "no wait; 600",
+  { name = "max-bisect-requests", kind = "integer", arg = "N", default = "none", range = { 0, math.huge },
+    help = "cap on the requests that bisect refused batches, for the whole run" },
+  { name = "wait", kind = "optional", arg = "SECONDS", default = "no wait; 600", range = { 0.001, 86400 },
     help = "then wait for the jobs (data wipes)" },
   { name = "log", kind = "string", arg = "FILE", default = "none",
     help = "every request as a JSON line, written as it ends" },
@@ -156,6 +160,8 @@ local function convert(opt, text)
   if kind == "integer" or kind == "number" or kind == "optional" then
     local v = tonumber(text)
     if not v then usage_error(("--%s: expected a number, got %s"):format(opt.name, text)) end
+    local problem = opt.range and number_problem(v, opt.range[1], opt.range[2], kind == "integer")
+    if problem then usage_error(("--%s: %s"):format(opt.name, problem)) end
     return v
   elseif kind == "choice" then
     for _, c in ipairs(opt.choices) do
@@ -173,9 +179,10 @@ end
 
 -- parse(argv) -> o: argv[1] the command ("unassign" or "task"); o.command, o.ids (task's ids) and
 -- o[name] for each option given: true for a flag, else its value (converted: a number, a
--- { index, count } shard; --wait alone: true). Raises a usage error.
+-- { index, count } shard; --wait alone: true), and o.texts[name] the value as given. Raises a
+-- usage error.
 function _M.parse(argv)
-  local o, i = { command = argv[1], ids = {} }, 2
+  local o, i = { command = argv[1], ids = {}, texts = {} }, 2
   local given = {} -- text of each option as given, for the conversion after the loop
   while argv[i] do
     local name, value = argv[i]:match("^%-%-([%w-]+)=(.*)$")
@@ -209,6 +216,7 @@ function _M.parse(argv)
     end
     by[opt.name] = name
     o[opt.name] = value == true and true or convert(opt, value)
+    o.texts[opt.name] = value ~= true and value or nil
   end
   return o
 end

@@ -8,8 +8,9 @@ local output = require "koophone.cli.output"
 local progress = require "koophone.cli.progress"
 local reasons = require "koophone.cli.reasons"
 local outcomes = require "koophone.outcomes"
+local FINAL_JOB = require("koophone.wait").FINAL
 
-local fail, usage_error, option_error = errors.fail, errors.usage_error, errors.option_error
+local fail, usage_error = errors.fail, errors.usage_error
 local emit = output.emit
 
 local _M = {}
@@ -63,17 +64,37 @@ local function dry_run(rows, batch_size)
   return bad and 1 or 0
 end
 
+-- The requests a run of n pairs in batches of batch_size sends (retries aside), and at most how
+-- many more bisection adds: a refused batch of k pairs is split down to single pairs, 2k - 2
+-- requests at worst (docs/bulk.md), capped by max_bisect for the whole run.
+function _M.estimate(n, batch_size, max_bisect)
+  local requests = math.ceil(n / batch_size)
+  local bisect = 2 * n - 2 * requests
+  return requests, max_bisect and math.min(bisect, max_bisect) or bisect
+end
+
 -- Before a destructive run from a terminal: what it is about to do, and a "yes" to type.
-local function confirm(o, pairs_to_send, endpoint, credential)
+local function confirm(o, pairs_to_send, batch_size, endpoint, credential)
+  local cap = o["max-bisect-requests"]
+  local requests, bisect = _M.estimate(pairs_to_send, batch_size, cap)
   io.stderr:write(("koophone: about to unassign %d pairs (after invalid and duplicate rows) at %s "
-                   .. "with the %s%s%s.\nType yes to go on: "):format(
+                   .. "with the %s%s%s.\n"):format(
                    pairs_to_send, endpoint or "the default endpoint", credential,
                    o.shard and (", shard " .. options.shard_text(o.shard)) or "",
-                   o.resume and " (fewer: the journal's done pairs are not sent again)" or ""))
+                   o.resume and " (fewer: the journal's done pairs are not sent again)" or ""),
+                  ("koophone: %d requests of up to %d pairs; at most %d more if batches are refused "
+                   .. "for some of their pairs and bisected (%s), retries aside.\nType yes to go on: ")
+                  :format(requests, batch_size, bisect,
+                          cap and "--max-bisect-requests " .. cap or "--max-bisect-requests N caps it"))
   local answer = io.stdin:read("*l")
   if answer and answer:match("^%s*(.-)%s*$") == "yes" then return end
   io.stderr:write("koophone: not confirmed; nothing was sent\n")
   os.exit(1)
+end
+
+-- a as one word of a POSIX shell.
+local function shell_word(a)
+  return a:find("^[%w%-%./_=:,@+]+$") and a or "'" .. a:gsub("'", "'\\''") .. "'"
 end
 
 -- The command that resumes this run: the same arguments with --resume (and the same stdin).
@@ -82,7 +103,7 @@ local function resume_command(argv, o)
   local has_resume = false
   for _, a in ipairs(argv) do
     has_resume = has_resume or a == "--resume"
-    words[#words + 1] = a:find("^[%w%-%./_=:,@+]+$") and a or "'" .. a:gsub("'", "'\\''") .. "'"
+    words[#words + 1] = shell_word(a)
   end
   if not has_resume then words[#words + 1] = "--resume" end
   return table.concat(words, " ") .. ((o.input and o.input ~= "-") and "" or " < the same input")
@@ -105,6 +126,65 @@ local function explain_interruption(report, o, argv)
   end
 end
 
+-- The `koophone task` command that follows up these task ids, with this run's connection options.
+local function task_command(argv, o, ids)
+  local words = { argv[0] or "koophone", "task" }
+  for _, opt in ipairs(options.list) do
+    if opt.task and o.texts[opt.name] then
+      words[#words + 1] = "--" .. opt.name
+      words[#words + 1] = shell_word(o.texts[opt.name])
+    end
+  end
+  for _, id in ipairs(ids) do words[#words + 1] = shell_word(id) end
+  return table.concat(words, " ")
+end
+
+-- s as one word of a summary line: as it is when it is plain, else quoted with escapes.
+local function word(s)
+  s = tostring(s or "-")
+  return s:find("^[%w%-%./_:@+]+$") and s or (("%q"):format(s):gsub("\\\n", "\\n"))
+end
+
+local LISTED = 20 -- failed jobs and open tasks named on stderr (the summary names all)
+
+-- What --wait leaves to look at, from the rows as they are reported: the failed jobs (instance,
+-- task, job, code) and the tasks with jobs still open, in the order met.
+local function job_watch()
+  local w = { failed = {}, open = {}, seen = {} }
+  function w.add(r)
+    if r.job_state == "failed" then
+      w.failed[#w.failed + 1] = ("instance=%s task=%s job=%s code=%s"):format(
+        word(output.utf8_escaped(r.instance_id)), word(r.task_id), word(r.job_id),
+        word(r.job_error and output.utf8_escaped(r.job_error.code)))
+    elseif r.job_state and not FINAL_JOB[r.job_state] and not w.seen[r.task_id] then
+      w.seen[r.task_id] = true
+      w.open[#w.open + 1] = r.task_id
+    end
+  end
+  -- report(summary, command): each failed job and open task in the summary (when given) and on
+  -- stderr (the first LISTED), then the command that follows the open tasks up.
+  function w.report(summary, command)
+    local function list(what, items)
+      for i, item in ipairs(items) do
+        if summary then emit(what .. " " .. item .. "\n") end
+        if i <= LISTED then io.stderr:write("koophone: ", what, " ", item, "\n") end
+      end
+      if #items > LISTED then
+        io.stderr:write(("koophone: and %d more %ss (%s)\n"):format(#items - LISTED, what,
+          summary and "the summary lists them" or "the JSON Lines rows have their job_state"))
+      end
+    end
+    list("failed job", w.failed)
+    local open = {}
+    for i, id in ipairs(w.open) do open[i] = word(output.utf8_escaped(id)) end
+    list("open task", open)
+    if #w.open > 0 then
+      io.stderr:write("koophone: follow the open tasks up with: ", command(w.open), "\n")
+    end
+  end
+  return w
+end
+
 -- run(o, argv) -> exit status; o: the parsed options (koophone.cli.options), argv: the
 -- command line (for the resume command).
 function _M.run(o, argv)
@@ -115,14 +195,7 @@ function _M.run(o, argv)
   local batch_size = o["batch-size"] or options.by_name["batch-size"].default
   local concurrency, rate = o.concurrency, o.rate
   local wait_seconds = o.wait ~= true and o.wait or nil
-  -- the library's own checks, before anything is read, sent or journaled
   o.retry = { max_attempts = o["max-attempts"], ambiguous_attempts = o["ambiguous-attempts"] }
-  local checked, problem = pcall(require("koophone.retry").new, o.retry)
-  if not checked then option_error(problem) end
-  checked, problem = pcall(require("koophone.bulk").check_options,
-                           { batch_size = batch_size, concurrency = concurrency, rate = rate,
-                             wait = o.wait and { timeout = wait_seconds } or nil })
-  if not checked then option_error(problem) end
 
   local from_stdin = not o.input or o.input == "-"
   local total, to_send
@@ -148,7 +221,9 @@ function _M.run(o, argv)
   local env_endpoint = os.getenv("KOOPHONE_ENDPOINT")
   local endpoint = o.endpoint or (env_endpoint ~= "" and env_endpoint or nil)
   output.check(o)
-  if to_send and not o.yes and progress.is_terminal(0) then confirm(o, to_send, endpoint, credential) end
+  if to_send and not o.yes and progress.is_terminal(0) then
+    confirm(o, to_send, batch_size, endpoint, credential)
+  end
   output.open(o) -- after the confirmation: a run not confirmed leaves an existing file as it was
   local log, log_err = require("koophone.eventlog").open(o.log, o.verbose and io.stderr or nil)
   if not log then fail("cannot open --log: " .. tostring(log_err)) end
@@ -158,9 +233,10 @@ function _M.run(o, argv)
               shard = options.shard_text(shard), journal = o.journal, credential = credential }
   local show = progress.run_printer(koophone.now)
   local tally = reasons.tally(o.strict)
+  local watch = job_watch()
   local report, err = client:unassign_all(token, input, {
     batch_size = batch_size, concurrency = concurrency, rate = rate, shard = shard,
-    journal = o.journal, resume = o.resume or nil, input = identity, keep_results = false,
+    max_bisect_requests = o["max-bisect-requests"], journal = o.journal, resume = o.resume or nil, input = identity, keep_results = false,
     on_progress = function(p)
       p.total = p.total or total
       output.flush()
@@ -168,6 +244,7 @@ function _M.run(o, argv)
     end,
     on_result = function(r)
       tally.add(r)
+      watch.add(r)
       if output_format == "jsonl" then emit(output.result_json(r)) end
     end,
     wait = o.wait and { timeout = wait_seconds, on_poll = progress.wait_printer(koophone.now) } or nil,
@@ -220,6 +297,8 @@ function _M.run(o, argv)
                      .. "not answer for their task)\n"):format(jobs.pending,
                      jobs.timed_out and " (the wait timed out)" or "", jobs.unknown))
   end
+  watch.report(output_format == "summary", function(ids) return task_command(argv, o, ids) end)
+  output.flush()
   if stop then return stop end
   for k, n in pairs(report.counts) do
     if n > 0 and reasons.fails_run(k, o.strict) then return 1 end
