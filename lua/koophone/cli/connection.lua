@@ -92,11 +92,12 @@ function _M.credentials(o)
   return token, kind
 end
 
--- A retry client with the connection options of o (--endpoint, --cafile, --timeout).
-function _M.client(o, batch_size, on_event)
+-- A retry client with the connection options of o (--endpoint, --cafile, --timeout), the retry
+-- policy o.retry, room for batches of --batch-size and on_event (the request log's).
+function _M.client(o, on_event)
   local ok, client = pcall(require("koophone.client").new,
                            { endpoint = o.endpoint, cafile = o.cafile, timeout = o.timeout, retry = o.retry,
-                             max_pairs = math.max(100, batch_size or 100), on_event = on_event })
+                             max_pairs = math.max(100, o["batch-size"]), on_event = on_event })
   if not ok then errors.option_error(client) end
   return client
 end

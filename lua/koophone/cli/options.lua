@@ -1,6 +1,6 @@
 -- koophone.cli.options: every option of the command line, stated once. The one table below makes
 -- the usage text (koophone help), parses argv, and is checked against the README's options table
--- by spec/cli_readme_spec.lua.
+-- by spec/cli_options_table_spec.lua.
 local errors = require "koophone.cli.errors"
 local number_problem = require("koophone.argerror").number_problem
 
@@ -12,7 +12,8 @@ local _M = {}
 -- kind: "flag" (no value), "optional" (--name or --name=VALUE), else the kind of its value:
 --   "string", "integer", "number", "choice" (one of `choices`), "shard" (i/n).
 -- arg: the value's placeholder in the usage. default: what applies without the option, as the
---   usage and the README say it (a number is also the value the CLI uses).
+--   usage and the README say it; a number is the value parse gives the option when it is not
+--   given, so that the CLI passes it to the library rather than rely on the library's own.
 -- range: { min, max } of a number (max math.huge: no upper bound), checked here and only here:
 --   each is within what the library accepts (spec/cli_options_table_spec.lua).
 -- help: the usage's text. task: also an option of `koophone task` (the connection's).
@@ -179,8 +180,8 @@ end
 
 -- parse(argv) -> o: argv[1] the command ("unassign" or "task"); o.command, o.ids (task's ids) and
 -- o[name] for each option given: true for a flag, else its value (converted: a number, a
--- { index, count } shard; --wait alone: true), and o.texts[name] the value as given. Raises a
--- usage error.
+-- { index, count } shard; --wait alone: true), and o.texts[name] the value as given; o[name] is
+-- the default of an option not given whose default is a number. Raises a usage error.
 function _M.parse(argv)
   local o, i = { command = argv[1], ids = {}, texts = {} }, 2
   local given = {} -- text of each option as given, for the conversion after the loop
@@ -217,6 +218,9 @@ function _M.parse(argv)
     by[opt.name] = name
     o[opt.name] = value == true and true or convert(opt, value)
     o.texts[opt.name] = value ~= true and value or nil
+  end
+  for _, opt in ipairs(_M.list) do
+    if o[opt.name] == nil and type(opt.default) == "number" then o[opt.name] = opt.default end
   end
   return o
 end

@@ -67,7 +67,7 @@ end
 -- The requests a run of n pairs in batches of batch_size sends (retries aside), and at most how
 -- many more bisection adds: a refused batch of k pairs is split down to single pairs, 2k - 2
 -- requests at worst (docs/bulk.md), capped by max_bisect for the whole run.
-function _M.estimate(n, batch_size, max_bisect)
+local function estimate(n, batch_size, max_bisect)
   local requests = math.ceil(n / batch_size)
   local bisect = 2 * n - 2 * requests
   return requests, max_bisect and math.min(bisect, max_bisect) or bisect
@@ -76,7 +76,7 @@ end
 -- Before a destructive run from a terminal: what it is about to do, and a "yes" to type.
 local function confirm(o, pairs_to_send, batch_size, endpoint, credential)
   local cap = o["max-bisect-requests"]
-  local requests, bisect = _M.estimate(pairs_to_send, batch_size, cap)
+  local requests, bisect = estimate(pairs_to_send, batch_size, cap)
   io.stderr:write(("koophone: about to unassign %d pairs (after invalid and duplicate rows) at %s "
                    .. "with the %s%s%s.\n"):format(
                    pairs_to_send, endpoint or "the default endpoint", credential,
@@ -192,7 +192,7 @@ function _M.run(o, argv)
   local output_format = o["output-format"] or options.by_name["output-format"].default
   local format = o.format or ((o.input or ""):match("%.jsonl?$") and "jsonl" or "csv")
   if o.resume and not o.journal then usage_error("--resume needs --journal") end
-  local batch_size = o["batch-size"] or options.by_name["batch-size"].default
+  local batch_size = o["batch-size"]
   local concurrency, rate = o.concurrency, o.rate
   local wait_seconds = o.wait ~= true and o.wait or nil
   o.retry = { max_attempts = o["max-attempts"], ambiguous_attempts = o["ambiguous-attempts"] }
@@ -227,7 +227,7 @@ function _M.run(o, argv)
   output.open(o) -- after the confirmation: a run not confirmed leaves an existing file as it was
   local log, log_err = require("koophone.eventlog").open(o.log, o.verbose and io.stderr or nil)
   if not log then fail("cannot open --log: " .. tostring(log_err)) end
-  local client = connection.client(o, batch_size, log.on_event)
+  local client = connection.client(o, log.on_event)
   log:start { endpoint = endpoint, input = o.input or "-",
               format = format, batch_size = batch_size, concurrency = concurrency, rate = rate,
               shard = options.shard_text(shard), journal = o.journal, credential = credential }
