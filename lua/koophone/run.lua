@@ -9,6 +9,7 @@
 -- outcome after, so a resumed run never sends a finished pair again.
 local codes = require("koophone.codes").names
 local classify = require "koophone.classify"
+local applied = require "koophone.applied"
 local bucket = require "koophone.bucket"
 local match_jobs = require("koophone.jobs").match
 local outcomes = require "koophone.outcomes"
@@ -178,10 +179,8 @@ end
 
 function Run:failed(job, err)
   local single = SINGLE[err.code]
-  -- certainly nothing changed: no silent resend (the answer is about this copy only), and no
-  -- earlier copy that may have been applied
-  local _, _, maybe = classify.classify(err)
-  local clean = (err.attempts or 1) == 1 and not (maybe or err.maybe_applied or job.state.maybe_applied)
+  -- certainly nothing changed, by this request or an earlier copy of it (koophone.applied)
+  local clean = applied.clean(err, job.state)
   if not clean then taint(job) end
   if single then
     if #job.items > 1 then
@@ -244,11 +243,7 @@ function Run:answered(job, res, err)
   elseif self.bucket then
     self.bucket:answer(err)
   end
-  if res and res.outcome == "assumed_unassigned" and #job.items > 1 then
-    -- libcurl resent it silently: the first copy may have done the work, or failed for one pair
-    taint(job)
-    self:bisect(job, res.err)
-  elseif res then
+  if res then
     self:succeeded(job, res)
   else
     self:failed(job, err)
