@@ -233,6 +233,8 @@ static int not_found_after_resend(lua_State *L, int decoded, const kp_result *r,
                                   const char *request_id, const kp_secrets *sec,
                                   lua_Integer pairs)
 {
+  size_t len;
+  const char *note;
   if (pairs == 1) {
     push_result(L, decoded, r, request_id, "assumed_unassigned", KP_BINDING_NOT_FOUND, sec);
     kp_push_error(L, e, sec);
@@ -241,9 +243,13 @@ static int not_found_after_resend(lua_State *L, int decoded, const kp_result *r,
   }
   e->maybe_applied = 1;
   push_failure(L, e, sec);
-  /* after the redaction and its cut: the note is ours and must not be cut off */
+  /* redacted on its own (a toy token such as "0" occurs in it), so that the cut of a long
+   * server message cannot cut it off */
   lua_getfield(L, -1, "message");
   lua_pushfstring(L, " (" KP_NOT_PROOF ")", KP_BINDING_NOT_FOUND, (int)pairs);
+  note = lua_tolstring(L, -1, &len);
+  kp_push_redacted(L, note, len, sec);
+  lua_remove(L, -2);
   lua_concat(L, 2);
   lua_setfield(L, -2, "message");
   return 2;
