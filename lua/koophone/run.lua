@@ -188,9 +188,10 @@ function Run:failed(job, err)
       return self:bisect(job, err)
     end
     local item = job.items[1]
-    if single == "not_bound" and item.tainted then
+    if single == "not_bound" then single = applied.not_found(item.tainted, 1) end
+    if single == "assumed_unassigned" then
       local reason = type(item.tainted) == "string" and item.tainted or nil
-      return self:finish(job.items, job.request_id, "assumed_unassigned", err, reason, false)
+      return self:finish(job.items, job.request_id, single, err, reason, false)
     end
     return self:finish(job.items, job.request_id, single, err, nil, clean)
   end
