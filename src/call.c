@@ -254,7 +254,7 @@ static int token_refused(lua_State *L)
   return yes;
 }
 
-/* Field name of the outcome on top, as an integer (0 when absent). */
+/* The integer field `name` of the outcome on top (0 when absent). */
 static lua_Integer integer_field(lua_State *L, const char *name)
 {
   lua_Integer n;

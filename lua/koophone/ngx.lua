@@ -23,6 +23,7 @@ local argerror = require "koophone.argerror"
 local core = require "koophone.core"
 local classify = require "koophone.classify"
 local errors = require "koophone.errors"
+local applied = require "koophone.applied"
 
 local _M = { _VERSION = core._VERSION }
 
@@ -267,7 +268,7 @@ local function call_with_provider(self, method, tp, arg, call_opts)
   if not token then return nil, err end
   local refused = cerr
   res, cerr = call_with_token(self, method, token, arg, opts)
-  require("koophone.applied").renewed(refused, res or cerr)
+  applied.renewed(refused, res or cerr)
   return res, cerr
 end
 
