@@ -16,7 +16,7 @@ static int map(lua_State *L)
   kp_secrets sec;
   sec.n = 0;
   kp_secrets_add(&sec, FZ_TOKEN, sizeof FZ_TOKEN - 1);
-  return kp_map_iam_token(L, &result, FZ_REQUEST_ID, &sec);
+  return kp_map_iam_token(L, &result, FZ_REQUEST_ID, &sec, 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -203,11 +203,16 @@ describe("koophone.ngx.iam_token in nginx, shared by the workers through a lua_s
                 b.iam.dict = "koophone_tokens"
                 local tp = require("koophone.ngx.iam_token").new(b.iam)
                 local events = {}
-                local c = kngx.new { endpoint = os.getenv("KOOPHONE_ENDPOINT"),
-                                     cafile = os.getenv("KOOPHONE_CAFILE"),
-                                     on_event = function(ev) events[#events + 1] = ev end }
+                local opts = { endpoint = os.getenv("KOOPHONE_ENDPOINT"),
+                               cafile = os.getenv("KOOPHONE_CAFILE"),
+                               on_event = function(ev) events[#events + 1] = ev end }
+                opts.retry = b.retry -- then kngx.client: the retry policy around the call
+                local c = (b.retry and kngx.client or kngx.new)(opts)
                 local res, err = c:unassign(tp, b.pairs, { request_id = b.request_id })
-                ngx.say(cjson.encode { outcome = res and res.outcome, attempts = (res or err).attempts,
+                local got = res or err
+                ngx.say(cjson.encode { outcome = res and res.outcome, attempts = got.attempts,
+                                       resends = got.resends, renewed = got.renewed,
+                                       code = err and err.code, maybe_applied = err and err.maybe_applied,
                                        events = events,
                                        kind = err and err.kind, status = err and err.status,
                                        text = err and tostring(err) or "", tp = tostring(tp),
@@ -223,11 +228,11 @@ describe("koophone.ngx.iam_token in nginx, shared by the workers through a lua_s
   setup(function() nginx:start() end)
   teardown(function() nginx:stop() end)
 
-  local function call(list, extra)
+  local function call(list, extra, retry)
     local iam = { endpoint = sim.http_url, domain = "acct", user = "admin", password = PASSWORD,
                   project_id = PROJECT }
     for k, v in pairs(extra or {}) do iam[k] = v end
-    return creds.post(nginx, "/iam/unassign", { iam = iam, pairs = list })
+    return creds.post(nginx, "/iam/unassign", { iam = iam, pairs = list, retry = retry })
   end
 
   -- "call status" of each event of a call, in order
@@ -272,5 +277,22 @@ describe("koophone.ngx.iam_token in nginx, shared by the workers through a lua_s
     assert.equals("auth", wrong.events[1].kind)
     assert_no_slice(PASSWORD, raw .. nginx:error_log())
     assert.equals(9, #sim.log()) -- 8 unassigns + the revoked first try; nothing for the 9th
+  end)
+
+  it("sends a request again after a revoked token as no lost answer: a never-bound pair's 2210 stays one", function()
+    local list = sim.make_pairs(1, "ngxnb")
+    seed({})
+    sim.control("POST", "/_sim/seed", { tenants = { { name = "t1", project_id = PROJECT, domain = "acct",
+      exists = true, instances = { list[1].instance_id } } } }) -- owned, never bound
+    assert.equals("KOOPHONE.API.2210", call(list, nil, {}).code) -- the token is fetched and shared
+    sim.control("POST", "/_sim/iam/revoke")
+    local body, raw = call(list, nil, { max_attempts = 3 })
+    assert.is_nil(body.outcome, raw)
+    assert.equals("KOOPHONE.API.2210", body.code)
+    assert.equals(2, body.attempts)
+    assert.equals(0, body.resends)
+    assert.is_true(body.renewed)
+    assert.is_false(body.maybe_applied)
+    assert.is_nil(body.text:find("may have been applied", 1, true))
   end)
 end)

@@ -2,6 +2,7 @@
 -- stop rules, the budget, what a failed call says, and the koophone.client object itself.
 local koophone = require "koophone"
 local classify = require("koophone.classify").classify
+local applied = require "koophone.applied"
 local retry = require "koophone.retry"
 
 local function E(t) return setmetatable(t, koophone.Error) end
@@ -14,7 +15,7 @@ end
 
 describe("classification", function()
   local cases = {
-    -- err, class, why, maybe_applied
+    -- err, class, why, maybe_applied (koophone.applied's verdict on that one copy)
     { { kind = "network", code = "CURLE_COULDNT_RESOLVE_HOST", sent = false }, "safe", "not_sent", false },
     { { kind = "network", code = "CURLE_COULDNT_CONNECT", sent = false }, "safe", "not_sent", false },
     { { kind = "timeout", code = "CURLE_OPERATION_TIMEDOUT", sent = false }, "safe", "not_sent", false },
@@ -57,15 +58,15 @@ describe("classification", function()
   for _, c in ipairs(cases) do
     local e = c[1]
     it(("%s %s %s -> %s"):format(e.kind, tostring(e.status), e.code, c[2]), function()
-      local class, why, maybe_applied = classify(E(e))
+      local class, why = classify(E(e))
       assert.equals(c[2], class)
       assert.equals(c[3], why)
-      assert.equals(c[4], maybe_applied)
+      assert.equals(c[4], (applied.attempt(E(e))))
     end)
   end
 
   it("tells the caller to get a new token on 401 APIGW.0301", function()
-    local _, _, _, note = classify(E { kind = "api", status = 401, code = "APIGW.0301", sent = true })
+    local _, _, note = classify(E { kind = "api", status = 401, code = "APIGW.0301", sent = true })
     assert.matches("get a new IAM token", note, 1, true)
   end)
 end)
@@ -138,7 +139,7 @@ describe("decide", function()
     local p = policy { max_attempts = 3, ambiguous_attempts = 5 }
     local s = p:new_state()
     local e = unavailable()
-    e.attempts = 2
+    e.attempts, e.resends = 2, 1
     assert.is_true((p:decide(e, 2, s)))
     assert.is_false((p:decide(unavailable(), 3, s)))
   end)
@@ -163,7 +164,7 @@ describe("decide", function()
     local p = policy { ambiguous_attempts = 1 }
     local s = p:new_state()
     local e = unavailable()
-    e.attempts = 2
+    e.attempts, e.resends = 2, 1
     local again, _, why = p:decide(e, 2, s)
     assert.is_false(again)
     assert.equals("ambiguous", why)
@@ -268,7 +269,7 @@ describe("finish", function()
 
   it("turns a 2210 after an ambiguous failure into assumed_unassigned with that failure attached", function()
     local p = policy { ambiguous_attempts = 1 }
-    local s = p:new_state()
+    local s = p:new_state(1)
     local first = err { kind = "network", code = "CURLE_GOT_NOTHING", sent = true }
     assert.is_true((p:decide(first, 1, s)))
     local e2210 = err { kind = "api", status = 400, code = "KOOPHONE.API.2210", sent = true }

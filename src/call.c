@@ -202,7 +202,7 @@ const char *kp_call_arm(kp_call *call, kp_conn *k)
 int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r)
 {
   kp_hook *h = call->c->lent != NULL ? call->c->lent : &call->c->hook;
-  int results = call->type->map(L, r, call->req.request_id, &call->secrets);
+  int results = call->type->map(L, r, call->req.request_id, &call->secrets, call->pairs);
   if (results == 1 && call->task_arg != 0) { /* GetTask's data has no task_id: the one asked for */
     lua_pushvalue(L, call->task_arg);
     lua_setfield(L, -2, "task_id");
@@ -254,27 +254,46 @@ static int token_refused(lua_State *L)
   return yes;
 }
 
+/* The integer field `name` of the outcome on top (0 when absent). */
+static lua_Integer integer_field(lua_State *L, const char *name)
+{
+  lua_Integer n;
+  lua_getfield(L, -1, name);
+  n = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return n;
+}
+
+/* outcome.name += n, on the outcome on top */
+static void add_to_field(lua_State *L, const char *name, lua_Integer n)
+{
+  lua_pushinteger(L, integer_field(L, name) + n);
+  lua_setfield(L, -2, name);
+}
+
 int kp_call_perform(lua_State *L, kp_call *call)
 {
-  lua_Integer before;
+  lua_Integer attempts, resends;
   int results;
   if (kp_call_credentials(L, call) != 0)
     return 2;
   results = perform_once(L, call);
   if (call->provider == 0 || results != 2 || !token_refused(L))
     return results;
-  /* once: invalidate, a new token, the same request (same x-request-id) */
-  lua_getfield(L, -1, "attempts");
-  before = lua_tointeger(L, -1);
-  lua_pop(L, 3);
+  /* once: invalidate, a new token, the same request (same x-request-id). The refused copy
+   * counts as a request sent, never as a resend after a lost answer: the gateway answered it
+   * before the service saw it, so nothing was applied (koophone.applied reads these facts). */
+  attempts = integer_field(L, "attempts");
+  resends = integer_field(L, "resends");
+  lua_pop(L, 2);
   call_provider(L, call, "invalidate", 0);
   if (kp_call_credentials(L, call) != 0)
     return 2;
   results = perform_once(L, call);
-  lua_getfield(L, -1, "attempts"); /* res or err: both count the two requests */
-  lua_pushinteger(L, before + lua_tointeger(L, -1));
-  lua_setfield(L, -3, "attempts");
-  lua_pop(L, 1);
+  add_to_field(L, "attempts", attempts);
+  add_to_field(L, "resends", resends);
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "renewed");
   return results;
 }
 

@@ -86,7 +86,7 @@ const char *kp_curl_code_kind(CURLcode code)
 
 void kp_push_error(lua_State *L, const kp_error *e, const kp_secrets *sec)
 {
-  lua_createtable(L, 0, 9);
+  lua_createtable(L, 0, 11);
   lua_pushstring(L, e->kind);
   lua_setfield(L, -2, "kind");
   if (e->status > 0) {
@@ -107,6 +107,12 @@ void kp_push_error(lua_State *L, const kp_error *e, const kp_secrets *sec)
   lua_setfield(L, -2, "sent");
   lua_pushinteger(L, e->attempts);
   lua_setfield(L, -2, "attempts");
+  lua_pushinteger(L, e->resends);
+  lua_setfield(L, -2, "resends");
+  if (e->maybe_applied) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "maybe_applied");
+  }
   luaL_getmetatable(L, KP_ERROR_MT);
   lua_setmetatable(L, -2);
 }

@@ -115,9 +115,12 @@ typedef struct kp_error {
   const char *request_id;
   curl_off_t retry_after;
   int sent, attempts;
+  int resends;       /* of the attempts, copies libcurl sent again after an unanswered one */
+  int maybe_applied; /* set only where the core itself knows it (err.maybe_applied) */
 } kp_error;
 
-/* Pushes an error table; code and message go through kp_push_redacted. */
+/* Pushes an error table; code and message go through kp_push_redacted. The facts of what was
+ * sent (sent, attempts, resends) are what koophone.applied, the Lua rule, reads. */
 void kp_push_error(lua_State *L, const kp_error *e, const kp_secrets *sec);
 const char *kp_curl_code_name(CURLcode code);
 const char *kp_curl_code_kind(CURLcode code);
@@ -302,18 +305,19 @@ void kp_conn_release_response(kp_conn *k); /* after the result is in Lua */
 void kp_conn_perform(kp_conn *k, kp_result *r);
 
 /* ---- response.c: the answer as a Lua result or error ---- */
-/* Maps an unassign answer: pushes res, or nil and err, and returns how many.
- * The body is decoded as received; only its free text is redacted. */
+/* Maps an unassign answer of a request of `pairs` pairs: pushes res, or nil and err, and
+ * returns how many. The body is decoded as received; only its free text is redacted. */
 int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
-                    const kp_secrets *sec);
+                    const kp_secrets *sec, lua_Integer pairs);
 /* Maps a GetTask answer: pushes task ({ request_id, status, jobs = { { job_id, status,
  * state, error_code, error_msg, execute_msg } } }), or nil and err, and returns how many. */
-int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const kp_secrets *sec);
+int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const kp_secrets *sec,
+                lua_Integer pairs);
 
 /* Maps IAM's answer to a token request: res { token, expires_at (text), status,
  * attempts } or nil, err of kind "auth". */
 int kp_map_iam_token(lua_State *L, const kp_result *r, const char *request_id,
-                     const kp_secrets *sec);
+                     const kp_secrets *sec, lua_Integer pairs);
 
 /* ---- event.c: on_event, one event per HTTP exchange (docs/events.md) ---- */
 typedef struct kp_hook {
@@ -349,9 +353,10 @@ typedef struct kp_client {
                      * call (kp_call_credentials): that client's hook, which gets its events */
 } kp_client;
 
-/* A call of the API: its method, its path and the mapping of its answer. */
+/* A call of the API: its method, its path and the mapping of its answer (pairs: of the
+ * request, 0 for a call without pairs). */
 typedef int (*kp_map_fn)(lua_State *L, const kp_result *r, const char *request_id,
-                         const kp_secrets *sec);
+                         const kp_secrets *sec, lua_Integer pairs);
 typedef struct kp_call_type {
   const char *name; /* ev.call */
   const char *method, *path;
@@ -400,7 +405,9 @@ int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r);
 /* The sequence of one request on the client's own handle: credentials, interruption check,
  * send-time step, perform, map; with a token provider, a 401 APIGW.0301 or APIGW.0307 (the
  * gateway refused the token before the service saw the request) invalidates it and sends
- * the same request once more with a new token. */
+ * the same request once more with a new token: the outcome then counts both copies in
+ * attempts (and resends), and has renewed = true, the fact that the first copy was refused
+ * before anything could be applied (not a resend after a lost answer). */
 int kp_call_perform(lua_State *L, kp_call *call);
 /* unassign(token, pairs [, opts]) with argument #1 at base. */
 int kp_unassign(lua_State *L, kp_client *c, const char *fname, int base);

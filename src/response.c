@@ -17,6 +17,10 @@
 #include "kp.h"
 
 #define KP_BINDING_NOT_FOUND "KOOPHONE.API.2210"
+/* The words of koophone.applied.not_proof (lua/koophone/applied.lua): %s the code, %d the pairs */
+#define KP_NOT_PROOF                                                                              \
+  "%s after a copy that may have been applied is no proof for a request of %d pairs: any of "     \
+  "them may have been unassigned; check the bindings before sending it again"
 
 static int is_absent(lua_State *L, int idx)
 {
@@ -82,7 +86,7 @@ static void push_result(lua_State *L, int decoded, const kp_result *r, const cha
   size_t len;
   const char *msg;
   int res, data;
-  lua_createtable(L, 0, 9);
+  lua_createtable(L, 0, 10);
   res = lua_gettop(L);
   lua_getfield(L, decoded, "data");
   data = lua_gettop(L);
@@ -112,6 +116,8 @@ static void push_result(lua_State *L, int decoded, const kp_result *r, const cha
   lua_setfield(L, res, "status");
   lua_pushinteger(L, r->attempts);
   lua_setfield(L, res, "attempts");
+  lua_pushinteger(L, r->attempts - 1);
+  lua_setfield(L, res, "resends");
 }
 
 static int push_failure(lua_State *L, kp_error *e, const kp_secrets *sec)
@@ -143,6 +149,7 @@ static int transfer_problem(kp_error *e, const kp_result *r, const char *request
   e->retry_after = r->retry_after;
   e->sent = r->sent;
   e->attempts = r->attempts;
+  e->resends = r->attempts - 1;
   e->kind = "decode";
   if (r->too_large || r->out_of_memory) {
     e->code = r->too_large ? "BODY_TOO_LARGE" : "OUT_OF_MEMORY";
@@ -217,8 +224,39 @@ static int answer_failure(lua_State *L, kp_error e, const kp_result *r, int deco
   return push_failure(L, &e, sec);
 }
 
+/* A 2210 answered to libcurl's silent resend (the copy before it went unanswered and may have
+ * been applied). This is koophone.applied's rule (lua/koophone/applied.lua) for the one case
+ * the core's own one-request API meets: a request of one pair was done by that copy
+ * (assumed_unassigned, the 2210 in res.err); for more pairs the 2210 may concern only one of
+ * them, so it proves nothing: nil, err with maybe_applied and the message saying so. */
+static int not_found_after_resend(lua_State *L, int decoded, const kp_result *r, kp_error *e,
+                                  const char *request_id, const kp_secrets *sec,
+                                  lua_Integer pairs)
+{
+  size_t len;
+  const char *note;
+  if (pairs == 1) {
+    push_result(L, decoded, r, request_id, "assumed_unassigned", KP_BINDING_NOT_FOUND, sec);
+    kp_push_error(L, e, sec);
+    lua_setfield(L, -2, "err");
+    return 1;
+  }
+  e->maybe_applied = 1;
+  push_failure(L, e, sec);
+  /* redacted on its own (a toy token such as "0" occurs in it), so that the cut of a long
+   * server message cannot cut it off */
+  lua_getfield(L, -1, "message");
+  lua_pushfstring(L, " (" KP_NOT_PROOF ")", KP_BINDING_NOT_FOUND, (int)pairs);
+  note = lua_tolstring(L, -1, &len);
+  kp_push_redacted(L, note, len, sec);
+  lua_remove(L, -2);
+  lua_concat(L, 2);
+  lua_setfield(L, -2, "message");
+  return 2;
+}
+
 int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
-                    const kp_secrets *sec)
+                    const kp_secrets *sec, lua_Integer pairs)
 {
   kp_error e;
   int decoded, ok_status = r->status >= 200 && r->status < 300;
@@ -226,13 +264,8 @@ int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
     return 2;
   decoded = push_decoded(L, r);
   if (api_error(L, decoded, &e)) {
-    if (r->attempts > 1 && strcmp(e.code, KP_BINDING_NOT_FOUND) == 0) {
-      /* The first copy, sent before libcurl's silent resend, did the work. */
-      push_result(L, decoded, r, request_id, "assumed_unassigned", KP_BINDING_NOT_FOUND, sec);
-      kp_push_error(L, &e, sec);
-      lua_setfield(L, -2, "err");
-      return 1;
-    }
+    if (e.resends > 0 && strcmp(e.code, KP_BINDING_NOT_FOUND) == 0)
+      return not_found_after_resend(L, decoded, r, &e, request_id, sec, pairs);
     return push_failure(L, &e, sec);
   }
   if (lua_type(L, -2) == LUA_TSTRING) { /* error_code "0" */
@@ -306,10 +339,12 @@ static int complete_jobs(lua_State *L, int jobs, const kp_secrets *sec)
   return 1;
 }
 
-int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const kp_secrets *sec)
+int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const kp_secrets *sec,
+                lua_Integer pairs)
 {
   kp_error e;
   int decoded, jobs;
+  (void)pairs;
   if (transfer_failure(L, &e, r, request_id, sec))
     return 2;
   decoded = push_decoded(L, r);
@@ -339,12 +374,13 @@ int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const 
  * kind "auth" saying what failed (the token is a secret of the caller's call:
  * sec holds the password). */
 int kp_map_iam_token(lua_State *L, const kp_result *r, const char *request_id,
-                     const kp_secrets *sec)
+                     const kp_secrets *sec, lua_Integer pairs)
 {
   kp_error e;
   const char *what = NULL, *detail = "";
   size_t detail_len = 0;
   int decoded = 0;
+  (void)pairs;
   if (transfer_problem(&e, r, request_id)) { /* its code, its message as the detail */
     e.status = 0;
     what = "cannot get a token from IAM";

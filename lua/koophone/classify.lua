@@ -5,8 +5,8 @@
 --   safe       the request certainly did not take effect: sending it again cannot double it;
 --   ambiguous  it may have taken effect: send it again only when the policy allows it;
 --   final      the server decided, or sending it again cannot help: never retried.
--- The rows are tried in order; the first that matches decides. `maybe_applied` says whether the
--- bindings may be gone although the call failed.
+-- The rows are tried in order; the first that matches decides. Whether the bindings may be gone
+-- although the call failed is koophone.applied's to say (from the reason and the copies sent).
 local codes = require("koophone.codes").names
 
 local _M = {}
@@ -29,37 +29,37 @@ function _M.token_refused(e)
 end
 
 local rules = {
-  -- class, why, maybe_applied, test, note (said in err.message when the call fails with it)
+  -- class, why, test, note (said in err.message when the call fails with it)
   -- not sent: SIGINT, SIGTERM or koophone.interrupt() came first (a retry would stop the same way)
-  { "final", "interrupted", false, function(e) return e.kind == "interrupted" end },
+  { "final", "interrupted", function(e) return e.kind == "interrupted" end },
   -- not sent: the client's own rate would have made it wait more than rate.max_wait (a retry
   -- would only wait in line again)
-  { "final", "rate_limited", false, function(e) return e.kind == "rate" end },
+  { "final", "rate_limited", function(e) return e.kind == "rate" end },
   -- DNS, connect, TLS handshake; an HTTP status proves the request arrived, whatever `sent` says
-  { "safe", "not_sent", false, function(e) return e.sent == false and e.status == nil end },
-  { "safe", "throttled", false, _M.throttled },
-  { "safe", "unavailable", false,
+  { "safe", "not_sent", function(e) return e.sent == false and e.status == nil end },
+  { "safe", "throttled", _M.throttled },
+  { "safe", "unavailable",
     function(e) return e.status == 503 or e.code == codes.GW_IAM_UNAVAILABLE end },
-  { "safe", "backend_not_reached", false, backend_not_reached },
+  { "safe", "backend_not_reached", backend_not_reached },
   -- sent, then no complete answer: timeout, reset, empty reply, truncated body
-  { "ambiguous", "no_answer", true,
+  { "ambiguous", "no_answer",
     function(e) return e.kind == "network" or e.kind == "timeout" or e.kind == "tls" end },
   -- 500 KOOPHONE.API.9999, 502/504 from a gateway, any other 5xx
-  { "ambiguous", "server_error", true,
+  { "ambiguous", "server_error",
     function(e) return e.code == codes.INTERNAL_ERROR or (e.status or 0) >= 500 end },
-  { "final", "token", false,
+  { "final", "token",
     function(e) return e.code == codes.GW_TOKEN_INVALID or e.code == codes.GW_TOKEN_RENEW end,
     "the token is invalid or expired: get a new IAM token" },
   -- a 2xx whose body cannot be read: the server probably did the work
-  { "final", "bad_response", true, function(e) return e.kind == "decode" end },
+  { "final", "bad_response", function(e) return e.kind == "decode" end },
   -- 1000, 1001, 0000, 1012, 2210, 403, every other 4xx and API error
-  { "final", "rejected", false, function() return true end },
+  { "final", "rejected", function() return true end },
 }
 
--- classify(err) -> class, why, maybe_applied, note
+-- classify(err) -> class, why, note
 function _M.classify(err)
   for _, r in ipairs(rules) do
-    if r[4](err) then return r[1], r[2], r[3], r[5] end
+    if r[3](err) then return r[1], r[2], r[4] end
   end
 end
 

@@ -21,7 +21,8 @@
 --   client.policy   the koophone.retry policy: policy:new_state(), policy:decide(err, attempt, state)
 --                   -> again, delay, why (calls on_retry when again), policy:finish(res, err,
 --                   attempt, state) -> res or nil, err (turns a 2210 after an ambiguous failure
---                   into outcome "assumed_unassigned" and annotates err); see retry.lua
+--                   into outcome "assumed_unassigned" for one pair, "may have been applied" for
+--                   more: koophone.applied; and annotates err); see retry.lua
 --   client.sleep    the policy's sleep(seconds) (koophone.sleep unless retry.sleep was given)
 --   client.bucket   the koophone.bucket of option `rate` (nil without one); unassign_all's runs
 --                   use it when they have no rate of their own
@@ -32,6 +33,7 @@ local retry = require "koophone.retry"
 local bucket = require "koophone.bucket"
 local shared_dict = require "koophone.shared_dict"
 local classify = require "koophone.classify"
+local errors = require "koophone.errors"
 local unconfirmed = require("koophone.jobs").unconfirmed
 
 local _M = {}
@@ -79,11 +81,11 @@ end
 
 -- The error of an attempt the rate would have made wait longer than max_wait: not sent.
 local function rate_refusal(wait, call)
-  return setmetatable({
+  return errors.new {
     kind = "rate", code = "RATE_LIMITED", sent = false, attempts = 0, retry_after = wait,
     message = ("not sent: its turn at the client's rate was %.3g s away, more than rate.max_wait"):format(wait),
     request_id = type(call) == "table" and call.request_id or nil,
-  }, core.Error)
+  }
 end
 
 -- wrap(transport, opts, default_sleep, fname): the policy (opts.retry) and the rate (opts.rate)
@@ -146,7 +148,7 @@ end
 
 -- After a failed first attempt: the policy decides; `call` carries the call's request id.
 local function retry_failed_call(self, token, list, call, err)
-  local policy, state, attempt = self.policy, self.policy:new_state(), err.attempts
+  local policy, state, attempt = self.policy, self.policy:new_state(#list), err.attempts
   while true do
     local again, delay = policy:decide(err, attempt, state)
     if not again then return policy:finish(nil, err, attempt, state) end

@@ -10,6 +10,7 @@
 -- The password and the token never appear in an error, a log line or tostring(tp).
 local argerror = require "koophone.argerror"
 local core = require "koophone.core"
+local errors = require "koophone.errors"
 
 local _M = {}
 
@@ -59,8 +60,8 @@ end
 -- An error of kind "auth" (nothing was sent to the API); koophone.ngx.iam_token makes its own
 -- with it.
 function _M.auth_error(message, status, attempts)
-  return setmetatable({ kind = "auth", code = "IAM_FAILED", status = status, message = message,
-                        sent = false, attempts = attempts or 0 }, core.Error)
+  return errors.new { kind = "auth", code = "IAM_FAILED", status = status, message = message,
+                      sent = false, attempts = attempts or 0 }
 end
 
 -- new(opts [, on_event]): on_event, for the provider's own client, is given only by other koophone

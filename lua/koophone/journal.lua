@@ -50,7 +50,7 @@ Journal.__index = Journal
 local FINAL, MAYBE_APPLIED = outcomes.final, outcomes.maybe_applied
 
 local function failure(code, message)
-  return setmetatable({ kind = "journal", code = code, message = message }, core.Error)
+  return require("koophone.errors").new { kind = "journal", code = code, message = message }
 end
 
 -- A failure of a file operation (its message is core.jfile's) as a koophone.Error.

@@ -22,6 +22,8 @@
 local argerror = require "koophone.argerror"
 local core = require "koophone.core"
 local classify = require "koophone.classify"
+local errors = require "koophone.errors"
+local applied = require "koophone.applied"
 
 local _M = { _VERSION = core._VERSION }
 
@@ -89,12 +91,12 @@ local not_started = {
 local IN_FLIGHT_FULL = "max_in_flight calls of this client in progress"
 
 local function not_started_error(message, call_opts)
-  return setmetatable({
+  return errors.new {
     kind = "network", code = "WORKER_THREAD_UNAVAILABLE",
     message = "the call was not started: " .. message,
     request_id = type(call_opts) == "table" and call_opts.request_id or nil,
     sent = false, attempts = 0,
-  }, core.Error)
+  }
 end
 
 -- Refusals are logged at most once a second per worker, with their count since the last line
@@ -264,10 +266,9 @@ local function call_with_provider(self, method, tp, arg, call_opts)
   tp:invalidate(token)
   token, err = tp:token(on_events)
   if not token then return nil, err end
-  local before = cerr.attempts or 1
+  local refused = cerr
   res, cerr = call_with_token(self, method, token, arg, opts)
-  local out = res or cerr
-  out.attempts = before + (out.attempts or 0)
+  applied.renewed(refused, res or cerr)
   return res, cerr
 end
 
@@ -304,8 +305,8 @@ function call_with_token(self, method, token, arg, call_opts)
     return nil, not_started_error(done, call_opts)
   end
   if not done then error(res, 2) end
-  if res == nil then return nil, setmetatable(err, core.Error) end
-  if type(res.err) == "table" then setmetatable(res.err, core.Error) end
+  if res == nil then return nil, errors.new(err) end
+  if type(res.err) == "table" then errors.new(res.err) end
   return res
 end
 

@@ -9,7 +9,8 @@
 --   ... when not again, or on success:
 --   return policy:finish(res, err, attempt, state)
 -- state.maybe_applied (read it, do not set it) is true once an attempt of the call may have been
--- applied, libcurl's silent resends included.
+-- applied, as koophone.applied (the one rule) says: libcurl's silent resends included, never
+-- the copy sent again after the gateway refused a token.
 -- An attempt the transport refused before sending (err.attempts == 0, e.g. koophone.ngx's
 -- WORKER_THREAD_UNAVAILABLE) is no request: it does not add to `attempt`, but it counts against
 -- max_attempts (state.not_started) and never against ambiguous_attempts.
@@ -17,6 +18,7 @@ local argerror = require "koophone.argerror"
 local budget = require "koophone.budget"
 local shared_dict = require "koophone.shared_dict"
 local classify = require("koophone.classify").classify
+local applied = require "koophone.applied"
 local BINDING_NOT_FOUND = require("koophone.codes").names.BINDING_NOT_FOUND
 
 local _M = {}
@@ -93,9 +95,9 @@ function _M.new(opts, default_sleep, fname)
   return p
 end
 
--- State of one call: what its attempts so far did.
-function Policy:new_state()
-  return { retries = 0, ambiguous_retries = 0, not_started = 0, maybe_applied = false }
+-- State of one call of `pairs` pairs (nil: unknown): what its attempts so far did.
+function Policy:new_state(pairs)
+  return { retries = 0, ambiguous_retries = 0, not_started = 0, maybe_applied = false, pairs = pairs }
 end
 
 -- Seconds to wait before retry number n (1 = the first retry) after err. Retry-After is a
@@ -124,19 +126,17 @@ end
 -- them). `why` is the classification reason when again, else why the retries stop:
 -- "final", "max_attempts", "ambiguous" (ambiguous_attempts used up) or "budget".
 function Policy:decide(err, attempt, state)
-  local class, why, maybe_applied, note = classify(err)
+  local class, why, note = classify(err)
   state.class, state.note = class, note
-  local sent = err.attempts or 1
-  if sent == 0 then
+  if (err.attempts or 1) == 0 then
     -- refused before sending: a try against max_attempts, and the ambiguous retry that the
     -- previous decision counted for it (when there was one) was not spent
     state.not_started = state.not_started + 1
     if state.maybe_applied then state.ambiguous_retries = state.ambiguous_retries - 1 end
   end
   -- libcurl's silent resend was a retry after an ambiguous failure (see transport.c)
-  local resends = math.max(sent - 1, 0)
-  state.ambiguous_retries = state.ambiguous_retries + resends
-  if maybe_applied or resends > 0 then
+  state.ambiguous_retries = state.ambiguous_retries + applied.resent(err)
+  if applied.attempt(err) then
     state.maybe_applied = true
     state.ambiguous_err = state.ambiguous_err or err
   end
@@ -165,11 +165,11 @@ function Policy:announce(attempt, delay, err, class, why)
   end
 end
 
-local function add_notes(err, attempt, state)
+-- The notes of a failed call in its message: the classification's, `maybe` (what may have been
+-- applied), why the retries stopped.
+local function add_notes(err, attempt, state, maybe)
   local notes = { state.note }
-  if state.maybe_applied then
-    notes[#notes + 1] = "the request may have been applied: check the bindings before sending it again"
-  end
+  if maybe then notes[#notes + 1] = maybe end
   if state.stopped == "budget" then
     notes[#notes + 1] = "not retried: the client's retry budget is empty"
   elseif state.stopped == "max_attempts" and attempt + state.not_started > 1 then
@@ -181,21 +181,30 @@ local function add_notes(err, attempt, state)
 end
 
 -- finish(res, err, attempt, state) -> res or nil, err: what the call returns. A 2210 after an
--- attempt that may have been applied means that attempt did the work: assumed_unassigned.
+-- attempt that may have been applied is what koophone.applied.not_found says: for one pair,
+-- that attempt did the work (assumed_unassigned); for several, no proof (an error, maybe_applied).
 function Policy:finish(res, err, attempt, state)
   if res then
     if self.budget then self.budget:deposit() end
     res.attempts = attempt
     return res
   end
-  if state.maybe_applied and err.code == BINDING_NOT_FOUND then
-    return { outcome = "assumed_unassigned", jobs = {}, request_id = err.request_id,
-             status = err.status, error_code = err.code, error_msg = err.message,
-             attempts = attempt, err = state.ambiguous_err }
+  local maybe = state.maybe_applied and applied.NOTE or nil
+  if err.maybe_applied then
+    maybe = nil -- the core's own message says it already (src/response.c)
+  elseif err.code == BINDING_NOT_FOUND then
+    local outcome = applied.not_found(state.maybe_applied, state.pairs)
+    if outcome == "assumed_unassigned" then
+      return { outcome = outcome, jobs = {}, request_id = err.request_id,
+               status = err.status, error_code = err.code, error_msg = err.message,
+               attempts = attempt, err = state.ambiguous_err }
+    elseif outcome == "unconfirmed" then
+      maybe = applied.not_proof(err.code, state.pairs)
+    end
   end
   err.attempts, err.class = attempt, state.class
   err.maybe_applied, err.retry_stopped = state.maybe_applied, state.stopped
-  add_notes(err, attempt, state)
+  add_notes(err, attempt, state, maybe)
   return nil, err
 end
 

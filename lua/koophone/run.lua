@@ -11,6 +11,7 @@
 local codes_module = require "koophone.codes"
 local codes = codes_module.names
 local classify = require "koophone.classify"
+local applied = require "koophone.applied"
 local bucket = require "koophone.bucket"
 local match_jobs = require("koophone.jobs").match
 local outcomes = require "koophone.outcomes"
@@ -321,10 +322,8 @@ end
 
 function Run:failed(job, err)
   local single = SINGLE[err.code]
-  -- certainly nothing changed: no silent resend (the answer is about this copy only), and no
-  -- earlier copy that may have been applied
-  local _, _, maybe = classify.classify(err)
-  local clean = (err.attempts or 1) == 1 and not (maybe or err.maybe_applied or job.state.maybe_applied)
+  -- certainly nothing changed, by this request or an earlier copy of it (koophone.applied)
+  local clean = applied.clean(err, job.state)
   if not clean then taint(job) end
   if single then
     if #job.items > 1 then
@@ -332,9 +331,10 @@ function Run:failed(job, err)
       return self:refused(job, err)
     end
     local item, tree = job.items[1], job.tree
-    if single == "not_bound" and item.tainted then
+    if single == "not_bound" then single = applied.not_found(item.tainted, 1) end
+    if single == "assumed_unassigned" then
       local reason = type(item.tainted) == "string" and item.tainted or nil
-      self:finish(job.items, job.request_id, "assumed_unassigned", err, reason, false)
+      self:finish(job.items, job.request_id, single, err, reason, false)
       if tree then self:mixed(tree) end
       return
     end
@@ -397,11 +397,7 @@ function Run:answered(job, res, err)
   elseif self.bucket then
     self.bucket:answer(err)
   end
-  if res and res.outcome == "assumed_unassigned" and #job.items > 1 then
-    -- libcurl resent it silently: the first copy may have done the work, or failed for one pair
-    taint(job)
-    self:bisect(job, res.err)
-  elseif res then
+  if res then
     self:succeeded(job, res)
   else
     self:failed(job, err)

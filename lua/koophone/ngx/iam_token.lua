@@ -9,7 +9,7 @@
 -- The dict holds "<expires_at> <token>" under a key made of endpoint, domain, user and project,
 -- and "<key>:lock", added with a ttl: the worker that adds it fetches; a worker that dies while
 -- fetching frees it when the ttl ends. The token and the password never reach a log line.
-local core = require "koophone.core"
+local errors = require "koophone.errors"
 local iam_token = require "koophone.iam_token"
 local argerror = require "koophone.argerror"
 
@@ -80,7 +80,7 @@ local function fetch(self, want_events)
   if not (ok and done) then
     return nil, iam_token.auth_error("cannot run the IAM token request: " .. tostring(ok and token or done))
   end
-  if not token then return nil, setmetatable(expires_at, core.Error), events end
+  if not token then return nil, errors.new(expires_at), events end
   self.dict:set(self.key, ("%d %s"):format(expires_at, token), math.max(1, expires_at - ngx.time()))
   return token, expires_at, events
 end
