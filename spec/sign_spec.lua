@@ -297,13 +297,13 @@ describe("koophone.aksk", function()
     assert.is_true(cred.temporary)
     assert.is_nil(cred.sk)
     assert.is_nil(cred.security_token)
-    assert.is_false(koophone.aksk({ ak = "A", sk = SK }).temporary)
+    assert.is_false(koophone.aksk({ ak = "A", sk = SK, project_id = "p" }).temporary)
   end)
 
   it("tostring shows at most 4 characters of the AK and of the project, nothing of the secrets", function()
     local s = tostring(koophone.aksk { ak = "ABCDEFGH", sk = SK, project_id = PROJECT, security_token = TOKEN })
     assert.equal("koophone.aksk (AK ABCD\226\128\166, project 0123\226\128\166, temporary)", s)
-    assert.equal("koophone.aksk (AK AB)", tostring(koophone.aksk { ak = "AB", sk = SK }))
+    assert.equal("koophone.aksk (AK AB, project p)", tostring(koophone.aksk { ak = "AB", sk = SK, project_id = "p" }))
     for _, secret in ipairs({ SK, TOKEN }) do
       for i = 1, #secret - 3 do assert.is_nil(s:find(secret:sub(i, i + 3), 1, true)) end
     end
@@ -311,7 +311,7 @@ describe("koophone.aksk", function()
   end)
 
   it("close zeroes the secrets: the object says closed and cannot be used", function()
-    local cred = koophone.aksk { ak = "ABCDEFGH", sk = SK }
+    local cred = koophone.aksk { ak = "ABCDEFGH", sk = SK, project_id = PROJECT }
     cred:close()
     cred:close()
     assert.equal("koophone.aksk (closed)", tostring(cred))
@@ -324,20 +324,30 @@ describe("koophone.aksk", function()
     raises("koophone.aksk: bad argument #1 (opts.sk): expected a non-empty string, got an empty one",
            koophone.aksk, { ak = "A", sk = "" })
     raises("(opts.project_id): expected a non-empty string, got number", koophone.aksk, { ak = "A", sk = SK, project_id = 1 })
-    raises("koophone.aksk: bad argument #1 (opts): unknown option 'secret'", koophone.aksk, { ak = "A", sk = SK, secret = 1 })
+    raises("koophone.aksk: bad argument #1 (opts): unknown option 'secret'",
+           koophone.aksk, { ak = "A", sk = SK, project_id = "p", secret = 1 })
     raises("koophone.aksk: bad argument #1 (opts): expected a table or nothing, got string", koophone.aksk, "AK")
+  end)
+
+  -- KooPhone is project-level: its gateway refuses AK/SK requests without X-Project-Id
+  it("raises before anything is sent when the project id is missing or empty", function()
+    local note = " (KooPhone is a project-level API: every request carries X-Project-Id)"
+    raises("koophone.aksk: bad argument #1 (opts.project_id): expected a non-empty string, got nil" .. note,
+           koophone.aksk, { ak = "A", sk = SK })
+    raises("koophone.aksk: bad argument #1 (opts.project_id): expected a non-empty string, got an empty one" .. note,
+           koophone.aksk, { ak = "A", sk = SK, project_id = "" })
   end)
 
   it("rejects CR, LF and NUL in every field (each becomes a header)", function()
     for _, field in ipairs({ "ak", "sk", "project_id", "security_token" }) do
       for _, bad in ipairs({ "a\rb", "a\nb", "a\0b" }) do
-        local o = { ak = "A", sk = SK }
+        local o = { ak = "A", sk = SK, project_id = "p" }
         o[field] = bad
         local msg = raises("(opts." .. field .. "): contains CR, LF or NUL", koophone.aksk, o)
         assert.is_nil(msg:find(bad, 1, true))
       end
     end
-    raises("(opts.ak): only printable ASCII without spaces or commas", koophone.aksk, { ak = "A B", sk = SK })
+    raises("(opts.ak): only printable ASCII without spaces or commas", koophone.aksk, { ak = "A B", sk = SK, project_id = "p" })
   end)
 
   describe("from the environment", function()
@@ -361,7 +371,17 @@ describe("koophone.aksk", function()
       assert.equal("koophone.aksk (AK ENVA\226\128\166, project p123\226\128\166, temporary) p1234567",
         run("HUAWEICLOUD_SDK_AK=ENVAK123 HUAWEICLOUD_SDK_SK=envsecret HUAWEICLOUD_SDK_PROJECT_ID=p1234567 " ..
             "HUAWEICLOUD_SDK_SECURITY_TOKEN=tok"))
-      assert.equal("koophone.aksk (AK ENVA\226\128\166) nil", run("HUAWEICLOUD_SDK_AK=ENVAK123 HUAWEICLOUD_SDK_SK=envsecret"))
+      assert.equal("koophone.aksk (AK ENVA\226\128\166, project p123\226\128\166) p1234567",
+        run("HUAWEICLOUD_SDK_AK=ENVAK123 HUAWEICLOUD_SDK_SK=envsecret HUAWEICLOUD_SDK_PROJECT_ID=p1234567 " ..
+            "HUAWEICLOUD_SDK_SECURITY_TOKEN="))
+    end)
+
+    it("raises naming HUAWEICLOUD_SDK_PROJECT_ID when it is missing or empty", function()
+      local note = " (KooPhone is a project-level API: every request carries X-Project-Id) false"
+      assert.matches("koophone.aksk: HUAWEICLOUD_SDK_PROJECT_ID: expected a non-empty string, got nil" .. note,
+                     run("HUAWEICLOUD_SDK_AK=ENVAK123 HUAWEICLOUD_SDK_SK=envsecret"), 1, true)
+      assert.matches("koophone.aksk: HUAWEICLOUD_SDK_PROJECT_ID: expected a non-empty string, got an empty one" .. note,
+                     run("HUAWEICLOUD_SDK_AK=ENVAK123 HUAWEICLOUD_SDK_SK=envsecret HUAWEICLOUD_SDK_PROJECT_ID="), 1, true)
     end)
 
     it("raises naming the variable when AK or SK is missing or empty", function()
