@@ -100,7 +100,7 @@ describe("koophone.iam_token", function()
     assert.equals(1, #iam_log())
   end)
 
-  it("fresh: refresh_before before expiry, never before half the life seen at the fetch nor within MIN_REUSE", function()
+  it("fresh: refresh_before before expiry, not before half the life seen at the fetch, MIN_REUSE when none", function()
     local fresh, MIN = require("koophone.iam_token").fresh, require("koophone.iam_token").MIN_REUSE
     assert.equals(60, MIN)
     -- a 24-hour token: refreshed 2400 s before its expiry, as before
@@ -109,11 +109,13 @@ describe("koophone.iam_token", function()
     -- a 600-second token with refresh_before 2400: half its life
     assert.is_true(fresh(1000 + 299, 1000, 1600, 2400))
     assert.is_false(fresh(1000 + 300, 1000, 1600, 2400))
-    -- expired on arrival (a clock ahead), or a 30-second life: MIN_REUSE seconds
+    -- a 30-second life: 15 s, never past its expiry
+    assert.is_true(fresh(1000 + 14, 1000, 1030, 2400))
+    assert.is_false(fresh(1000 + 15, 1000, 1030, 2400))
+    -- expired on arrival (this clock ahead of IAM's): MIN_REUSE seconds
     assert.is_true(fresh(1000 + 59, 1000, 500, 2400))
     assert.is_false(fresh(1000 + 60, 1000, 500, 2400))
-    assert.is_true(fresh(1000 + 59, 1000, 1030, 2400))
-    assert.is_false(fresh(1000 + 60, 1000, 1030, 2400))
+    assert.is_false(fresh(1000 + 60, 1000, 1000, 2400))
   end)
 
   it("refreshes a revoked token once and resends the same request", function()

@@ -56,17 +56,18 @@ function _M.parse_time(s)
          + tonumber(mi) * 60 + tonumber(sec)
 end
 
--- A token lives at least this long (seconds) before a refresh, whatever the clock says.
+-- Seconds a token that looked expired on arrival is used before another login.
 _M.MIN_REUSE = 60
 
 -- fresh(now, fetched_at, expires_at, refresh_before) -> whether a token fetched at fetched_at is
 -- still used as it is: until refresh_before seconds before its expiry, and in any case until it
--- has served half its life as this host's clock saw it at the fetch, and MIN_REUSE seconds. A
--- lifetime under refresh_before, or a clock ahead of IAM's, would otherwise log in again on every
--- call; a token the gateway refuses is still replaced at once (invalidate).
+-- has served half its life as this host's clock saw it at the fetch; MIN_REUSE seconds when it
+-- had none (IAM does not issue expired tokens: this clock is ahead of IAM's). A lifetime under
+-- refresh_before, or such a clock, would otherwise log in again on every call; a token the
+-- gateway refuses is still replaced at once (invalidate).
 function _M.fresh(now, fetched_at, expires_at, refresh_before)
-  return now < expires_at - refresh_before
-      or now - fetched_at < math.max((expires_at - fetched_at) / 2, _M.MIN_REUSE)
+  local life = expires_at - fetched_at
+  return now < expires_at - refresh_before or now - fetched_at < (life > 0 and life / 2 or _M.MIN_REUSE)
 end
 
 -- An error of kind "auth" (nothing was sent to the API); koophone.ngx.iam_token makes its own
