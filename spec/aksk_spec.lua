@@ -230,6 +230,21 @@ describe("AK/SK signed calls", function()
     ctx.cleanup()
   end)
 
+  it("bin/koophone without HUAWEICLOUD_SDK_PROJECT_ID refuses before sending, naming the variable", function()
+    local cli = require "helpers.cli"
+    local ctx = cli.new()
+    local list = sim.make_pairs(1, "nop")
+    seed(list)
+    local env = ("env -u HUAWEICLOUD_SDK_PROJECT_ID HUAWEICLOUD_SDK_AK=AKPERM0001 HUAWEICLOUD_SDK_SK=%s "):format(SK)
+    local rc, _, err = creds.cli(ctx, env, ("unassign --input %s --endpoint %s"):format(ctx.csv(list), sim.http_url))
+    assert.is_true(rc ~= 0)
+    assert.matches("HUAWEICLOUD_SDK_PROJECT_ID: expected a non-empty string, got nil (KooPhone is a project-level API",
+                   err, 1, true)
+    assert_no_secret(err)
+    assert.same({}, sim.log())
+    ctx.cleanup()
+  end)
+
   it("argument #1 may be credentials, a token, nothing else; closed ones raise", function()
     local cred = perm()
     assert.is_true(core.is_aksk(cred))
