@@ -1,9 +1,9 @@
 -- koophone.iam_token{...}: an IAM token provider. It logs in with a password (IAM's
 -- POST /v3/auth/tokens, project scope) through a core client of its own, keeps the token
 -- (the X-Subject-Token answer header) and fetches a new one once the cached one is within
--- refresh_before seconds of its expires_at (and older than half its life, see fresh). Accepted wherever a token is: the C core calls
--- tp:token() before a call and, on a 401 APIGW.0301 / APIGW.0307, tp:invalidate() and
--- tp:token() once more (src/call.c).
+-- refresh_before seconds of its expires_at and older than half its life (see fresh). Accepted
+-- wherever a token is: the C core calls tp:token() before a call and, on a 401 APIGW.0301 /
+-- APIGW.0307, tp:invalidate() and tp:token() once more (src/call.c).
 --
 --   local token, expires_at = tp:token()   -- or nil, err (kind "auth"): nothing was sent
 --   tp:invalidate()
@@ -67,7 +67,8 @@ _M.MIN_REUSE = 60
 -- gateway refuses is still replaced at once (invalidate).
 function _M.fresh(now, fetched_at, expires_at, refresh_before)
   local life = expires_at - fetched_at
-  return now < expires_at - refresh_before or now - fetched_at < (life > 0 and life / 2 or _M.MIN_REUSE)
+  return now < expires_at - refresh_before
+      or now - fetched_at < (life > 0 and life / 2 or _M.MIN_REUSE)
 end
 
 -- An error of kind "auth" (nothing was sent to the API); koophone.ngx.iam_token makes its own
