@@ -30,18 +30,19 @@ function M.canonical_uri(path)
   return uri
 end
 
--- name=value pairs encoded, sorted by name then value, joined with "&"; "" without a query.
+-- name=value pairs sorted by decoded name, then decoded value (the SDKs sort what they are
+-- given, before encoding it), encoded, joined with "&"; "" without a query.
 function M.canonical_query(query)
   local list = {}
   for pair in (query or ""):gmatch("[^&]+") do
     local name, value = pair:match("^([^=]*)=?(.*)$")
-    list[#list + 1] = { encode(unescape(name)), encode(unescape(value)) }
+    list[#list + 1] = { unescape(name), unescape(value) }
   end
   table.sort(list, function(a, b)
     if a[1] ~= b[1] then return a[1] < b[1] end
     return a[2] < b[2]
   end)
-  for i, p in ipairs(list) do list[i] = p[1] .. "=" .. p[2] end
+  for i, p in ipairs(list) do list[i] = encode(p[1]) .. "=" .. encode(p[2]) end
   return table.concat(list, "&")
 end
 

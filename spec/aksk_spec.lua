@@ -141,6 +141,44 @@ describe("AK/SK signed calls", function()
     pc:close()
   end)
 
+  -- The gateway's 401 APIGW.0301 says which AK/SK check failed: the advice follows it, never
+  -- "get a new IAM token" for a call that carried no token.
+  it("a refused AK/SK call says what to fix: signature, access key, project, security token or clock", function()
+    local list = sim.make_pairs(1, "adv")
+    local pc = koophone.client(sim.client_opts("http", { retry = { base_delay = 0.001 } }))
+    local function refused(opts, advance)
+      seed(list)
+      if advance then sim.advance(advance) end
+      local res, err = pc:unassign(koophone.aksk(opts), list)
+      assert.is_nil(res)
+      assert.equals(401, err.status)
+      assert.equals("APIGW.0301", err.code)
+      assert.is_nil(err.message:find("IAM token", 1, true), err.message)
+      return err.message
+    end
+    local perm_opts = { ak = "AKPERM0001", sk = SK, project_id = PROJECT }
+    local function with(extra)
+      local o = {}
+      for k, v in pairs(perm_opts) do o[k] = v end
+      for k, v in pairs(extra) do o[k] = v end
+      return o
+    end
+    assert.matches("(the AK/SK signature was refused: check that the SK belongs to the AK", refused(with { sk = "wrong" }),
+                   1, true)
+    assert.matches("(the gateway does not know the access key: check the AK (HUAWEICLOUD_SDK_AK))",
+                   refused(with { ak = "AKNOPE0001" }), 1, true)
+    assert.matches("(the AK/SK request's project was refused: set project_id (HUAWEICLOUD_SDK_PROJECT_ID)",
+                   refused(with { project_id = "p-other" }), 1, true)
+    assert.matches("(a temporary access key needs its current security token (HUAWEICLOUD_SDK_SECURITY_TOKEN)",
+                   refused(with { ak = "AKTEMP0001", sk = TEMP_SK }), 1, true)
+    -- the simulator's clock 20 minutes ahead: the note tells the skew from the gateway's message
+    local msg = refused(perm_opts, 1200)
+    assert.matches("X-Sdk-Date is more than 15 minutes from the gateway's clock", msg, 1, true)
+    assert.matches("%(this host's clock is 120[01] s behind the gateway's%): synchronise this host's clock %(NTP%)%)$", msg)
+    assert.equals(list[1].user_id, sim.bindings()[list[1].instance_id])
+    pc:close()
+  end)
+
   it("signs a retry at its own send time, not at the call's start", function()
     local list = sim.make_pairs(1, "late")
     seed(list)
@@ -189,6 +227,21 @@ describe("AK/SK signed calls", function()
     assert.matches("credentials: AK/SK from HUAWEICLOUD_SDK_%* %(koophone.aksk %(AK AKTE", err)
     assert_all_signed(2)
     for _, text in ipairs { out, err, read(journal) } do assert_no_secret(text) end
+    ctx.cleanup()
+  end)
+
+  it("bin/koophone without HUAWEICLOUD_SDK_PROJECT_ID refuses before sending, naming the variable", function()
+    local cli = require "helpers.cli"
+    local ctx = cli.new()
+    local list = sim.make_pairs(1, "nop")
+    seed(list)
+    local env = ("env -u HUAWEICLOUD_SDK_PROJECT_ID HUAWEICLOUD_SDK_AK=AKPERM0001 HUAWEICLOUD_SDK_SK=%s "):format(SK)
+    local rc, _, err = creds.cli(ctx, env, ("unassign --input %s --endpoint %s"):format(ctx.csv(list), sim.http_url))
+    assert.is_true(rc ~= 0)
+    assert.matches("HUAWEICLOUD_SDK_PROJECT_ID: expected a non-empty string, got nil (KooPhone is a project-level API",
+                   err, 1, true)
+    assert_no_secret(err)
+    assert.same({}, sim.log())
     ctx.cleanup()
   end)
 

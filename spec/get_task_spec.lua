@@ -71,6 +71,31 @@ describe("get_task", function()
     assert.same({ 1, "RM_a b%c" }, { #log, log[1].task_id })
   end)
 
+  -- "/" is percent-encoded, yet libcurl resolves dot segments and nginx does after decoding %2F:
+  -- "../unassign" went out as GET /v1/instances/unassign
+  it("raises on '.' or '..' as the task id or between its slashes; nothing is sent", function()
+    local pc = koophone.client(sim.client_opts("http"))
+    for _, id in ipairs { "..", ".", "../unassign", "a/../../unassign", "./x", "a/.", "a\\..\\unassign" } do
+      for _, c in ipairs { client, pc } do
+        local ok, msg = pcall(c.get_task, c, TOKEN, id)
+        assert.is_false(ok, id)
+        assert.equals("koophone.get_task: bad argument #2 (task_id): '.' or '..' as the id or between slashes: "
+                      .. "the request would go to another path", msg)
+      end
+    end
+    pc:close()
+    assert.same({}, sim.log())
+    assert.same({}, sim.control("GET", "/_sim/task_log").requests)
+    -- dots inside a part are an id like any other, and so is an encoded dot (sent as %252e)
+    for _, id in ipairs { "...", ".a", "a..b", "%2e%2e" } do
+      local _, err = client:get_task(TOKEN, id)
+      assert.equal("KOOPHONE.API.1323", err.code, id)
+    end
+    local got = {}
+    for i, e in ipairs(sim.control("GET", "/_sim/task_log").requests) do got[i] = e.task_id end
+    assert.same({ "...", ".a", "a..b", "%2e%2e" }, got)
+  end)
+
   it("an unknown task is an API error KOOPHONE.API.1323 (400, or 404), not a transport failure", function()
     local task, err = client:get_task(TOKEN, "RM_unknown")
     assert.is_nil(task)

@@ -70,8 +70,52 @@ describe("koophone.iam_token", function()
     sim.control("POST", "/_sim/iam", { lifetime = 2300 }) -- tokens now live less than 2400 s
     tp:invalidate()
     tp:token()
+    assert.equals(2, #iam_log())
+  end)
+
+  -- Before, a token that lived less than refresh_before was "due" at once: every call logged in.
+  it("a token living less than refresh_before serves half its life: 20 calls, 1 login", function()
+    local list = sim.make_pairs(20, "short")
+    seed(list)
+    sim.control("POST", "/_sim/iam", { lifetime = 600 })
+    local tp = provider { refresh_before = 2400 }
+    for i = 1, 20 do assert.equals("unassigned", assert(client:unassign(tp, { list[i] })).outcome) end
+    assert.equals(1, #iam_log())
+    assert.equals(20, #sim.log())
+    -- a refused token is still replaced at once
+    tp:invalidate()
     tp:token()
-    assert.equals(3, #iam_log())
+    assert.equals(2, #iam_log())
+  end)
+
+  it("a clock ahead of IAM's (every token expired on arrival): 20 calls, 1 login", function()
+    local list = sim.make_pairs(20, "skew")
+    seed(list)
+    -- IAM's clock 25 hours behind ours: a 24-hour token's expires_at is an hour ago here
+    sim.control("POST", "/_sim/clock", { offset = -25 * 3600 })
+    local tp = provider()
+    for i = 1, 20 do assert.equals("unassigned", assert(client:unassign(tp, { list[i] })).outcome) end
+    local _, expires_at = tp:token()
+    assert.is_true(expires_at < os.time(), tostring(expires_at))
+    assert.equals(1, #iam_log())
+  end)
+
+  it("fresh: refresh_before before expiry, not before half the life seen at the fetch, MIN_REUSE when none", function()
+    local fresh, MIN = require("koophone.iam_token").fresh, require("koophone.iam_token").MIN_REUSE
+    assert.equals(60, MIN)
+    -- a 24-hour token: refreshed 2400 s before its expiry, as before
+    assert.is_true(fresh(1000 + 86400 - 2401, 1000, 1000 + 86400, 2400))
+    assert.is_false(fresh(1000 + 86400 - 2400, 1000, 1000 + 86400, 2400))
+    -- a 600-second token with refresh_before 2400: half its life
+    assert.is_true(fresh(1000 + 299, 1000, 1600, 2400))
+    assert.is_false(fresh(1000 + 300, 1000, 1600, 2400))
+    -- a 30-second life: 15 s, never past its expiry
+    assert.is_true(fresh(1000 + 14, 1000, 1030, 2400))
+    assert.is_false(fresh(1000 + 15, 1000, 1030, 2400))
+    -- expired on arrival (this clock ahead of IAM's): MIN_REUSE seconds
+    assert.is_true(fresh(1000 + 59, 1000, 500, 2400))
+    assert.is_false(fresh(1000 + 60, 1000, 500, 2400))
+    assert.is_false(fresh(1000 + 60, 1000, 1000, 2400))
   end)
 
   it("refreshes a revoked token once and resends the same request", function()
@@ -294,5 +338,19 @@ describe("koophone.ngx.iam_token in nginx, shared by the workers through a lua_s
     assert.is_true(body.renewed)
     assert.is_false(body.maybe_applied)
     assert.is_nil(body.text:find("may have been applied", 1, true))
+  end)
+
+  it("a token living less than refresh_before serves half its life: 20 calls, 1 login", function()
+    local list = sim.make_pairs(20, "ngxshort")
+    seed(list)
+    sim.control("POST", "/_sim/iam", { lifetime = 600 })
+    -- another endpoint text than the test above: another shared token
+    local extra = { endpoint = "http://localhost:" .. sim.http_port, refresh_before = 2400 }
+    for i = 1, 20 do
+      local body, raw = call({ list[i] }, extra)
+      assert.equals("unassigned", body.outcome, raw)
+    end
+    assert.equals(1, #iam_log())
+    assert.equals(20, #sim.log())
   end)
 end)

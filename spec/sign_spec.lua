@@ -108,6 +108,33 @@ describe("koophone.sign", function()
       assert.equal("a=&a=z&a-b=1&b=2&flag=&sp=a%2Bb%20c&x=%25zz", cr:match("^GET\n/p/\n([^\n]*)\n"))
     end)
 
+    -- The SDKs sort the names and values they are given, then encode them: "_" < "|" but
+    -- "%7C" < "_", "z" < "é" but "%C3%A9" < "z". "%7E" and "~" are the same value.
+    it("query: names, then the values of a repeated name, sorted by their decoded text, as the SDKs sort", function()
+      local cr = canonical { url = "/?v=%7C&v=_&v=a%2Bb&v=a%20c&v=a%20b&v=%C3%A9&v=z&v=~&v=%7E&k%7Cx=1&k_x=2&%C3%A9=1&z=1" }
+      assert.equal("k_x=2&k%7Cx=1&v=_&v=a%20b&v=a%20c&v=a%2Bb&v=z&v=%7C&v=~&v=~&v=%C3%A9&z=1&%C3%A9=1",
+                   cr:match("^GET\n/\n([^\n]*)\n"))
+    end)
+
+    -- Queries and the canonical query the official Node.js SDK core (@huaweicloud/huaweicloud-sdk-core
+    -- 3.1.211, AKSKSigner.CanonicalQueryString) made of them: each one differs from an encoded-text order.
+    it("query: the canonical query of the official Node.js SDK for repeated and non-ASCII names", function()
+      local sdk = {
+        { "%C3%A9=9*&%C3%A9=%26*&%C3%A9=%E4%B8%80", "%C3%A9=%26%2A&%C3%A9=9%2A&%C3%A9=%E4%B8%80" },
+        { "%F0%9F%98%80=%C2%A0&%F0%9F%98%80=%26%C3%A9&k1=.", "k1=.&%F0%9F%98%80=%26%C3%A9&%F0%9F%98%80=%C2%A0" },
+        { "k0=%C3%A9%26a&k0=%E4%B8%80Z%F0%9F%98%80&k0=0-%20", "k0=0-%20&k0=%C3%A9%26a&k0=%E4%B8%80Z%F0%9F%98%80" },
+        { "z=b&z=-%20&k1=!.&k1=%C2%A0~&k2=9%E4%B8%80!&k2=-%7C&k1=*%2F&k2=%3D",
+          "k1=%21.&k1=%2A%2F&k1=%C2%A0~&k2=-%7C&k2=9%E4%B8%80%21&k2=%3D&z=-%20&z=b" },
+        { "*~0=-&*~0=%F0%9F%98%80A&*~0=.%E4%B8%80&a=*%20&k1=b%3D&k1=A%25",
+          "%2A~0=-&%2A~0=.%E4%B8%80&%2A~0=%F0%9F%98%80A&a=%2A%20&k1=A%25&k1=b%3D" },
+        { "~=9_%3D&~=.-&~=%3D", "~=.-&~=9_%3D&~=%3D" },
+        { "%25=z&%25=%7Ca*&%C2%A0=*0", "%25=z&%25=%7Ca%2A&%C2%A0=%2A0" },
+      }
+      for _, v in ipairs(sdk) do
+        assert.equal(v[2], canonical({ url = "/?" .. v[1] }):match("^GET\n/\n([^\n]*)\n"), v[1])
+      end
+    end)
+
     it("path: segments decoded then encoded (no double encoding), a trailing / added, none for the root", function()
       assert.equal("/a%20b/c%2Fd/%C3%A9~x/", canonical({ url = "https://h/a%20b/c%2fd/%c3%a9~x" }):match("^GET\n([^\n]*)\n"))
       assert.equal("/v1/x/", canonical({ url = "https://h/v1/x/" }):match("^GET\n([^\n]*)\n"))
@@ -198,6 +225,21 @@ describe("koophone.sign", function()
     assert.equal("aksk", sim.log()[1].auth)
   end)
 
+  it("a request with repeated query names it signs is accepted by the simulator's API Gateway", function()
+    sim.control("POST", "/_sim/reset")
+    sim.control("POST", "/_sim/seed", {
+      tenants = { { name = "t1", project_id = PROJECT, instances = { "i1" }, bindings = { i1 = "u1" } } },
+      access_keys = { { ak = "AK-PERM", sk = "SK-perm-secret", project_id = PROJECT } } })
+    local path = "/v1/instances/unassign?v=%7C&v=_&v=a%2Bb&v=a%20b&v=%C3%A9&v=z&v=%7E&k%7Cx=1&k_x=2"
+    local headers = { ["Content-Type"] = "application/json", ["X-Project-Id"] = PROJECT, ["x-request-id"] = "rid-q" }
+    local value, date = koophone.sign { ak = "AK-PERM", sk = "SK-perm-secret", method = "POST",
+                                        url = sim.http_url .. path, headers = headers, body = BODY }
+    headers.Authorization, headers["X-Sdk-Date"] = value, date
+    local code, doc = sim.request_json("POST", path, headers, BODY)
+    assert.equal(200, code, doc.error_msg)
+    assert.is_nil(sim.bindings().i1)
+  end)
+
   describe("argument errors", function()
     local cases = {
       { "opts", "bad argument #1 (opts): expected a table, got nil", nil },
@@ -255,13 +297,13 @@ describe("koophone.aksk", function()
     assert.is_true(cred.temporary)
     assert.is_nil(cred.sk)
     assert.is_nil(cred.security_token)
-    assert.is_false(koophone.aksk({ ak = "A", sk = SK }).temporary)
+    assert.is_false(koophone.aksk({ ak = "A", sk = SK, project_id = "p" }).temporary)
   end)
 
   it("tostring shows at most 4 characters of the AK and of the project, nothing of the secrets", function()
     local s = tostring(koophone.aksk { ak = "ABCDEFGH", sk = SK, project_id = PROJECT, security_token = TOKEN })
     assert.equal("koophone.aksk (AK ABCD\226\128\166, project 0123\226\128\166, temporary)", s)
-    assert.equal("koophone.aksk (AK AB)", tostring(koophone.aksk { ak = "AB", sk = SK }))
+    assert.equal("koophone.aksk (AK AB, project p)", tostring(koophone.aksk { ak = "AB", sk = SK, project_id = "p" }))
     for _, secret in ipairs({ SK, TOKEN }) do
       for i = 1, #secret - 3 do assert.is_nil(s:find(secret:sub(i, i + 3), 1, true)) end
     end
@@ -269,7 +311,7 @@ describe("koophone.aksk", function()
   end)
 
   it("close zeroes the secrets: the object says closed and cannot be used", function()
-    local cred = koophone.aksk { ak = "ABCDEFGH", sk = SK }
+    local cred = koophone.aksk { ak = "ABCDEFGH", sk = SK, project_id = PROJECT }
     cred:close()
     cred:close()
     assert.equal("koophone.aksk (closed)", tostring(cred))
@@ -282,20 +324,30 @@ describe("koophone.aksk", function()
     raises("koophone.aksk: bad argument #1 (opts.sk): expected a non-empty string, got an empty one",
            koophone.aksk, { ak = "A", sk = "" })
     raises("(opts.project_id): expected a non-empty string, got number", koophone.aksk, { ak = "A", sk = SK, project_id = 1 })
-    raises("koophone.aksk: bad argument #1 (opts): unknown option 'secret'", koophone.aksk, { ak = "A", sk = SK, secret = 1 })
+    raises("koophone.aksk: bad argument #1 (opts): unknown option 'secret'",
+           koophone.aksk, { ak = "A", sk = SK, project_id = "p", secret = 1 })
     raises("koophone.aksk: bad argument #1 (opts): expected a table or nothing, got string", koophone.aksk, "AK")
+  end)
+
+  -- KooPhone is project-level: its gateway refuses AK/SK requests without X-Project-Id
+  it("raises before anything is sent when the project id is missing or empty", function()
+    local note = " (KooPhone is a project-level API: every request carries X-Project-Id)"
+    raises("koophone.aksk: bad argument #1 (opts.project_id): expected a non-empty string, got nil" .. note,
+           koophone.aksk, { ak = "A", sk = SK })
+    raises("koophone.aksk: bad argument #1 (opts.project_id): expected a non-empty string, got an empty one" .. note,
+           koophone.aksk, { ak = "A", sk = SK, project_id = "" })
   end)
 
   it("rejects CR, LF and NUL in every field (each becomes a header)", function()
     for _, field in ipairs({ "ak", "sk", "project_id", "security_token" }) do
       for _, bad in ipairs({ "a\rb", "a\nb", "a\0b" }) do
-        local o = { ak = "A", sk = SK }
+        local o = { ak = "A", sk = SK, project_id = "p" }
         o[field] = bad
         local msg = raises("(opts." .. field .. "): contains CR, LF or NUL", koophone.aksk, o)
         assert.is_nil(msg:find(bad, 1, true))
       end
     end
-    raises("(opts.ak): only printable ASCII without spaces or commas", koophone.aksk, { ak = "A B", sk = SK })
+    raises("(opts.ak): only printable ASCII without spaces or commas", koophone.aksk, { ak = "A B", sk = SK, project_id = "p" })
   end)
 
   describe("from the environment", function()
@@ -319,7 +371,17 @@ describe("koophone.aksk", function()
       assert.equal("koophone.aksk (AK ENVA\226\128\166, project p123\226\128\166, temporary) p1234567",
         run("HUAWEICLOUD_SDK_AK=ENVAK123 HUAWEICLOUD_SDK_SK=envsecret HUAWEICLOUD_SDK_PROJECT_ID=p1234567 " ..
             "HUAWEICLOUD_SDK_SECURITY_TOKEN=tok"))
-      assert.equal("koophone.aksk (AK ENVA\226\128\166) nil", run("HUAWEICLOUD_SDK_AK=ENVAK123 HUAWEICLOUD_SDK_SK=envsecret"))
+      assert.equal("koophone.aksk (AK ENVA\226\128\166, project p123\226\128\166) p1234567",
+        run("HUAWEICLOUD_SDK_AK=ENVAK123 HUAWEICLOUD_SDK_SK=envsecret HUAWEICLOUD_SDK_PROJECT_ID=p1234567 " ..
+            "HUAWEICLOUD_SDK_SECURITY_TOKEN="))
+    end)
+
+    it("raises naming HUAWEICLOUD_SDK_PROJECT_ID when it is missing or empty", function()
+      local note = " (KooPhone is a project-level API: every request carries X-Project-Id) false"
+      assert.matches("koophone.aksk: HUAWEICLOUD_SDK_PROJECT_ID: expected a non-empty string, got nil" .. note,
+                     run("HUAWEICLOUD_SDK_AK=ENVAK123 HUAWEICLOUD_SDK_SK=envsecret"), 1, true)
+      assert.matches("koophone.aksk: HUAWEICLOUD_SDK_PROJECT_ID: expected a non-empty string, got an empty one" .. note,
+                     run("HUAWEICLOUD_SDK_AK=ENVAK123 HUAWEICLOUD_SDK_SK=envsecret HUAWEICLOUD_SDK_PROJECT_ID="), 1, true)
     end)
 
     it("raises naming the variable when AK or SK is missing or empty", function()

@@ -100,6 +100,13 @@ describe("simulator AK/SK", function()
     end)
   end)
 
+  it("sorts the query by decoded name, then by the decoded values of a repeated name, as the SDKs do", function()
+    local s = sign_check({ method = "GET", path = "/", sk = "k", headers = { ["X-Sdk-Date"] = "20200101T000000Z" },
+      query = "v=%7C&v=_&v=a%2Bb&v=a%20c&v=a%20b&v=%C3%A9&v=z&v=~&v=%7E&k%7Cx=1&k_x=2&%C3%A9=1&z=1" })
+    assert.equal("k_x=2&k%7Cx=1&v=_&v=a%20b&v=a%20c&v=a%2Bb&v=z&v=%7C&v=~&v=~&v=%C3%A9&z=1&%C3%A9=1",
+                 s.canonical_request:match("^GET\n/\n([^\n]*)\n"))
+  end)
+
   describe("signed unassign", function()
     it("accepts a request signed independently (openssl) and acts for the key's project", function()
       local code, doc = unassign({})

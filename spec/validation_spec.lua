@@ -53,6 +53,10 @@ describe("argument checks of unassign", function()
     { "bad argument #2 (pairs[1].user_id): contains a control character", "t", { { user_id = "a\r", instance_id = "i" } } },
     { "bad argument #2 (pairs[1].instance_id): contains a control character", "t", { { user_id = "a", instance_id = "i\0" } } },
     { "bad argument #2 (pairs[1].user_id): not valid UTF-8", "t", { { user_id = "\255\254", instance_id = "i" } } },
+    { "bad argument #2 (pairs[2].user_id): contains a control character (U+0085)", "t",
+      { good, { user_id = "u\194\1332", instance_id = "i2" } } },
+    { "bad argument #2 (pairs[1].instance_id): contains an invisible character (U+200B)", "t",
+      { { user_id = "u", instance_id = "i\226\128\1391" } } },
     { "bad argument #2 (pairs[2].user_id): leading or trailing space", "t", { good, { user_id = " u2", instance_id = "i2" } } },
     { "bad argument #2 (pairs[1].instance_id): leading or trailing space", "t", { { user_id = "u", instance_id = "i1 " } } },
     { "bad argument #2 (pairs[3]): repeats pairs[1]", "t",
@@ -93,6 +97,39 @@ describe("koophone.validate_pair", function()
     ok, why = koophone.validate_pair("u1:i1")
     assert.is_false(ok)
     assert.matches("expected a table", why)
+  end)
+end)
+
+describe("koophone.validate_pair and invisible characters", function()
+  -- each looks like nothing, or like a plain space, yet makes the id another one
+  local refused = {
+    { "\194\133", "a control character (U+0085)" }, { "\194\128", "a control character (U+0080)" },
+    { "\194\159", "a control character (U+009F)" },
+    { "\194\160", "a space other than U+0020 (U+00A0)" }, { "\226\128\128", "a space other than U+0020 (U+2000)" },
+    { "\226\128\175", "a space other than U+0020 (U+202F)" }, { "\227\128\128", "a space other than U+0020 (U+3000)" },
+    { "\226\128\168", "a space other than U+0020 (U+2028)" },
+    { "\226\128\139", "an invisible character (U+200B)" }, { "\226\128\141", "an invisible character (U+200D)" },
+    { "\226\129\160", "an invisible character (U+2060)" }, { "\239\187\191", "an invisible character (U+FEFF)" },
+    { "\194\173", "an invisible character (U+00AD)" }, { "\243\160\128\129", "an invisible character (U+E0001)" },
+    { "\226\128\170", "a bidirectional text control (U+202A)" }, { "\226\128\174", "a bidirectional text control (U+202E)" },
+    { "\226\129\166", "a bidirectional text control (U+2066)" }, { "\226\129\169", "a bidirectional text control (U+2069)" },
+    { "\226\128\142", "a bidirectional text control (U+200E)" }, { "\216\156", "a bidirectional text control (U+061C)" },
+  }
+  for _, c in ipairs(refused) do
+    it("refuses " .. c[2] .. " in an id", function()
+      local ok, why = koophone.validate_pair { user_id = "u" .. c[1] .. "1", instance_id = "i1" }
+      assert.is_false(ok)
+      assert.equals("user_id: contains " .. c[2], why)
+      ok, why = koophone.validate_pair { user_id = "u1", instance_id = c[1] .. "i1" }
+      assert.is_false(ok)
+      assert.equals("instance_id: contains " .. c[2], why)
+    end)
+  end
+
+  it("accepts other non-ASCII text: letters, CJK, emoji with a variation selector", function()
+    for _, id in ipairs { "caf\195\169", "\228\184\128\228\186\140", "\226\152\186\239\184\143", "u\240\159\152\128" } do
+      assert.is_true(koophone.validate_pair { user_id = id, instance_id = "i1" }, id)
+    end
   end)
 end)
 

@@ -1,4 +1,4 @@
-/* koophone.aksk: an access key pair (AK/SK), with the project id and the
+/* koophone.aksk: an access key pair (AK/SK) with its project id, and the
  * security token of temporary keys, as a userdata the pipeline signs with.
  *
  * The secrets live in one malloc'd block, never in a Lua string made by us:
@@ -76,10 +76,8 @@ static int aksk_tostring(lua_State *L)
   luaL_buffinit(L, &b);
   luaL_addstring(&b, FNAME " (AK ");
   add_start(&b, c->ak, c->ak_len);
-  if (c->project_id != NULL) {
-    luaL_addstring(&b, ", project ");
-    add_start(&b, c->project_id, c->project_id_len);
-  }
+  luaL_addstring(&b, ", project ");
+  add_start(&b, c->project_id, c->project_id_len);
   luaL_addstring(&b, c->security_token != NULL ? ", temporary)" : ")");
   luaL_pushresult(&b);
   return 1;
@@ -96,7 +94,7 @@ static int aksk_index(lua_State *L)
     lua_pushcfunction(L, aksk_close);
   else if (!c->closed && strcmp(k, "ak") == 0)
     lua_pushlstring(L, c->ak, c->ak_len);
-  else if (!c->closed && strcmp(k, "project_id") == 0 && c->project_id != NULL)
+  else if (!c->closed && strcmp(k, "project_id") == 0)
     lua_pushlstring(L, c->project_id, c->project_id_len);
   else if (!c->closed && strcmp(k, "temporary") == 0)
     lua_pushboolean(L, c->security_token != NULL);
@@ -117,21 +115,23 @@ static void push_metatable(lua_State *L)
     luaL_setfuncs(L, meta, 0);
 }
 
+/* KooPhone is a project-level service: its gateway refuses an AK/SK request
+ * without X-Project-Id, so credentials without a project would only fail
+ * after sending. */
+#define PROJECT_NOTE " (KooPhone is a project-level API: every request carries X-Project-Id)"
+
 /* Checks the string at idx for field f ("what" names where it came from);
- * an absent or empty optional field is NULL. */
+ * an absent or empty security token is NULL, every other field is required. */
 static const char *check_field(lua_State *L, int idx, int f, const char *what, size_t *len)
 {
-  const char *s;
+  const char *s, *note = f == F_PROJECT_ID ? PROJECT_NOTE : "";
   *len = 0;
-  if (lua_isnil(L, idx) || (f >= F_PROJECT_ID && lua_type(L, idx) == LUA_TSTRING &&
-                             lua_rawlen(L, idx) == 0)) {
-    if (f < F_PROJECT_ID)
-      luaL_error(L, FNAME ": %s: expected a non-empty string, got nil", what);
+  if (f == F_SECURITY_TOKEN && (lua_isnil(L, idx) || (lua_type(L, idx) == LUA_TSTRING &&
+                                                      lua_rawlen(L, idx) == 0)))
     return NULL;
-  }
   if (lua_type(L, idx) != LUA_TSTRING || lua_rawlen(L, idx) == 0)
-    luaL_error(L, FNAME ": %s: expected a non-empty string, got %s", what,
-               lua_type(L, idx) == LUA_TSTRING ? "an empty one" : luaL_typename(L, idx));
+    luaL_error(L, FNAME ": %s: expected a non-empty string, got %s%s", what,
+               lua_type(L, idx) == LUA_TSTRING ? "an empty one" : luaL_typename(L, idx), note);
   s = lua_tolstring(L, idx, len);
   if (kp_has_crlf_nul(s, *len))
     luaL_error(L, FNAME ": %s: contains CR, LF or NUL", what);
@@ -215,10 +215,8 @@ int kp_lua_aksk_export(lua_State *L)
   lua_setfield(L, -2, "ak");
   lua_pushlstring(L, c->sk, c->sk_len);
   lua_setfield(L, -2, "sk");
-  if (c->project_id != NULL) {
-    lua_pushlstring(L, c->project_id, c->project_id_len);
-    lua_setfield(L, -2, "project_id");
-  }
+  lua_pushlstring(L, c->project_id, c->project_id_len);
+  lua_setfield(L, -2, "project_id");
   if (c->security_token != NULL) {
     lua_pushlstring(L, c->security_token, c->security_token_len);
     lua_setfield(L, -2, "security_token");

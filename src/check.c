@@ -64,6 +64,24 @@ const char *kp_check_request_id(lua_State *L, int idx, const char *fname, int ar
   return s;
 }
 
+/* True when s, cut at "/" and "\\", has a part "." or "..". The id goes
+ * into the path with "/" percent-encoded, yet libcurl and servers resolve
+ * dot segments (nginx after decoding %2F): GET tasks/..%2Funassign reaches
+ * /v1/instances/unassign. */
+static int has_dot_segment(const char *s, size_t len)
+{
+  size_t start = 0, i;
+  for (i = 0; i <= len; i++) {
+    if (i == len || s[i] == '/' || s[i] == '\\') {
+      size_t n = i - start;
+      if ((n == 1 || n == 2) && s[start] == '.' && s[i - 1] == '.')
+        return 1;
+      start = i + 1;
+    }
+  }
+  return 0;
+}
+
 const char *kp_check_task_id(lua_State *L, int idx, const char *fname, int argn, size_t *len)
 {
   const char *s;
@@ -78,6 +96,9 @@ const char *kp_check_task_id(lua_State *L, int idx, const char *fname, int argn,
   for (i = 0; i < *len; i++)
     if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
       kp_argerror(L, fname, argn, "task_id", "contains a control character (CR, LF, NUL, ...)");
+  if (has_dot_segment(s, *len))
+    kp_argerror(L, fname, argn, "task_id", "'.' or '..' as the id or between slashes: "
+                "the request would go to another path");
   return s;
 }
 

@@ -194,7 +194,7 @@ typedef struct kp_aksk {
   char *block; /* one allocation: the four NUL-terminated strings, zeroed by close */
   size_t block_len;
   int closed; /* zeroed; the block stays until collection */
-  const char *ak, *sk, *project_id, *security_token; /* the last two NULL when not set */
+  const char *ak, *sk, *project_id, *security_token; /* security_token NULL when not set */
   size_t ak_len, sk_len, project_id_len, security_token_len;
 } kp_aksk;
 

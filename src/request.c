@@ -10,20 +10,20 @@
 
 #include "kp.h"
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
-static size_t utf8_sequence(const unsigned char *s, size_t n)
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid;
+ * its code point in *cp. */
+static size_t utf8_sequence(const unsigned char *s, size_t n, unsigned *cp)
 {
   size_t len, i;
   unsigned min;
-  unsigned cp;
   if (s[0] < 0x80)
-    return 1;
+    return *cp = s[0], 1;
   if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-    len = 2; cp = s[0] & 0x1f; min = 0x80;
+    len = 2; *cp = s[0] & 0x1f; min = 0x80;
   } else if ((s[0] & 0xf0) == 0xe0) {
-    len = 3; cp = s[0] & 0x0f; min = 0x800;
+    len = 3; *cp = s[0] & 0x0f; min = 0x800;
   } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-    len = 4; cp = s[0] & 0x07; min = 0x10000;
+    len = 4; *cp = s[0] & 0x07; min = 0x10000;
   } else {
     return 0;
   }
@@ -32,11 +32,36 @@ static size_t utf8_sequence(const unsigned char *s, size_t n)
   for (i = 1; i < len; i++) {
     if ((s[i] & 0xc0) != 0x80)
       return 0;
-    cp = (cp << 6) | (s[i] & 0x3f);
+    *cp = (*cp << 6) | (s[i] & 0x3f);
   }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+  if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff))
     return 0;
   return len;
+}
+
+/* Code points an id never holds: they do not show (or show as a plain
+ * space) yet make an id another one, so a copy-paste slip would cancel or
+ * miss a binding that looks right. docs/hardening.md lists them. */
+static const char *refused_code_point(unsigned cp)
+{
+  static const char control[] = "a control character", space[] = "a space other than U+0020",
+                    invisible[] = "an invisible character",
+                    bidi[] = "a bidirectional text control";
+  static const struct { unsigned lo, hi; const char *what; } refused[] = {
+    { 0x80, 0x9f, control },     { 0xa0, 0xa0, space },         { 0xad, 0xad, invisible },
+    { 0x34f, 0x34f, invisible }, { 0x61c, 0x61c, bidi },        { 0x115f, 0x1160, invisible },
+    { 0x1680, 0x1680, space },   { 0x180e, 0x180e, invisible }, { 0x2000, 0x200a, space },
+    { 0x200b, 0x200d, invisible }, { 0x200e, 0x200f, bidi },    { 0x2028, 0x2029, space },
+    { 0x202a, 0x202e, bidi },    { 0x202f, 0x202f, space },     { 0x205f, 0x205f, space },
+    { 0x2060, 0x2064, invisible }, { 0x2066, 0x2069, bidi },    { 0x206a, 0x206f, invisible },
+    { 0x3000, 0x3000, space },   { 0x3164, 0x3164, invisible }, { 0xfeff, 0xfeff, invisible },
+    { 0xffa0, 0xffa0, invisible }, { 0xfff9, 0xfffb, invisible }, { 0xe0000, 0xe007f, invisible },
+  };
+  size_t i;
+  for (i = 0; i < sizeof(refused) / sizeof(refused[0]) && cp >= refused[i].lo; i++)
+    if (cp <= refused[i].hi)
+      return refused[i].what;
+  return NULL;
 }
 
 /* Checks the id at the top of the stack. When it is acceptable, replaces it
@@ -73,11 +98,19 @@ static int id_problem(lua_State *L, int number_ok)
   if (s[0] == ' ' || s[len - 1] == ' ') /* a copy-paste slip: never sent as it is */
     return lua_pushliteral(L, "leading or trailing space"), 1;
   for (i = 0; i < len; i += step) {
+    unsigned cp;
+    const char *what;
     if (s[i] < 0x20 || s[i] == 0x7f)
       return lua_pushliteral(L, "contains a control character"), 1;
-    step = utf8_sequence(s + i, len - i);
+    step = utf8_sequence(s + i, len - i, &cp);
     if (step == 0)
       return lua_pushliteral(L, "not valid UTF-8"), 1;
+    what = cp >= 0x80 ? refused_code_point(cp) : NULL;
+    if (what != NULL) {
+      char u[16];
+      snprintf(u, sizeof u, "U+%04X", cp);
+      return lua_pushfstring(L, "contains %s (%s)", what, u), 1;
+    }
   }
   return 0;
 }

@@ -1,11 +1,12 @@
 /* The API Gateway's "SDK-HMAC-SHA256" AK/SK signature, and koophone.sign.
  *
  * Canonical request (six lines joined by "\n"): method, URI (each segment
- * percent-decoded then encoded, a trailing "/"), query (pairs encoded and
- * sorted by name then value), "name:trimmed value\n" per signed header
- * (lower-case, sorted), the signed names joined by ";", hex SHA-256 of the
- * body. String to sign: "SDK-HMAC-SHA256\n<X-Sdk-Date>\n<hex SHA-256 of the
- * canonical request>"; signature: hex HMAC-SHA256 keyed with the SK as is.
+ * percent-decoded then encoded, a trailing "/"), query (pairs encoded,
+ * sorted by decoded name then decoded value as the SDKs sort), "name:
+ * trimmed value\n" per signed header (lower-case, sorted), the signed
+ * names joined by ";", hex SHA-256 of the body. String to sign:
+ * "SDK-HMAC-SHA256\n<X-Sdk-Date>\n<hex SHA-256 of the canonical request>";
+ * signature: hex HMAC-SHA256 keyed with the SK as is.
  * (auth-notes.md 1.2-1.4; the simulator's verifier, sim/sim_aksk.lua, is an
  * independent implementation of the same text.)
  *
@@ -107,20 +108,42 @@ static size_t canonical_uri(char *out, const char *path, size_t len)
   return n;
 }
 
-static int bytes_cmp(const char *a, size_t al, const char *b, size_t bl)
+/* The byte at *i of canonical text s (an escape "%XY" is the byte it
+ * stands for), advancing *i past it. */
+static int decoded_at(const char *s, size_t *i)
 {
-  int c = memcmp(a, b, al < bl ? al : bl);
-  return c != 0 ? c : (al > bl) - (al < bl);
+  int c = (unsigned char)s[*i];
+  if (c == '%') { /* the canonical text has only complete escapes */
+    c = hexval((unsigned char)s[*i + 1]) * 16 + hexval((unsigned char)s[*i + 2]);
+    *i += 3;
+  } else {
+    (*i)++;
+  }
+  return c;
 }
 
-/* Orders two encoded "name=value" pairs by name, then value (encoded
- * names and values hold no raw "=" or "&"). */
+/* Orders two encoded texts by their decoded bytes: the SDKs sort the
+ * names and values they are given, before encoding them, and the orders
+ * differ ("%7C" < "_" but "_" < "|"). */
+static int decoded_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+  size_t i = 0, j = 0;
+  while (i < al && j < bl) {
+    int ca = decoded_at(a, &i), cb = decoded_at(b, &j);
+    if (ca != cb)
+      return ca - cb;
+  }
+  return (i < al) - (j < bl);
+}
+
+/* Orders two encoded "name=value" pairs by decoded name, then decoded
+ * value (encoded names and values hold no raw "=" or "&"). */
 static int pair_cmp(const char *a, size_t al, const char *b, size_t bl)
 {
   size_t an = (size_t)((const char *)memchr(a, '=', al) - a);
   size_t bn = (size_t)((const char *)memchr(b, '=', bl) - b);
-  int c = bytes_cmp(a, an, b, bn);
-  return c != 0 ? c : bytes_cmp(a + an, al - an, b + bn, bl - bn);
+  int c = decoded_cmp(a, an, b, bn);
+  return c != 0 ? c : decoded_cmp(a + an + 1, al - an - 1, b + bn + 1, bl - bn - 1);
 }
 
 /* Writes the sorted query at out, each pair encoded first at tmp (room for

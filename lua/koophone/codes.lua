@@ -15,7 +15,7 @@ local documented = {
   { "INTERNAL_ERROR", "KOOPHONE.API.9999", "internal service error" },
   { "GW_API_NOT_FOUND", "APIGW.0101", "API not found (wrong host, path or method)" },
   { "GW_BAD_REQUEST", "APIGW.0201", "bad request, body too large, or backend unavailable or timed out" },
-  { "GW_TOKEN_INVALID", "APIGW.0301", "token invalid, expired or missing" },
+  { "GW_TOKEN_INVALID", "APIGW.0301", "token invalid, expired or missing, or AK/SK signature refused" },
   { "GW_NOT_AUTHORIZED", "APIGW.0302", "not authorised" },
   { "GW_ACCESS_DENIED", "APIGW.0306", "access denied" },
   { "GW_TOKEN_RENEW", "APIGW.0307", "token must be renewed" },

@@ -1,9 +1,9 @@
 -- koophone.iam_token{...}: an IAM token provider. It logs in with a password (IAM's
 -- POST /v3/auth/tokens, project scope) through a core client of its own, keeps the token
 -- (the X-Subject-Token answer header) and fetches a new one once the cached one is within
--- refresh_before seconds of its expires_at. Accepted wherever a token is: the C core calls
--- tp:token() before a call and, on a 401 APIGW.0301 / APIGW.0307, tp:invalidate() and
--- tp:token() once more (src/call.c).
+-- refresh_before seconds of its expires_at and older than half its life (see fresh). Accepted
+-- wherever a token is: the C core calls tp:token() before a call and, on a 401 APIGW.0301 /
+-- APIGW.0307, tp:invalidate() and tp:token() once more (src/call.c).
 --
 --   local token, expires_at = tp:token()   -- or nil, err (kind "auth"): nothing was sent
 --   tp:invalidate()
@@ -57,6 +57,21 @@ function _M.parse_time(s)
          + tonumber(mi) * 60 + tonumber(sec)
 end
 
+-- Seconds a token that looked expired on arrival is used before another login.
+_M.MIN_REUSE = 60
+
+-- fresh(now, fetched_at, expires_at, refresh_before) -> whether a token fetched at fetched_at is
+-- still used as it is: until refresh_before seconds before its expiry, and in any case until it
+-- has served half its life as this host's clock saw it at the fetch; MIN_REUSE seconds when it
+-- had none (IAM does not issue expired tokens: this clock is ahead of IAM's). A lifetime under
+-- refresh_before, or such a clock, would otherwise log in again on every call; a token the
+-- gateway refuses is still replaced at once (invalidate).
+function _M.fresh(now, fetched_at, expires_at, refresh_before)
+  local life = expires_at - fetched_at
+  return now < expires_at - refresh_before
+      or now - fetched_at < (life > 0 and life / 2 or _M.MIN_REUSE)
+end
+
 -- An error of kind "auth" (nothing was sent to the API); koophone.ngx.iam_token makes its own
 -- with it.
 function _M.auth_error(message, status, attempts)
@@ -98,7 +113,7 @@ end
 -- token() -> token, expires_at (Unix seconds), or nil, err (kind "auth")
 function Provider:token()
   local now = os.time()
-  if self.cached and now < self.expires_at - self.refresh_before then
+  if self.cached and _M.fresh(now, self.fetched_at, self.expires_at, self.refresh_before) then
     return self.cached, self.expires_at
   end
   local res, err = core.iam_token_request(self.client, self.body, self.password)
@@ -111,12 +126,12 @@ function Provider:token()
     return nil, _M.auth_error("IAM's answer is malformed (HTTP 201): token.expires_at is not a UTC time",
                            res.status, res.attempts)
   end
-  self.cached, self.expires_at = res.token, expires_at
+  self.cached, self.expires_at, self.fetched_at = res.token, expires_at, now
   return res.token, expires_at
 end
 
 function Provider:invalidate()
-  self.cached, self.expires_at = nil, nil
+  self.cached, self.expires_at, self.fetched_at = nil, nil, nil
 end
 
 function Provider:__tostring()

@@ -139,6 +139,12 @@ function _M.csv(source, opts)
   local u, inst
   for k, name in ipairs(cols or {}) do
     name = name:match("^%s*(.-)%s*$")
+    local seen = name == "user_id" and u or name == "instance_id" and inst
+    if seen then -- which of the two columns holds the ids is anyone's guess
+      src.close()
+      return nil, ("%s: line %d: the header names %s twice, in columns %d and %d"):format(
+        src.name, at, name, seen, k)
+    end
     if name == "user_id" then u = k elseif name == "instance_id" then inst = k end
   end
   if not (u and inst) then

@@ -47,7 +47,7 @@ local function iam_login(o)
 end
 
 -- The token from --token-file or $KOOPHONE_TOKEN, white space around it removed; else AK/SK
--- credentials from HUAWEICLOUD_SDK_AK, _SK (+ _PROJECT_ID, _SECURITY_TOKEN); else an IAM
+-- credentials from HUAWEICLOUD_SDK_AK, _SK, _PROJECT_ID (+ _SECURITY_TOKEN); else an IAM
 -- password login (iam_login). Returns the token or credentials and what they are (for the
 -- confirmation and the log); the kind is said on stderr.
 local function read_token(o)

@@ -118,8 +118,8 @@ local function usage_line(opt)
 end
 
 local TRAILER = [==[
-credentials, the first that is set: the token; AK/SK from $HUAWEICLOUD_SDK_AK and _SK
-(+ _PROJECT_ID, _SECURITY_TOKEN), signing each request; IAM tokens from a password login:
+credentials, the first that is set: the token; AK/SK from $HUAWEICLOUD_SDK_AK, _SK and
+_PROJECT_ID (+ _SECURITY_TOKEN), signing each request; IAM tokens from a password login:
 $KOOPHONE_IAM_DOMAIN, _USER, _PASSWORD (or --password-file), _PROJECT (name) or
 _PROJECT_ID, _ENDPOINT [https://iam.myhuaweicloud.com].
 

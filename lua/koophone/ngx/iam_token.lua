@@ -6,7 +6,8 @@
 -- and wait (seconds a worker waits for another's fetch, default 10).
 --   local tp = require("koophone.ngx.iam_token").new{ dict = "koophone_tokens", domain = …, … }
 --   client:unassign(tp, pairs)   -- a koophone.ngx client (kngx.new / kngx.client)
--- The dict holds "<expires_at> <token>" under a key made of endpoint, domain, user and project,
+-- The dict holds "<expires_at> <fetched_at> <token>" under a key made of endpoint, domain, user
+-- and project (a token is refreshed as koophone.iam_token.fresh says),
 -- and "<key>:lock", added with a ttl: the worker that adds it fetches; a worker that dies while
 -- fetching frees it when the ttl ends. The token and the password never reach a log line.
 local errors = require "koophone.errors"
@@ -65,23 +66,28 @@ function _M.new(opts)
   }, Provider)
 end
 
--- the shared token when it is not within refresh_before of its expiry
+-- the shared token while it is fresh (koophone.iam_token.fresh)
 local function shared(self)
   local v = self.dict:get(self.key)
-  local expires_at, token = (v or ""):match("^(%d+) (.+)$")
+  local expires_at, fetched_at, token = (v or ""):match("^(%d+) (%d+) (.+)$")
   expires_at = tonumber(expires_at)
-  if token and ngx.time() < expires_at - self.refresh_before then return token, expires_at end
+  if token and iam_token.fresh(ngx.time(), tonumber(fetched_at), expires_at, self.refresh_before) then
+    return token, expires_at
+  end
 end
 
 -- fetch(want_events) -> token, expires_at or nil, err; then the IAM exchange's events (or nil)
 local function fetch(self, want_events)
+  local fetched_at = ngx.time()
   local ok, done, token, expires_at, events = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
                                                     "thread_fetch", self.opts, want_events)
   if not (ok and done) then
     return nil, iam_token.auth_error("cannot run the IAM token request: " .. tostring(ok and token or done))
   end
   if not token then return nil, errors.new(expires_at), events end
-  self.dict:set(self.key, ("%d %s"):format(expires_at, token), math.max(1, expires_at - ngx.time()))
+  -- kept while it may be fresh: a clock ahead of IAM's sees it expire at once
+  self.dict:set(self.key, ("%d %d %s"):format(expires_at, fetched_at, token),
+                math.max(expires_at - ngx.time(), iam_token.MIN_REUSE))
   return token, expires_at, events
 end
 
