@@ -175,6 +175,19 @@ describe("security", function()
       assert.same({}, sim.log())
     end)
 
+    it("is not retried by koophone.client: one attempt, and the error says to give the CA", function()
+      sim.reset(list)
+      local client = koophone.client { endpoint = sim.https_url, cafile = sim.other_ca,
+                                       retry = { max_attempts = 5, sleep = function() end } }
+      local res, err = client:unassign(TOKEN, list)
+      assert.is_nil(res)
+      assert.equals("CURLE_PEER_FAILED_VERIFICATION", err.code)
+      assert.equals("final", err.class)
+      assert.equals(1, err.attempts)
+      assert.matches("cafile", err.message)
+      assert.same({}, sim.log())
+    end)
+
     it("is off only with insecure = true", function()
       sim.reset(list)
       local client = koophone.new { endpoint = sim.wrongname_url, insecure = true }

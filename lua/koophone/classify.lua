@@ -7,7 +7,8 @@
 --   final      the server decided, or sending it again cannot help: never retried.
 -- The rows are tried in order; the first that matches decides. Whether the bindings may be gone
 -- although the call failed is koophone.applied's to say (from the reason and the copies sent).
-local codes = require("koophone.codes").names
+local codes_module = require "koophone.codes"
+local codes = codes_module.names
 
 local _M = {}
 
@@ -70,6 +71,9 @@ local rules = {
   -- not sent: the client's own rate would have made it wait more than rate.max_wait (a retry
   -- would only wait in line again)
   { "final", "rate_limited", function(e) return e.kind == "rate" end },
+  -- the server's certificate cannot be verified: every attempt, of every request, fails alike
+  { "final", "certificate", function(e) return codes_module.certificate_advice(e.code) ~= nil end,
+    function(e) return codes_module.certificate_advice(e.code) end },
   -- DNS, connect, TLS handshake; an HTTP status proves the request arrived, whatever `sent` says
   { "safe", "not_sent", function(e) return e.sent == false and e.status == nil end },
   { "safe", "throttled", _M.throttled },

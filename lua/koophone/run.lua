@@ -8,8 +8,7 @@
 -- refused alike (see SATURATED_LEVELS); other failures are retried as the client's policy says.
 -- The journal (koophone.journal) records each request before it leaves and each outcome after, so
 -- a resumed run never sends a finished pair again.
-local codes_module = require "koophone.codes"
-local codes = codes_module.names
+local codes = require("koophone.codes").names
 local classify = require "koophone.classify"
 local applied = require "koophone.applied"
 local bucket = require "koophone.bucket"
@@ -50,8 +49,8 @@ local NOT_ISOLATED = "not isolated: bisection stopped (%s for the batch and each
 -- Failures every later request would meet as well: the run stops sending.
 local function fatal(err)
   local _, why = classify.classify(err)
-  return why == "token" or err.status == 401 or err.status == 403
-      or err.code == codes.TENANT_NOT_FOUND or codes_module.certificate_advice(err.code) ~= nil
+  return why == "token" or why == "certificate" or err.status == 401 or err.status == 403
+      or err.code == codes.TENANT_NOT_FOUND
 end
 
 -- A copy of err whose message ends with `note` in parentheses.
@@ -349,15 +348,11 @@ function Run:failed(job, err)
     self.token:invalidate()
     return self:retry_later(job, err, clean, 0)
   end
-  -- a certificate that cannot be verified fails every attempt of every request alike
-  local advice = codes_module.certificate_advice(err.code)
-  local again, delay
-  if not advice then again, delay = self.policy:decide(err, job.attempt, job.state) end
+  local again, delay = self.policy:decide(err, job.attempt, job.state)
   if again and not self.aborted then return self:retry_later(job, err, clean, delay) end
   local res
   res, err = self.policy:finish(nil, err, job.attempt, job.state)
   if res then return self:succeeded(job, res) end
-  if advice then err.message = ("%s (%s)"):format(err.message or "", advice) end
   self:fail(job, err, nil, clean)
   if fatal(err) and not self.aborted then self:abort(err) end
 end
