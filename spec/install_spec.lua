@@ -68,6 +68,7 @@ describe("luarocks --tree DIR make, then DIR/bin/koophone (Lua " .. VERSION .. "
     assert.equals(2, status, out)
     assert.equals(1, select(2, out:gsub("\n", "")), out)
     assert.matches("^koophone: module 'koophone' not found", out)
-    assert.matches('set LUA_PATH and LUA_CPATH: eval "$(luarocks --tree DIR path)"', out, 1, true)
+    assert.matches(('set LUA_PATH and LUA_CPATH: eval "$(luarocks --lua-version=%s --tree DIR path)"'):format(VERSION),
+                   out, 1, true)
   end)
 end)
