@@ -132,9 +132,8 @@ end
 -- new(dict): metrics kept in dict (ngx.shared.NAME). Its on_event and on_retry fields are the
 -- hooks to give a client (plain functions: hooks are called without self).
 function _M.new(dict)
-  local t = type(dict)
-  if (t ~= "table" and t ~= "userdata") or type(dict.incr) ~= "function" or type(dict.get_keys) ~= "function" then
-    argerror.raise(FNAME, 1, "dict", "expected a lua_shared_dict (ngx.shared.NAME), got %s", t)
+  if type(dict) ~= "table" or type(dict.incr) ~= "function" or type(dict.get_keys) ~= "function" then
+    argerror.raise(FNAME, 1, "dict", "expected a lua_shared_dict (ngx.shared.NAME), got %s", type(dict))
   end
   local self = setmetatable({ dict = dict }, Metrics)
   self.on_event = function(ev) self:record(ev) end
