@@ -39,15 +39,44 @@ local function words(list)
   return table.concat(out, " ")
 end
 
--- Runs a copy of the program `binary` made in a new directory outside the checkout, beside a copy
--- of the script, from that directory, on the pairs of list; returns its output and exit status.
-local function run_copy(binary, list, env)
-  assert.is_false(knows_checkout(DIR .. "/" .. binary))
+-- Runs a copy of the program at path (default: the build tree's `binary`) made in a new directory
+-- outside the checkout, beside a copy of the script, from that directory, on the pairs of list;
+-- returns its output and exit status.
+local function run_copy(binary, list, env, path)
+  path = path or DIR .. "/" .. binary
+  assert.is_false(knows_checkout(path))
   local tmp = shell.read("mktemp -d /tmp/koophone-embed.XXXXXX")
-  shell.read(("cp %s/%s %s %s/"):format(DIR, binary, SCRIPT, tmp))
+  shell.read(("cp %s %s %s/"):format(shell.quote(path), SCRIPT, tmp))
   local out, status = console(tmp .. "/" .. binary, "admin.lua unassign " .. words(list), env, tmp)
   shell.read("rm -rf " .. shell.quote(tmp))
   return out, status
+end
+
+-- The sh block of docs/embedding.md whose first line is `first` (a comment), as a command for
+-- this runtime: the block's indentation removed, lua5.4 (interpreter and pkg-config name)
+-- replaced by the runtime under test.
+local function doc_block(first)
+  local f = assert(io.open("docs/embedding.md", "rb"))
+  local text = f:read("*a")
+  f:close()
+  local indent, block = text:match("\n( *)```sh\n *(" .. first:gsub("%p", "%%%0") .. ".-)\n *```")
+  assert(block, "no sh block starting with '" .. first .. "' in docs/embedding.md")
+  return (block:gsub("\n" .. indent, "\n"):gsub("lua5%.4", LUA))
+end
+
+-- The Lua files of the checkout in make's order ($(sort ...) compares bytes), relative to lua/.
+local function lua_modules()
+  local out = {}
+  for path in shell.read("cd lua && find . -name '*.lua' | sed 's|^\\./||' | LC_ALL=C sort"):gmatch("[^\n]+") do
+    out[#out + 1] = path
+  end
+  return out
+end
+
+local function mktemp()
+  local tmp = shell.read("mktemp -d /tmp/koophone-embed.XXXXXX")
+  finally(function() shell.run("rm -rf " .. shell.quote(tmp)) end)
+  return tmp
 end
 
 describe("examples/embed admin_console on " .. LUA, function()
@@ -109,6 +138,75 @@ describe("examples/embed admin_console on " .. LUA, function()
     assert.equals(0, status, out)
     assert.matches("thread 1: unassigned demo0002 job %x+", out)
     assert.matches("thread 2: unassigned demo0003 job %x+", out)
+  end)
+
+  it("builds a host with docs/embedding.md's line that compiles everything in, outside the checkout", function()
+    local command = doc_block("# everything compiled in, from the checkout")
+    local tmp = mktemp()
+    shell.read(("cp -r src include lua examples %s/"):format(tmp))
+    local out, status = shell.run(("cd %s && %s"):format(tmp, command))
+    assert.equals(0, status, out)
+    -- the program it built needs no file of the copy: the Lua layer is in it
+    shell.read(("rm -rf %s/lua %s/src"):format(tmp, tmp))
+    local list = sim.make_pairs(2, "dl")
+    sim.reset(list)
+    out, status = run_copy("admin_console_static", list, NO_LUA_PATH, tmp .. "/admin_console_static")
+    assert.equals(0, status, out)
+    assert.matches("thread 1: unassigned " .. list[2].instance_id .. " job %x+", out)
+    assert.same({}, sim.bindings())
+  end)
+
+  it("builds a host with docs/embedding.md's pkg-config line against make install-embed's koophone.pc", function()
+    local command = doc_block("# with koophone.pc")
+    local tmp = mktemp()
+    shell.make(("install-embed LUA=%s PREFIX=%s/prefix"):format(LUA, tmp))
+    for _, file in ipairs { "include/koophone.h", "lib/libkoophone.a", "lib/pkgconfig/koophone.pc" } do
+      assert.equals(0, select(2, shell.run(("test -f %s/prefix/%s"):format(tmp, file))), file)
+    end
+    -- nothing of the checkout but the program's source
+    shell.read(("mkdir -p %s/host/examples/embed && cp examples/embed/admin_console.c %s/host/examples/embed/")
+      :format(tmp, tmp))
+    local out, status = shell.run(("cd %s/host && PKG_CONFIG_PATH=%s/prefix/lib/pkgconfig && export PKG_CONFIG_PATH && %s")
+      :format(tmp, tmp, command))
+    assert.equals(0, status, out)
+    local list = sim.make_pairs(2, "pc")
+    sim.reset(list)
+    out, status = run_copy("admin_console_static", list, NO_LUA_PATH, tmp .. "/host/admin_console_static")
+    assert.equals(0, status, out)
+    assert.matches("thread 1: unassigned " .. list[1].instance_id .. " job %x+", out)
+    assert.same({}, sim.bindings())
+  end)
+
+  it("lua2c.lua takes absolute and relative paths in any layout from any directory, with --root", function()
+    local tmp = mktemp()
+    local lua2c = shell.quote(ROOT .. "/examples/embed/lua2c.lua")
+    -- the modules in an installed tree's layout, and lua2c run from elsewhere
+    shell.read(("mkdir -p %s/share/lua/5.x %s/cwd && cp -r lua/. %s/share/lua/5.x/"):format(tmp, tmp, tmp))
+    local absolute, relative = {}, {}
+    for i, path in ipairs(lua_modules()) do
+      absolute[i] = shell.quote(tmp .. "/share/lua/5.x/" .. path)
+      relative[i] = "../share/lua/5.x/" .. path
+    end
+    local out, status = shell.run(("cd %s/cwd && %s %s --root %s/share/lua/5.x abs.c %s"):format(tmp, LUA, lua2c, tmp,
+      table.concat(absolute, " ")))
+    assert.equals(0, status, out)
+    out, status = shell.run(("cd %s/cwd && %s %s --root ../share/lua/5.x/ rel.c %s"):format(tmp, LUA, lua2c,
+      table.concat(relative, " ")))
+    assert.equals(0, status, out)
+    -- modules named from the root, not from where the files are: the build tree's file, byte for byte
+    for _, name in ipairs { "abs.c", "rel.c" } do
+      out, status = shell.run(("cmp %s/cwd/%s %s/koophone_lua.c"):format(tmp, name, DIR))
+      assert.equals(0, status, out)
+    end
+    local c = shell.read(("cat %s/cwd/abs.c"):format(tmp))
+    assert.truthy(c:find('{ "koophone.ngx.inflight", "=koophone.ngx.inflight",', 1, true))
+    assert.is_nil(c:find(tmp, 1, true))
+    -- a file outside the root: one line, exit 2
+    out, status = shell.run(("cd %s/cwd && %s %s --root %s/share/lua/5.x x.c %s/lua/koophone.lua"):format(tmp, LUA,
+      lua2c, tmp, ROOT))
+    assert.equals(2, status)
+    assert.equals(("lua2c.lua: %s/lua/koophone.lua: not a .lua file under the root %s/share/lua/5.x (--root DIR)\n")
+      :format(ROOT, tmp), out)
   end)
 
   it("runs one lua_State and one client per OS thread", function()

@@ -256,6 +256,20 @@ describe("the README", function()
     assert.same({}, missing)
   end)
 
+  it("has an API index row for every koophone.ngx.* module the docs or the examples require", function()
+    local indexed, missing = {}, {}
+    for _, entry in ipairs(api_index()) do indexed[entry.text] = true end
+    local files = { "README.md" }
+    for _, doc in ipairs(DOCS) do files[#files + 1] = doc end
+    for _, file in ipairs(list("find examples -name '*.lua' -o -name '*.conf' | sort")) do files[#files + 1] = file end
+    for _, file in ipairs(files) do
+      for name in read(file):gmatch("require%s*%(?%s*[\"'](koophone%.ngx%.[%w_.]+)[\"']") do
+        if not indexed[name] then missing[name] = file end
+      end
+    end
+    assert.same({}, missing)
+  end)
+
   it("has every option the code accepts in an options table", function()
     local documented, missing = documented_options(), {}
     for _, option in ipairs(accepted_options()) do

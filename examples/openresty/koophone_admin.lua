@@ -19,7 +19,7 @@ local cjson = require "cjson.safe"
 local koophone = require "koophone"
 local kngx = require "koophone.ngx"
 local classify = require "koophone.classify"
-local metrics = require "koophone_metrics"
+local kmetrics = require "koophone.ngx.metrics"
 
 local _M = {}
 
@@ -27,8 +27,9 @@ local MAX_PAIRS = 100 -- the client's max_pairs default: more would be a raised 
 local client, token
 
 -- The client's options; `overrides` replace some (spec/openresty_load_spec.lua uses them).
--- limits: the lua_shared_dict of the retry budget (nil: each worker has its own).
-function _M.options(overrides, limits)
+-- limits: the lua_shared_dict of the retry budget (nil: each worker has its own); metrics: a
+-- koophone.ngx.metrics fed by the client's hooks (nil: none).
+function _M.options(overrides, limits, metrics)
   -- the default retry policy: only failures that certainly did not apply, and throttling;
   -- its delays are ngx.sleep, so the worker keeps serving while it waits
   local opts = {
@@ -40,16 +41,18 @@ function _M.options(overrides, limits)
     cafile = os.getenv("KOOPHONE_CAFILE"),
     timeout = 15,
     retry = { max_attempts = 3, base_delay = 0.05, throttle_base_delay = 0.1, max_retry_after = 1,
-              on_retry = metrics.retry, budget = limits and { dict = limits } },
-    on_event = metrics.record, -- /metrics (koophone_metrics.lua)
+              on_retry = metrics and metrics.on_retry, budget = limits and { dict = limits } },
+    on_event = metrics and metrics.on_event, -- /metrics
   }
   for k, v in pairs(overrides or {}) do opts[k] = v end
   return opts
 end
 
 -- Called from init_by_lua: a bad option stops nginx from starting instead of failing requests.
+-- _M.metrics answers /metrics (nginx.conf): every worker counts into lua_shared_dict koophone_metrics.
 function _M.init(overrides)
-  client = kngx.client(_M.options(overrides, ngx.shared.koophone_limits))
+  _M.metrics = kmetrics.new(ngx.shared.koophone_metrics)
+  client = kngx.client(_M.options(overrides, ngx.shared.koophone_limits, _M.metrics))
   token = os.getenv("KOOPHONE_TOKEN")
 end
 
@@ -105,9 +108,9 @@ function _M.unassign()
   if not token then return reply(500, { error = { message = "KOOPHONE_TOKEN is not set" } }) end
   local list, opts_or_reason = read_request()
   if not list then return reply(400, { error = { message = opts_or_reason } }) end
-  metrics.enter()
+  _M.metrics:enter()
   local ok, res, err = pcall(client.unassign, client, token, list, opts_or_reason)
-  metrics.leave()
+  _M.metrics:leave()
   if not ok then error(res, 0) end
   if not res then
     local status, message = failure_status(err)
