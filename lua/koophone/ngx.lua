@@ -194,14 +194,17 @@ function Client:request_id()
   return self.ids:request_id()
 end
 
--- Waits up to queue_timeout in all for a call of this client to end; false when the time is up.
+-- Waits for a call of this client to end, until deadline (core.now()) at the latest; false when
+-- the time is up. The clock is read, not ngx.now(): that one moves only between events, and a
+-- request that loops without yielding never sees it move.
 local function wait_for_slot(self, deadline)
-  local left = deadline - ngx.now()
+  local left = deadline - core.now()
   if left <= 0 then return false end
   if not self.freed then self.freed = require("ngx.semaphore").new() end
   -- woken when a call of this client ends; the cap also catches slots that ended unseen (a call
-  -- whose request is gone) and VMs that nginx frees just after
-  self.freed:wait(math.min(left, 0.05))
+  -- whose request is gone) and VMs that nginx frees just after. At least 1 ms: the semaphore
+  -- counts whole milliseconds and returns at once, without yielding, for 0.
+  self.freed:wait(math.max(math.min(left, 0.05), 0.001))
   return true
 end
 
@@ -294,7 +297,7 @@ end
 function call_with_token(self, method, token, arg, call_opts)
   if self.closed then error("koophone: client is closed", 2) end
   if not self.slots then self.slots = require("koophone.ngx.inflight").new(self.max_in_flight) end
-  local deadline = ngx.now() + self.queue_timeout
+  local deadline = core.now() + self.queue_timeout
   local started, done, res, err
   repeat
     started, done, res, err = post(self, method, token, arg, call_opts)
