@@ -232,6 +232,22 @@ describe("koophone.ngx outside nginx", function()
     c:close()
   end)
 
+  it("refuses bulk with an error that names the alternatives, before anything is opened", function()
+    local text = " is not available in nginx (it would block the worker); run bulk jobs with "
+      .. "bin/koophone or koophone.client outside nginx, or call client:unassign per batch"
+    local list, journal = sim.make_pairs(2, "blk"), os.tmpname()
+    os.remove(journal)
+    local c = kngx.client(sim.client_opts("http"))
+    sim.reset(list)
+    assert.has_error(function() c:unassign_all(sim.token, list, { journal = journal }) end,
+                     "koophone.ngx: unassign_all" .. text)
+    assert.has_error(function() c:unassign_many(sim.token, { list }) end, "koophone.ngx: unassign_many" .. text)
+    assert.has_error(function() kngx.new(sim.client_opts("http")):unassign_many(sim.token, { list }) end,
+                     "koophone.ngx: unassign_many" .. text)
+    assert.is_nil(io.open(journal))
+    assert.equals(0, #sim.log())
+  end)
+
   it("raises on a closed client before reaching nginx", function()
     local c = kngx.new(sim.client_opts("http"))
     c:close()

@@ -312,6 +312,21 @@ function call_with_token(self, method, token, arg, call_opts)
   return res
 end
 
+-- Bulk is not offered in nginx: unassign_many would hold a pool thread and a thread VM for all
+-- its batches, and unassign_all (rounds of unassign_many) would also write and fsync its journal
+-- in the worker and keep a request open for the whole run. They raise, naming what to do instead,
+-- rather than fail with "attempt to call a nil value".
+local function not_in_nginx(name)
+  return function()
+    error("koophone.ngx: " .. name .. " is not available in nginx (it would block the worker); run "
+          .. "bulk jobs with bin/koophone or koophone.client outside nginx, or call client:unassign "
+          .. "per batch", 0)
+  end
+end
+
+-- koophone.client's unassign_many calls this one
+Client.unassign_many = not_in_nginx("unassign_many")
+
 -- close(): later calls raise, as with koophone's clients. The thread side's clients stay in
 -- their VMs (no request can reach a given VM) and serve the next client with the same options.
 function Client:close()
@@ -330,8 +345,11 @@ end
 function _M.client(opts)
   local wrapper = require "koophone.client"
   local transport_opts, own = wrapper.split_options(opts, "koophone.ngx.client")
-  return wrapper.wrap(new(transport_opts, "koophone.ngx.client"), own, _M.sleep,
-                      "koophone.ngx.client")
+  local c = wrapper.wrap(new(transport_opts, "koophone.ngx.client"), own, _M.sleep,
+                         "koophone.ngx.client")
+  -- before koophone.bulk opens a journal or checks anything
+  c.unassign_all = not_in_nginx("unassign_all")
+  return c
 end
 
 -- Retry delays in OpenResty: ngx.sleep yields, the core's sleep would block the worker. At least
