@@ -67,6 +67,7 @@ build = {
     ["koophone.ngx"] = "lua/koophone/ngx.lua",
     ["koophone.ngx.iam_token"] = "lua/koophone/ngx/iam_token.lua",
     ["koophone.ngx.inflight"] = "lua/koophone/ngx/inflight.lua",
+    ["koophone.ngx.thread"] = "lua/koophone/ngx/thread.lua",
     ["koophone.outcomes"] = "lua/koophone/outcomes.lua",
     ["koophone.readers"] = "lua/koophone/readers.lua",
     ["koophone.retry"] = "lua/koophone/retry.lua",

@@ -18,67 +18,14 @@
 -- survive (no functions, userdata or metatables). So the options are plain values, the client
 -- lives in the thread VM, koophone.aksk credentials cross as their fields and are made again
 -- there, and errors get their koophone.Error metatable back on this side.
--- The thread side must not touch the `ngx` API: this file reads `ngx` only in request code.
 local argerror = require "koophone.argerror"
 local core = require "koophone.core"
 local classify = require "koophone.classify"
 
 local _M = { _VERSION = core._VERSION }
 
-local THREAD_MODULE = "koophone.ngx"
-
--- ---------------------------------------------------------------- thread side
-
--- Clients of this thread VM by options key. A VM serves one call at a time and is reused, so
--- its client keeps its connection (and TLS session) for the next call that VM takes.
-local clients = {}
-
--- The events of the call in progress in this VM, for a client with on_event (request side):
--- functions cannot cross the thread boundary, so the events go back with the result.
-local collected
-
-local function collect(ev)
-  if collected then collected[#collected + 1] = ev end
-end
-
--- method: "unassign" or "get_task"; arg: its pairs or its task id
-local function call_in_thread(method, key, opts, token, arg, call_opts, events)
-  if events then key = key .. "\0\0on_event" end
-  local c = clients[key]
-  if c == nil then
-    local o = opts
-    if events then
-      o = { on_event = collect }
-      for k, v in pairs(opts) do o[k] = v end
-    end
-    local ok, made = pcall(core.new, o)
-    if not ok then return false, made end
-    c = made
-    clients[key] = c
-  end
-  collected = events and {} or nil
-  local cred = type(token) == "table" and core.aksk(token) -- AK/SK, exported by post()
-  local ok, res, err = pcall(c[method], c, cred or token, arg, call_opts)
-  if cred then cred:close() end
-  events, collected = collected, nil
-  if not ok then return false, res end
-  return true, res, err, events
-end
-
--- Runs in the thread VM: true, res, err (and the call's events when asked) for an outcome, or
--- false, message when the call raised (a programmer mistake, re-raised in the request). Then
--- frees the call's in-flight slot.
-local function thread_call(method, key, opts, token, arg, call_opts, slots_addr, slot, events)
-  local done, res, err
-  done, res, err, events = call_in_thread(method, key, opts, token, arg, call_opts, events)
-  if slots_addr then require("koophone.ngx.inflight").clear(slots_addr, slot) end
-  return done, res, err, events
-end
-
-function _M.thread_unassign(...) return thread_call("unassign", ...) end
-function _M.thread_get_task(...) return thread_call("get_task", ...) end
-
--- ---------------------------------------------------------------- request side
+-- The thread side (koophone/ngx/thread.lua): what lua-nginx-module requires in each thread VM.
+local THREAD_MODULE = "koophone.ngx.thread"
 
 -- ngx refusals that are about load, not about the caller's code: the call was not sent.
 local not_started = {
@@ -235,7 +182,7 @@ local function post(self, method, token, arg, call_opts)
   -- AK/SK credentials cross as their fields: a userdata does not survive the copy
   if core.is_aksk(token) then token = core.aksk_export(token) end
   local called, ok, done, res, err, events = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
-    "thread_" .. method, self.key, self.opts, token, arg, call_opts, slots.addr, slot,
+    method, self.key, self.opts, token, arg, call_opts, slots.addr, slot,
     self.on_event ~= nil)
   if called and ok then
     if self.freed and self.freed:count() < 0 then self.freed:post(1) end
