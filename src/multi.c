@@ -187,8 +187,8 @@ static void push_anchored(lua_State *L, const kp_many *m, int slot, lua_Integer 
   lua_pop(L, 1);
 }
 
-/* Starts the next batch on pool handle i. */
-static void start(lua_State *L, kp_many *m, int i)
+/* Starts the next batch on pool handle i; NULL, or why it cannot. */
+static const char *start(lua_State *L, kp_many *m, int i)
 {
   kp_multi *mu = m->c->multi;
   kp_conn *k = mu->conns[i];
@@ -202,13 +202,12 @@ static void start(lua_State *L, kp_many *m, int i)
   why = kp_call_arm(&m->call, k);
   if (why == NULL && curl_multi_add_handle(mu->multi, k->easy) != CURLM_OK)
     why = "cannot start a transfer";
-  if (why != NULL) {
-    end_set(L, m);
-    luaL_error(L, "%s: %s", m->call.fname, why);
-  }
+  if (why != NULL)
+    return why;
   mu->batch[i] = (int)b;
   m->started = b;
   m->active++;
+  return NULL;
 }
 
 /* Reads the transfers libcurl finished until one has an outcome: pushes it (res, or nil and
@@ -256,6 +255,13 @@ static lua_Integer take_done(lua_State *L, kp_many *m, int *results)
   return 0;
 }
 
+/* Ends the set and raises "<fname>: why". */
+static lua_Integer fail(lua_State *L, kp_many *m, const char *why)
+{
+  end_set(L, m);
+  return luaL_error(L, "%s: %s", m->call.fname, why);
+}
+
 /* Drives the set until a batch ends: returns it with its outcome pushed (*results values); 0
  * when every batch started has ended and no other will start; -1 when the interruption flag
  * (interrupt.c) ended the set: nothing more starts, the transfers in flight are abandoned.
@@ -264,6 +270,7 @@ static lua_Integer step(lua_State *L, kp_many *m, int *results)
 {
   int fresh = 1, i, running;
   CURLMcode mc = CURLM_OK;
+  const char *why = NULL;
   lua_Integer b;
   kp_multi *mu;
   while (m->c != NULL) {
@@ -275,18 +282,16 @@ static lua_Integer step(lua_State *L, kp_many *m, int *results)
     }
     mu = m->c->multi;
     for (i = 0; i < m->concurrency && m->started < m->n && !m->stopped; i++)
-      if (mu->batch[i] == 0)
-        start(L, m, i);
+      if (mu->batch[i] == 0 && (why = start(L, m, i)) != NULL)
+        return fail(L, m, why);
     if (m->active == 0)
       break;
     if (!fresh) /* nothing ended since the last perform: wait for the sockets */
       mc = curl_multi_poll(mu->multi, NULL, 0, KP_POLL_MS, NULL);
     if (mc == CURLM_OK)
       mc = curl_multi_perform(mu->multi, &running);
-    if (mc != CURLM_OK) {
-      end_set(L, m);
-      luaL_error(L, "%s: %s", m->call.fname, curl_multi_strerror(mc));
-    }
+    if (mc != CURLM_OK)
+      return fail(L, m, curl_multi_strerror(mc));
     fresh = 0;
   }
   end_set(L, m);
@@ -313,9 +318,6 @@ static int open_set(lua_State *L, kp_client *c, const char *fname)
   kp_call call;
   kp_many *m;
   lua_settop(L, ARG_OPTS);
-  if (c->multi != NULL && c->multi->open != NULL)
-    luaL_error(L, "%s: the client has a transfer set open: close it, or call its next() "
-               "until it returns nil, first", fname);
   kp_call_init(L, &call, c, KP_CALL_UNASSIGN, fname, ARG_TOKEN);
   if (lua_type(L, ARG_BATCHES) != LUA_TTABLE || !kp_is_array(L, ARG_BATCHES))
     kp_argerror(L, fname, 2, "batches", "expected an array of batches, got %s",
@@ -347,6 +349,10 @@ static int open_set(lua_State *L, kp_client *c, const char *fname)
   lua_rawseti(L, SLOT_ANCHOR, A_PAIRS);
   lua_rawseti(L, SLOT_ANCHOR, A_IDS);
   lua_rawseti(L, SLOT_ANCHOR, A_BODIES);
+  /* checked last, after the token provider's code ran */
+  if (c->multi != NULL && c->multi->open != NULL)
+    luaL_error(L, "%s: the client has a transfer set open: close it, or call its next() "
+               "until it returns nil, first", fname);
   if (concurrency > n)
     concurrency = n;
   if (n > 0)
@@ -426,7 +432,7 @@ void kp_many_close(lua_State *L, kp_many *m)
 static int drive(lua_State *L)
 {
   kp_many *m = lua_touserdata(L, 1);
-  int results;
+  int results = 0;
   lua_Integer b;
   while ((b = step(L, m, &results)) > 0) {
     lua_pushboolean(L, 0);
