@@ -3,7 +3,8 @@
 --
 -- The rows (koophone.rows) become batches; batches go out in rounds, each round a transfer set of
 -- the C core (client.core:start_many, the only concurrency a Lua script has) driven from here one
--- answer at a time; each answer decides the outcome of its pairs. A batch refused as a whole because of some of its pairs (2210, 1000, 1001, 1012) is split
+-- answer at a time; each answer decides the outcome of its pairs. A batch refused as a whole
+-- because of some of its pairs (2210, 1000, 1001, 1012) is split
 -- in halves until those pairs are alone (bisection); other failures are retried as the client's
 -- policy says. The journal (koophone.journal) records each request before it leaves and each
 -- outcome after, so a resumed run never sends a finished pair again.
