@@ -7,7 +7,7 @@
  *   request.c response.c transport.c   the body, the answer, the wire
  *   event.c                      on_event: the event of one exchange
  *   call.c                       one call: prepare, send-time step, perform, map
- *   multi.c                      several calls at once, from call.c's pieces
+ *   multi.c                      several calls at once (transfer sets), from call.c's pieces
  *   client.c                     the client object, methods as thin wrappers
  *   koophone.c                   the module entry */
 #ifndef KP_H
@@ -346,7 +346,7 @@ typedef struct kp_client {
   kp_body body;
   char *endpoint;   /* as configured, without trailing slashes */
   long timeout_ms;  /* default per-call timeout */
-  kp_multi *multi;  /* unassign_many's handles, made on first use */
+  kp_multi *multi;  /* start_many's handles, made on first use */
   int closed;
   kp_hook hook;     /* opts.on_event */
   kp_hook *lent;    /* while a token provider's client fetches a token for another client's
@@ -418,9 +418,19 @@ int kp_iam_token(lua_State *L, kp_client *c, const char *fname, int base);
 /* get_task(token, task_id [, opts]) with argument #1 at base. */
 int kp_get_task(lua_State *L, kp_client *c, const char *fname, int base);
 
-/* ---- multi.c: client:unassign_many, several requests at once ---- */
-/* client:unassign_many(token, batches [, opts]) with the client at 1 */
+/* ---- multi.c: client:start_many and client:unassign_many, several requests at once ---- */
+#define KP_MANY_MT "koophone.many" /* a transfer set */
+typedef struct kp_many kp_many;
+/* client:start_many(token, batches [, opts]) with the client at 1: pushes the set, or nil, err
+ * when a token provider failed; raises while another set of the client is open */
+int kp_start_many(lua_State *L, kp_client *c);
+/* client:unassign_many(token, batches [, opts]): a set driven to its end, in C */
 int kp_unassign_many(lua_State *L, kp_client *c);
+kp_client *kp_many_client(const kp_many *m); /* the client of an open set, NULL once it ended */
+int kp_many_next(lua_State *L, kp_many *m);  /* set:next() with the set at 1 */
+int kp_many_started(lua_State *L);            /* set:started() */
+int kp_many_stop(lua_State *L);               /* set:stop() */
+void kp_many_close(lua_State *L, kp_many *m); /* abandons what is in flight; idempotent */
 void kp_multi_free(kp_multi *m); /* NULL is fine */
 
 /* ---- client.c: the client object ---- */

@@ -14,6 +14,7 @@
 --                                          err.attempts = requests sent, res.unconfirmed = the
 --                                          pairs the answer has no job for
 --   client:unassign_many(token, batches, opts)   the core's unassign_many, as it is (no policy)
+--   client:start_many(token, batches, opts)      the core's start_many (a transfer set), as it is
 --   client:unassign_all(token, pairs, opts)      koophone.bulk.unassign_all(client, ...)
 --   client:get_task(token, task_id, opts)   GetTask; a read: every transient failure is retried
 --   client:wait_jobs(token, what, opts)     koophone.wait.wait_jobs(client, ...)
@@ -206,6 +207,10 @@ end
 
 function Client:unassign_many(token, batches, opts)
   return self.core:unassign_many(token, batches, opts)
+end
+
+function Client:start_many(token, batches, opts)
+  return self.core:start_many(token, batches, opts)
 end
 
 function Client:unassign_all(token, list, opts)
