@@ -102,6 +102,7 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
     { "new_as", module_new_as },
     { "configure", module_configure },
     { "validate_pair", kp_validate_pair },
+    { "task_id_problem", kp_lua_task_id_problem },
     { "random", kp_lua_random },
     { "row_entry", kp_row_entry },
     { "sign", kp_lua_sign }, { "aksk", kp_lua_aksk },

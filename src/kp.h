@@ -60,6 +60,7 @@ const char *kp_check_request_id(lua_State *L, int idx, const char *fname, int ar
                                 const char *path, size_t *len);
 /* A task id: 1 to KP_TASK_ID_MAX bytes, no control character (path "task_id"). */
 const char *kp_check_task_id(lua_State *L, int idx, const char *fname, int argn, size_t *len);
+int kp_lua_task_id_problem(lua_State *L);
 /* The options table at t (path "opts"): a table whose keys are all in names. */
 void kp_check_opts(lua_State *L, int t, const char *fname, int argn, const char *const names[]);
 long kp_check_seconds(lua_State *L, int idx, const char *fname, int argn,
