@@ -242,12 +242,13 @@ static int client_unassign(lua_State *L)
   return kp_unassign(L, c, "koophone.unassign", 2);
 }
 
-/* client:get_task(token, task_id [, opts]) */
-static int client_get_task(lua_State *L)
+/* client:<read>(token, arg [, opts]): client:get_task(token, task_id [, opts]),
+ * client:list_instances(token, query [, opts]), a method per read row of kp_call_types */
+static int client_read(lua_State *L)
 {
   kp_client *c = kp_check_client(L, 1);
   lua_settop(L, 4);
-  return kp_get_task(L, c, "koophone.get_task", 2);
+  return kp_call_read(L, c, (int)lua_tointeger(L, KP_UV_CALL), 2);
 }
 
 /* client:unassign_many(token, batches [, opts]) (multi.c) */
@@ -321,10 +322,11 @@ static int client_tostring(lua_State *L)
   return 1;
 }
 
-/* Registers the metatable `name`: metamethods, and methods as __index, with the module's
- * upvalues (the KP_NUPVALUES values ending at stack index top). */
+/* Registers the metatable `name`: metamethods, and methods as __index (and, given `read`, a
+ * method per read of the call table), with the module's upvalues (the KP_NUPVALUES values
+ * ending at stack index top). */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *metamethods,
-                      const luaL_Reg *methods, int top)
+                      const luaL_Reg *methods, int top, lua_CFunction read)
 {
   int i;
   luaL_newmetatable(L, name);
@@ -335,6 +337,8 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *metamethod
   for (i = KP_NUPVALUES - 1; i >= 0; i--)
     lua_pushvalue(L, top - i);
   luaL_setfuncs(L, methods, KP_NUPVALUES);
+  if (read != NULL)
+    kp_call_set_reads(L, -1, top - KP_NUPVALUES + 1, read);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 }
@@ -345,7 +349,6 @@ void kp_client_open(lua_State *L)
     { "unassign", client_unassign },
     { "unassign_many", client_unassign_many },
     { "start_many", client_start_many },
-    { "get_task", client_get_task },
     { "request_id", client_request_id },
     { "close", client_close },
     { NULL, NULL }
@@ -369,6 +372,6 @@ void kp_client_open(lua_State *L)
     { NULL, NULL }
   };
   int top = lua_gettop(L);
-  new_class(L, KP_CLIENT_MT, metamethods, methods, top);
-  new_class(L, KP_MANY_MT, many_metamethods, many_methods, top);
+  new_class(L, KP_CLIENT_MT, metamethods, methods, top, client_read);
+  new_class(L, KP_MANY_MT, many_metamethods, many_methods, top, NULL);
 }

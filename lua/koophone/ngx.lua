@@ -1,10 +1,11 @@
 -- koophone.ngx: koophone for OpenResty without blocking the nginx worker.
 --
 -- A libcurl call made in a request handler stalls every connection of that worker until it
--- returns. This module keeps koophone's unassign and get_task contracts (same arguments, same
--- res / nil, err, same raised errors) but runs the call in an nginx thread pool through ngx.run_worker_thread
--- (lua-nginx-module 0.10.21 or later, nginx built with threads): the calling request yields and
--- the worker goes on serving everything else until the thread is done.
+-- returns. This module keeps koophone's unassign, get_task and list_instances contracts (same
+-- arguments, same res / nil, err, same raised errors) but runs the call in an nginx thread pool
+-- through ngx.run_worker_thread (lua-nginx-module 0.10.21 or later, nginx built with threads):
+-- the calling request yields and the worker goes on serving everything else until the thread is
+-- done.
 --
 -- Needs, in the main context of nginx.conf (name = opts.thread_pool, default "koophone"):
 --     thread_pool koophone threads=4 max_queue=64;
@@ -222,7 +223,7 @@ local function call_with_provider(self, method, tp, arg, call_opts)
   return res, cerr
 end
 
--- One call of method ("unassign" or "get_task") with its argument (pairs, task id).
+-- One call of method ("unassign" or a read) with its argument (pairs, task id, query).
 local function call(self, method, token, arg, call_opts)
   if type(token) == "table" and type(token.token) == "function" then
     if self.closed then error("koophone: client is closed", 2) end
@@ -240,6 +241,11 @@ end
 
 function Client:get_task(token, task_id, call_opts)
   return call(self, "get_task", token, task_id, call_opts)
+end
+
+-- client:list_instances(token, query [, opts]): a read like get_task, one page of ListInstances.
+function Client:list_instances(token, query, call_opts)
+  return call(self, "list_instances", token, query, call_opts)
 end
 
 function call_with_token(self, method, token, arg, call_opts)

@@ -21,7 +21,7 @@ local function collect(ev)
   if collected then collected[#collected + 1] = ev end
 end
 
--- method: "unassign" or "get_task"; arg: its pairs or its task id
+-- method: "unassign" or a read (READS); arg: its pairs, task id or query
 local function call(method, key, opts, token, arg, call_opts, events)
   core = core or require "koophone.core"
   if events then key = key .. "\0\0on_event" end
@@ -59,6 +59,11 @@ end
 -- unassign(key, opts, token, pairs, call_opts, slots_addr, slot, events), get_task(...): key
 -- names the option set opts (equal options, same client).
 function _M.unassign(...) return thread_call("unassign", ...) end
-function _M.get_task(...) return thread_call("get_task", ...) end
+
+-- The core's reads, exported alike: a later read is one more name here.
+local READS = { "get_task", "list_instances" }
+for _, method in ipairs(READS) do
+  _M[method] = function(...) return thread_call(method, ...) end
+end
 
 return _M
