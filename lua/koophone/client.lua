@@ -17,6 +17,7 @@
 --   client:unassign_all(token, pairs, opts)      koophone.bulk.unassign_all(client, ...)
 --   client:get_task(token, task_id, opts)   GetTask; a read: every transient failure is retried
 --   client:wait_jobs(token, what, opts)     koophone.wait.wait_jobs(client, ...)
+--   client:bindings(token, pairs, opts)     koophone.bindings.read(client, ...): ListInstances reads
 --   client.core     the koophone.core client userdata (one libcurl handle, kept-alive connection)
 --   client.policy   the koophone.retry policy: policy:new_state(), policy:decide(err, attempt, state)
 --                   -> again, delay, why (calls on_retry when again), policy:finish(res, err,
@@ -206,6 +207,10 @@ end
 
 function Client:unassign_many(token, batches, opts)
   return self.core:unassign_many(token, batches, opts)
+end
+
+function Client:bindings(token, list, opts)
+  return require("koophone.bindings").read(self, token, list, opts)
 end
 
 function Client:unassign_all(token, list, opts)
