@@ -236,12 +236,13 @@ static int client_unassign(lua_State *L)
   return kp_unassign(L, c, "koophone.unassign", 2);
 }
 
-/* client:get_task(token, task_id [, opts]) */
-static int client_get_task(lua_State *L)
+/* client:<read>(token, arg [, opts]): client:get_task(token, task_id [, opts]),
+ * client:list_instances(token, query [, opts]), a method per read row of kp_call_types */
+static int client_read(lua_State *L)
 {
   kp_client *c = kp_check_client(L, 1);
   lua_settop(L, 4);
-  return kp_get_task(L, c, "koophone.get_task", 2);
+  return kp_call_read(L, c, (int)lua_tointeger(L, KP_UV_CALL), 2);
 }
 
 /* client:unassign_many(token, batches [, opts]) (multi.c) */
@@ -288,7 +289,6 @@ void kp_client_open(lua_State *L)
   static const luaL_Reg methods[] = {
     { "unassign", client_unassign },
     { "unassign_many", client_unassign_many },
-    { "get_task", client_get_task },
     { "request_id", client_request_id },
     { "close", client_close },
     { NULL, NULL }
@@ -308,6 +308,7 @@ void kp_client_open(lua_State *L)
   for (i = KP_NUPVALUES - 1; i >= 0; i--)
     lua_pushvalue(L, top - i);
   luaL_setfuncs(L, methods, KP_NUPVALUES);
+  kp_call_set_reads(L, -1, top - KP_NUPVALUES + 1, client_read);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 }

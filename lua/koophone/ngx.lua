@@ -1,7 +1,7 @@
 -- koophone.ngx: koophone for OpenResty without blocking the nginx worker.
 --
 -- A libcurl call made in a request handler stalls every connection of that worker until it
--- returns. This module keeps koophone's unassign and get_task contracts (same arguments, same
+-- returns. This module keeps koophone's unassign, get_task and list_instances contracts (same arguments, same
 -- res / nil, err, same raised errors) but runs the call in an nginx thread pool through ngx.run_worker_thread
 -- (lua-nginx-module 0.10.21 or later, nginx built with threads): the calling request yields and
 -- the worker goes on serving everything else until the thread is done.
@@ -43,7 +43,7 @@ local function collect(ev)
   if collected then collected[#collected + 1] = ev end
 end
 
--- method: "unassign" or "get_task"; arg: its pairs or its task id
+-- method: "unassign" or a read ("get_task", "list_instances"); arg: its pairs, task id or query
 local function call_in_thread(method, key, opts, token, arg, call_opts, events)
   if events then key = key .. "\0\0on_event" end
   local c = clients[key]
@@ -78,7 +78,11 @@ local function thread_call(method, key, opts, token, arg, call_opts, slots_addr,
 end
 
 function _M.thread_unassign(...) return thread_call("unassign", ...) end
-function _M.thread_get_task(...) return thread_call("get_task", ...) end
+
+-- Every read of the core, named by the argument after thread_call's: one export for them all.
+function _M.thread_read(key, opts, token, arg, call_opts, slots_addr, slot, events, method)
+  return thread_call(method, key, opts, token, arg, call_opts, slots_addr, slot, events)
+end
 
 -- ---------------------------------------------------------------- request side
 
@@ -234,8 +238,8 @@ local function post(self, method, token, arg, call_opts)
   -- AK/SK credentials cross as their fields: a userdata does not survive the copy
   if core.is_aksk(token) then token = core.aksk_export(token) end
   local called, ok, done, res, err, events = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
-    "thread_" .. method, self.key, self.opts, token, arg, call_opts, slots.addr, slot,
-    self.on_event ~= nil)
+    method == "unassign" and "thread_unassign" or "thread_read", self.key, self.opts, token, arg,
+    call_opts, slots.addr, slot, self.on_event ~= nil, method)
   if called and ok then
     if self.freed and self.freed:count() < 0 then self.freed:post(1) end
     if events then deliver(self, events, call_opts) end
@@ -272,7 +276,7 @@ local function call_with_provider(self, method, tp, arg, call_opts)
   return res, cerr
 end
 
--- One call of method ("unassign" or "get_task") with its argument (pairs, task id).
+-- One call of method ("unassign" or a read) with its argument (pairs, task id, query).
 local function call(self, method, token, arg, call_opts)
   if type(token) == "table" and type(token.token) == "function" then
     if self.closed then error("koophone: client is closed", 2) end
@@ -290,6 +294,11 @@ end
 
 function Client:get_task(token, task_id, call_opts)
   return call(self, "get_task", token, task_id, call_opts)
+end
+
+-- client:list_instances(token, query [, opts]): a read like get_task, one page of ListInstances.
+function Client:list_instances(token, query, call_opts)
+  return call(self, "list_instances", token, query, call_opts)
 end
 
 function call_with_token(self, method, token, arg, call_opts)
