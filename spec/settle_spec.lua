@@ -1,0 +1,274 @@
+-- Reading the bindings against the running simulator (its ListInstances over real HTTP):
+-- client:bindings and its two strategies counted in the simulator's list log, and a bulk run that
+-- settles by reading: maybe-applied pairs of the run and of a resumed crash are read, not sent
+-- again; verify reads every pair after the run.
+local koophone = require "koophone"
+local sim = require "helpers.sim"
+local cli = require "helpers.cli"
+
+local TOKEN = sim.token
+local copy_pairs = sim.copy_pairs
+
+local function new_client(retry)
+  retry = retry or {}
+  retry.sleep = function() end
+  return koophone.client(sim.client_opts("http", { retry = retry }))
+end
+
+local function list_log() return sim.control("GET", "/_sim/list_log").requests end
+
+-- the pairs of every unassign request the simulator received (since seq `since`)
+local function sent_pairs(since)
+  local out = {}
+  for _, e in ipairs(sim.log(since)) do
+    for _, p in ipairs(e.pair_list or {}) do out[#out + 1] = p[2] end
+  end
+  table.sort(out)
+  return out
+end
+
+-- seeds tenant t1 with `bound` pairs bound, `free` pairs whose instance is free and `other`
+-- pairs whose instance is bound to someone else; returns the pairs of all three
+local function seed(bound, free, other)
+  local list, extra, rebind = sim.make_pairs(bound, "b"), {}, {}
+  for _, p in ipairs(sim.make_pairs(free, "f")) do
+    list[#list + 1] = p
+    extra[#extra + 1] = p.instance_id
+  end
+  for _, p in ipairs(sim.make_pairs(other, "o")) do
+    list[#list + 1] = p
+    rebind[#rebind + 1] = { user_id = "someone-else", instance_id = p.instance_id }
+  end
+  local seeded = sim.make_pairs(bound, "b")
+  for _, p in ipairs(rebind) do seeded[#seeded + 1] = p end
+  sim.reset(seeded, { extra_instances = extra })
+  return list
+end
+
+describe("client:bindings against the simulator", function()
+  local client
+  before_each(function() client = new_client() end)
+  after_each(function() client:close() end)
+
+  it("reads a few pairs of a large tenant one request each, counted in the list log", function()
+    sim.reset(sim.make_pairs(1000, "big"))
+    sim.control("DELETE", "/_sim/log")
+    local b = client:bindings(TOKEN, { { user_id = "u-big-1", instance_id = "big0001" },
+                                       { user_id = "u-big-700", instance_id = "big0700" },
+                                       { user_id = "u-big-1", instance_id = "big0900" },
+                                       { user_id = "u-big-1", instance_id = "nope" } })
+    assert.same({ "bound", "bound", "other", "missing" }, b.states)
+    assert.equals("instance", b.strategy)
+    local log = list_log()
+    -- page 1 counts the tenant (10 pages) and holds big0001; the three others are read alone
+    assert.equals(4, #log)
+    assert.equals(b.requests, #log)
+    assert.matches("instance_id=big0700", log[2].query)
+  end)
+
+  it("pages through the tenant when that takes fewer requests, counted in the list log", function()
+    local list = seed(180, 60, 10) -- a tenant of 250 instances
+    sim.control("DELETE", "/_sim/log")
+    local b = client:bindings(TOKEN, list)
+    assert.equals("page", b.strategy)
+    assert.same({ bound = 180, unbound = 60, other = 10, missing = 0, unknown = 0 }, b.counts)
+    local log = list_log()
+    assert.equals(3, #log) -- ceil(250 / 100)
+    assert.equals(3, b.requests)
+    for k, e in ipairs(log) do assert.matches("page_no=" .. k .. "&", e.query .. "&") end
+  end)
+end)
+
+describe("unassign_all reading the bindings", function()
+  local client
+  before_each(function() client = new_client() end)
+  after_each(function() client:close() end)
+
+  it("plan: exact counts per state and nothing sent", function()
+    local list = seed(230, 40, 5)
+    list[#list + 1] = { user_id = "u", instance_id = "missing1" }
+    list[#list + 1] = { user_id = "u", instance_id = "missing1" } -- a duplicate row
+    list[#list + 1] = { user_id = true, instance_id = "x" } -- an invalid row
+    sim.control("DELETE", "/_sim/log")
+    local p = client:unassign_all(TOKEN, copy_pairs(list), { plan = true })
+    assert.is_true(p.plan)
+    assert.same({ bound = 230, unbound = 40, other = 5, missing = 1, unknown = 0 }, p.counts)
+    assert.same({ 278, 1, 1, 230, 46 }, { p.total, p.duplicate, p.invalid, p.send, p.skip })
+    assert.equals(3, p.run_requests) -- 230 pairs in batches of 100
+    assert.equals(#list_log(), p.requests)
+    assert.equals("bound", p.results[1].state)
+    assert.equals(0, #sim.log()) -- no unassign request
+  end)
+
+  it("skip_unbound sends only the pairs read bound: no 2210, no bisection", function()
+    local list = seed(150, 45, 5)
+    sim.control("DELETE", "/_sim/log")
+    local report = client:unassign_all(TOKEN, copy_pairs(list), { skip_unbound = true })
+    assert.equals(150, report.counts.unassigned)
+    assert.equals(50, report.counts.not_bound)
+    assert.equals(50, report.verified)
+    assert.equals(2, report.requests) -- 150 bound pairs in batches of 100
+    assert.equals(0, report.bisect_requests)
+    local bound = {}
+    for k = 1, 150 do bound[k] = list[k].instance_id end
+    table.sort(bound)
+    assert.same(bound, sent_pairs())
+    for k = 151, 200 do assert.is_true(report.results[k].verified) end
+    assert.equals("read unbound: not sent", report.results[151].reason)
+    assert.equals("read assigned to another user: not sent", report.results[200].reason)
+    local others = {}
+    for k = 196, 200 do others[list[k].instance_id] = "someone-else" end
+    assert.same(others, sim.bindings())
+  end)
+
+  it("the same input without skip_unbound: 2210s and bisection (what skip_unbound saves)", function()
+    local list = seed(150, 45, 5)
+    local report = client:unassign_all(TOKEN, copy_pairs(list), { settle = false })
+    assert.equals(150, report.counts.unassigned)
+    assert.equals(50, report.counts.not_bound)
+    assert.is_true(report.bisect_requests > 50)
+  end)
+
+  it("a batch whose answer was lost after it was applied is read, not sent again: unassigned, verified", function()
+    local list = sim.make_pairs(4, "lost")
+    sim.reset(list)
+    sim.faults({ type = "error_after_apply", at = 1 })
+    local report = client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 4 })
+    assert.equals(4, report.counts.unassigned)
+    assert.equals(4, report.verified)
+    assert.equals(1, report.requests)
+    assert.is_true(report.results[1].verified)
+    assert.is_nil(report.results[1].err)
+    -- without reading, the old outcome: failed, maybe applied
+    sim.reset(list)
+    sim.faults({ type = "error_after_apply", at = 1 })
+    report = client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 4, settle = false })
+    assert.equals(4, report.counts.failed)
+    assert.is_true(report.results[1].err.maybe_applied)
+  end)
+
+  it("where the read fails (no permission to list), the old behaviour stays", function()
+    local list = sim.make_pairs(4, "noperm")
+    sim.reset(list)
+    sim.faults({ type = "error_after_apply", at = 1 },
+               { type = "api_error", api = "list", status = 400, code = "KOOPHONE.API.1001",
+                 msg = "no permission", count = -1 })
+    local report = client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 4 })
+    assert.equals(4, report.counts.failed)
+    assert.equals(0, report.verified)
+    assert.is_true(report.results[1].err.maybe_applied)
+    sim.control("DELETE", "/_sim/faults")
+  end)
+
+  it("verify reads every pair after the run and names those still bound", function()
+    local list = sim.make_pairs(12, "ver")
+    sim.reset(list)
+    -- the second batch fails without being applied, and is not retried
+    local c = new_client { max_attempts = 1 }
+    sim.faults({ type = "error", at = 2 })
+    local report = c:unassign_all(TOKEN, copy_pairs(list), { batch_size = 4, concurrency = 1, verify = true })
+    c:close()
+    assert.equals(8, report.counts.unassigned)
+    assert.equals(4, report.counts.failed)
+    assert.equals(4, report.verify.counts.bound)
+    assert.equals(8, report.verify.counts.unbound)
+    assert.same({ "ver0005", "ver0006", "ver0007", "ver0008" },
+                { report.verify.still_bound[1].instance_id, report.verify.still_bound[2].instance_id,
+                  report.verify.still_bound[3].instance_id, report.verify.still_bound[4].instance_id })
+  end)
+end)
+
+describe("resuming a crash with 4 batches in flight", function()
+  local ctx = cli.new()
+  teardown(ctx.cleanup)
+  local ENDPOINT = ctx.endpoint
+
+  -- starts a CLI run of `list` whose first 4 batches of 100 are delayed by the server, kills it
+  -- (-9) while they are in flight, and waits until the server applied them; returns the args
+  -- to resume it and the sequence number of the last unassign request
+  local function crash(list, journal)
+    sim.faults({ type = "delay", seconds = 1.5, at = 1, count = 4 })
+    local args = ("unassign --input %s --journal %s --batch-size 100 --concurrency 4 --output-format jsonl%s")
+                 :format(ctx.csv(list), journal, ENDPOINT)
+    local pid = ctx.start(args)
+    cli.wait_for("4 batches in flight", function()
+      local n = 0
+      for _, e in ipairs(sim.log()) do if e.fault == "delay" then n = n + 1 end end
+      return n == 4
+    end)
+    assert(os.execute("kill -9 " .. pid))
+    cli.wait_for("the delayed requests to be applied", function()
+      local log = sim.log()
+      if #log < 4 then return false end
+      for _, e in ipairs(log) do if e.status == 0 then return false end end
+      return true
+    end)
+    local log = sim.log()
+    return args .. " --resume", log[#log].seq
+  end
+
+  local function outcomes(out)
+    local by = {}
+    for _, r in ipairs(cli.json_lines(out)) do by[r.instance_id] = r end
+    return by
+  end
+
+  it("the resume reads them and sends no unassign for them (flip immediate)", function()
+    local list = sim.make_pairs(450, "crash")
+    sim.reset(list)
+    local journal = ctx.dir .. "/crash.jsonl"
+    local args, last = crash(list, journal)
+    local rc, out, err = ctx.run(args)
+    -- the fifth batch's send record was on the disk with the round's, and it may have left: it
+    -- reads bound, which proves nothing while a wipe job may run: not sent again by default
+    assert.equals(1, rc, err)
+    local by = outcomes(out)
+    for k = 1, 400 do
+      local r = by[list[k].instance_id]
+      assert.equals("unassigned", r.outcome)
+      assert.is_true(r.verified)
+    end
+    for k = 401, 450 do assert.equals("unconfirmed", by[list[k].instance_id].outcome) end
+    assert.same({}, sent_pairs(last))
+    -- allowed to resend after an ambiguous attempt, the next resume sends those 50 only
+    rc, out, err = ctx.run(args .. " --ambiguous-attempts 1")
+    assert.equals(0, rc, err)
+    by = outcomes(out)
+    for k = 401, 450 do assert.equals("unassigned", by[list[k].instance_id].outcome) end
+    local again = sent_pairs(last)
+    assert.equals(50, #again)
+    assert.equals("crash0401", again[1])
+    assert.equals(1, #sim.log(last)) -- one request: no 2210, no bisection
+    sim.assert_no_pair_twice()
+    assert.same({}, sim.bindings())
+  end)
+
+  it("with flip after_job nothing is sent again while the wipe jobs run; once they ended, a resume settles them", function()
+    local list = sim.make_pairs(400, "aj")
+    sim.reset(list)
+    sim.control("POST", "/_sim/list", { flip = "after_job" })
+    sim.control("POST", "/_sim/jobs", { tenant = "t1", delay = 0, seconds = 3600 })
+    local journal = ctx.dir .. "/aj.jsonl"
+    local args, last = crash(list, journal)
+    -- read bound (the jobs run): maybe applied, not sent again
+    local rc, out, err = ctx.run(args)
+    assert.equals(1, rc, err)
+    local by = outcomes(out)
+    for _, p in ipairs(list) do assert.equals("unconfirmed", by[p.instance_id].outcome) end
+    assert.matches("read still bound after a request that may have been applied",
+                   by[list[1].instance_id].reason, 1, true)
+    assert.same({}, sent_pairs(last))
+    -- the jobs end: the next resume reads them unbound
+    sim.advance(7200)
+    rc, out, err = ctx.run(args)
+    assert.equals(0, rc, err)
+    by = outcomes(out)
+    for _, p in ipairs(list) do
+      assert.equals("unassigned", by[p.instance_id].outcome)
+      assert.is_true(by[p.instance_id].verified)
+    end
+    assert.same({}, sent_pairs(last))
+    sim.control("POST", "/_sim/clock", { offset = 0 })
+    sim.control("POST", "/_sim/list", { flip = "immediate" })
+  end)
+end)
