@@ -288,7 +288,8 @@ def callgrind():
         if token == TOKEN:  # the credentials rows: next to the token call with its 8 KiB token
             progs += [("koophone.client (retry policy)", [LUA, "bench/koophone_seq.lua", "policy", ENDPOINT[proto]], LUA_ENV),
                       ("koophone, AK/SK signed", [LUA, "bench/koophone_seq.lua", "aksk", ENDPOINT[proto]], LUA_ENV),
-                      ("koophone, IAM token provider", [LUA, "bench/koophone_seq.lua", "provider", ENDPOINT[proto]], LUA_ENV)]
+                      ("koophone, IAM token provider", [LUA, "bench/koophone_seq.lua", "provider", ENDPOINT[proto]], LUA_ENV),
+                      ("koophone client:list_instances", [LUA, "bench/koophone_seq.lua", "list", ENDPOINT[proto]], LUA_ENV)]
         for name, cmd, env in progs:
             counts = [callgrind_total(cmd + [str(calls), "0", token] + ca_args(proto), env, "%s-%s-%s-%d" % (
                 "".join(ch if ch.isalnum() else "-" for ch in name.lower()), proto,

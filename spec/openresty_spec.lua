@@ -6,7 +6,8 @@ local openresty = require "helpers.openresty"
 local socket = require "socket"
 local http = require "socket.http"
 
--- GET /task?id=RM_…: get_task, then wait_jobs, through a kngx.client (the spec's own location)
+-- GET /task?id=RM_…: get_task, then wait_jobs, through a kngx.client; GET /list?id=…:
+-- list_instances through one (the spec's own locations)
 local TASK = [[
         location = /task {
             content_by_lua_block {
@@ -22,6 +23,19 @@ local TASK = [[
                 ngx.say(cjson.encode { jobs = task and task.jobs, calls = calls,
                   err = err and { code = err.code, status = err.status, attempts = err.attempts },
                   succeeded = report and report.succeeded })
+            }
+        }
+        location = /list {
+            content_by_lua_block {
+                local kngx, cjson = require "koophone.ngx", require "cjson.safe"
+                local calls = {}
+                local c = kngx.client { endpoint = os.getenv("KOOPHONE_ENDPOINT"),
+                                        cafile = os.getenv("KOOPHONE_CAFILE"),
+                                        on_event = function(ev) calls[#calls + 1] = ev.call end,
+                                        retry = { base_delay = 0.001 } }
+                local res, err = c:list_instances(os.getenv("KOOPHONE_TOKEN"),
+                                                  { instance_id = ngx.var.arg_id, page_size = 10 })
+                ngx.say(cjson.encode { res = res, calls = calls, err = err and err.code })
             }
         }
         location = /health {]]
@@ -74,6 +88,18 @@ describe("examples/openresty with koophone.ngx", function()
     local missing = task("RM_missing")
     assert.equals("KOOPHONE.API.1323", missing.err.code)
     assert.equals(1, missing.err.attempts) -- a 4xx is final
+  end)
+
+  it("lists an instance through kngx.client, in the thread pool, a failed read retried", function()
+    local list = sim.make_pairs(2, "ls")
+    sim.reset(list)
+    sim.faults({ type = "error", api = "list" })
+    local body = require("cjson").decode((assert(http.request(BASE .. "/list?id=ls0002"))))
+    assert.same({ "list_instances", "list_instances" }, body.calls)
+    assert.same({ 1, 1, "ls0002", 1, "u-ls-2" }, { body.res.total_count, #body.res.instances,
+      body.res.instances[1].instance_id, body.res.instances[1].assign_status, body.res.instances[1].assign_user })
+    local log = sim.control("GET", "/_sim/list_log").requests
+    assert.same({ 2, log[1].request_id }, { #log, log[2].request_id })
   end)
 
   it("reuses the thread side's client and its connection for the next call", function()

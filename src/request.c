@@ -284,19 +284,24 @@ static void check_query_keys(lua_State *L, const kp_query_param *params, int t, 
 static void push_query_value(lua_State *L, const kp_query_param *p, int t, const char *fname,
                              int argn)
 {
-  const char *path = lua_pushfstring(L, "query.%s", p->name); /* below the value: kept */
+  const char *path;
   lua_getfield(L, t, p->name);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    if (p->kind == KP_QUERY_COUNT)
+      lua_pushfstring(L, "%d", (int)p->dflt);
+    else
+      lua_pushnil(L);
+    return;
+  }
+  path = lua_pushfstring(L, "query.%s", p->name); /* only for a value given: most are not */
   if (p->kind == KP_QUERY_COUNT) {
-    lua_pushinteger(L, lua_isnil(L, -1) ? p->dflt
-                                        : kp_check_count(L, -1, fname, argn, path, p->min, p->max));
-    lua_tostring(L, -1); /* "12", never "12.0": an integer pushed */
-  } else if (!lua_isnil(L, -1)) {
-    kp_check_header_safe(L, -1, fname, argn, path);
-    if (lua_rawlen(L, -1) == 0) /* an empty instance_id would match every instance */
-      kp_argerror(L, fname, argn, path, "expected a non-empty string, got an empty one");
-    lua_pushvalue(L, -1);
+    lua_pushfstring(L, "%d", (int)kp_check_count(L, -2, fname, argn, path, p->min, p->max));
   } else {
-    lua_pushnil(L);
+    kp_check_header_safe(L, -2, fname, argn, path);
+    if (lua_rawlen(L, -2) == 0) /* an empty instance_id would match every instance */
+      kp_argerror(L, fname, argn, path, "expected a non-empty string, got an empty one");
+    lua_pushvalue(L, -2);
   }
   lua_replace(L, -3);
   lua_pop(L, 1);
