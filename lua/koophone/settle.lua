@@ -95,20 +95,21 @@ end
 -- wrap(rows) -> rows as koophone.run reads them (next, close, total, pos), a chunk read ahead and
 -- screened at a time.
 function Settle:wrap(rows)
-  local buf, i = {}, 1
+  local buf, i, n = {}, 1, 0 -- n counted: # of a table emptied from its start is any border
   local proxy = {}
   function proxy.next()
-    if i > #buf then
-      buf, i = {}, 1
-      while #buf < self.chunk do
+    if i > n then
+      buf, i, n = {}, 1, 0
+      while n < self.chunk do
         local e = rows:next()
         if not e then break end
-        buf[#buf + 1] = e
+        n = n + 1
+        buf[n] = e
       end
       self:screen(buf)
     end
     local e = buf[i]
-    buf[i], i = nil, i + 1
+    buf[i], i = nil, i + 1 -- handed over: the run owns it
     return e
   end
   function proxy.close() rows:close() end
