@@ -147,6 +147,43 @@ describe("unassign_all reading the bindings", function()
     assert.is_true(report.results[1].err.maybe_applied)
   end)
 
+  it("a retry after a lost answer (ambiguous_attempts 1) reads first: nothing sent again, no 2210, no bisection", function()
+    local list = sim.make_pairs(8, "amb")
+    sim.reset(list)
+    local c = new_client { max_attempts = 2, ambiguous_attempts = 1 }
+    -- applied, then no answer: without reading, the retry gets 2210 and the batch is bisected
+    sim.faults({ type = "drop_after_apply", at = 1 })
+    local report = c:unassign_all(TOKEN, copy_pairs(list), { batch_size = 8 })
+    assert.same({ 8, 8, 1, 0 }, { report.counts.unassigned, report.verified, report.requests,
+                                  report.bisect_requests })
+    assert.equals(1, #sim.log())
+    -- half of the batch bound again while the retry waits: only that half goes out again, under
+    -- a new request id
+    c:close()
+    sim.reset(list)
+    sim.faults({ type = "drop_after_apply", at = 1 })
+    local ids, half = {}, {}
+    for k, p in ipairs(list) do ids[k] = p.instance_id end
+    for k = 1, 4 do half[list[k].instance_id] = list[k].user_id end
+    local rebound = false
+    c = koophone.client(sim.client_opts("http", { retry = { max_attempts = 2, ambiguous_attempts = 1,
+      sleep = function()
+        if rebound then return end
+        rebound = true
+        sim.control("POST", "/_sim/seed", { tenants = { { name = "t1", token = TOKEN, instances = ids,
+                                                          bindings = half } } })
+      end } }))
+    report = c:unassign_all(TOKEN, copy_pairs(list), { batch_size = 8 })
+    c:close()
+    assert.equals(8, report.counts.unassigned)
+    assert.equals(4, report.verified)
+    local log = sim.log()
+    assert.equals(2, #log)
+    assert.equals(4, #log[2].pair_list)
+    assert.are_not.equal(log[1].request_id, log[2].request_id)
+    assert.same({}, sim.bindings())
+  end)
+
   it("where the read fails (no permission to list), the old behaviour stays", function()
     local list = sim.make_pairs(4, "noperm")
     sim.reset(list)

@@ -451,6 +451,7 @@ function Run:collect()
     if job.ready_at <= now then jobs[#jobs + 1] = job else waiting[#waiting + 1] = job end
   end
   self.ready, self.waiting = {}, waiting
+  if self.settle then jobs = self.settle:resend(self, jobs) end -- read before sending again
   while #jobs < self.round_size do
     local job = self:read_job()
     if not job then break end

@@ -13,8 +13,10 @@
 --     unbound, other   outcome "not_bound", verified = true (not sent)
 --     missing          outcome "denied", verified = true (not sent)
 --     bound, unknown   sent
---   in the run, a pair that ends "unconfirmed" or "failed" with maybe_applied: read once after the
---   rounds; unbound or other make it "unassigned", verified = true; else it keeps its outcome
+--   in the run, before a request that may have been applied goes out again (as ambiguous_attempts
+--   allows): unbound or other leave it as "unassigned", verified = true; a pair that ends
+--   "unconfirmed" or "failed" with maybe_applied: read once after the rounds, likewise; else it
+--   keeps its outcome
 --   with verify, after the run (and its wait): every pair, reported in report.verify
 -- A client that cannot read (no list_instances), or a read that fails, changes nothing.
 local bindings = require "koophone.bindings"
@@ -90,6 +92,60 @@ function Settle:screen(entries)
       settled(self, e, SKIP[state][1], SKIP[state][2], true)
     end
   end
+end
+
+-- resend(run, jobs) -> jobs: before a job that may have been applied goes out again in the run
+-- (a retry after a lost answer, as ambiguous_attempts allows; a half of such a batch), its
+-- pairs are read: those read unbound or other end "unassigned" (verified) and leave the job, which
+-- then goes out with the others under a new request id, or not at all when none is left.
+function Settle:resend(run, jobs)
+  if not self.settle or run.aborted then return jobs end
+  local list, owner = {}, {}
+  for _, job in ipairs(jobs) do
+    if job.doubt and job.read_at ~= job.attempt then -- read once per attempt that left doubt
+      job.read_at = job.attempt
+      for _, item in ipairs(job.items) do
+        list[#list + 1] = item
+        owner[#list] = job
+      end
+    end
+  end
+  if #list == 0 then return jobs end
+  local b, gone = self:read(list), {}
+  for k, item in ipairs(list) do
+    local state = b.states[k]
+    if state == "unbound" or state == "other" then
+      gone[owner[k]] = gone[owner[k]] or {}
+      gone[owner[k]][item] = state
+    end
+  end
+  local out = {}
+  for _, job in ipairs(jobs) do
+    local g = gone[job]
+    if not g then
+      out[#out + 1] = job
+    else
+      local keep, done = {}, {}
+      for _, item in ipairs(job.items) do
+        if g[item] then
+          settled(self, item, "unassigned", g[item] == "unbound" and READ_UNBOUND or READ_OTHER, true)
+          item.request_id, done[#done + 1] = job.request_id, item
+        else
+          keep[#keep + 1] = item
+        end
+      end
+      run:journal_done(done, job.request_id, false)
+      run:report_rows(done)
+      if #keep > 0 then
+        job.items, job.request_id = keep, nil
+        out[#out + 1] = job
+      else -- nothing left to send
+        run.doubtful[job] = nil
+        if job.half and job.attempt == 0 then run.bisect_requests = run.bisect_requests - 1 end
+      end
+    end
+  end
+  return out
 end
 
 -- wrap(rows) -> rows as koophone.run reads them (next, close, total, pos), a chunk read ahead and
