@@ -6,23 +6,11 @@ local cli = require "helpers.cli"
 local ctx = cli.new()
 local run, csv = ctx.run, ctx.csv
 
-local function list_log() return sim.control("GET", "/_sim/list_log").requests end
+local tenant = require "helpers.tenant"
+local list_log = tenant.list_log
 
 -- 120 pairs: 100 bound, 15 whose instance is free, 5 bound to someone else
-local function seed()
-  local list, extra = sim.make_pairs(100, "b"), {}
-  local seeded = sim.make_pairs(100, "b")
-  for _, p in ipairs(sim.make_pairs(15, "f")) do
-    list[#list + 1] = p
-    extra[#extra + 1] = p.instance_id
-  end
-  for _, p in ipairs(sim.make_pairs(5, "o")) do
-    list[#list + 1] = p
-    seeded[#seeded + 1] = { user_id = "someone-else", instance_id = p.instance_id }
-  end
-  sim.reset(seeded, { extra_instances = extra })
-  return list
-end
+local function seed() return tenant.seed(100, 15, 5) end
 
 describe("bin/koophone reading the bindings", function()
   teardown(ctx.cleanup)

@@ -1,10 +1,11 @@
 -- Reading the bindings against the running simulator (its ListInstances over real HTTP):
 -- client:bindings and its two strategies counted in the simulator's list log, and a bulk run that
 -- settles by reading: maybe-applied pairs of the run and of a resumed crash are read, not sent
--- again; verify reads every pair after the run.
+-- again (spec/plan_spec.lua: the plan, skip_unbound and verify options).
 local koophone = require "koophone"
 local sim = require "helpers.sim"
 local cli = require "helpers.cli"
+local tenant = require "helpers.tenant"
 
 local TOKEN = sim.token
 local copy_pairs = sim.copy_pairs
@@ -14,36 +15,7 @@ local function new_client(retry)
   retry.sleep = function() end
   return koophone.client(sim.client_opts("http", { retry = retry }))
 end
-
-local function list_log() return sim.control("GET", "/_sim/list_log").requests end
-
--- the pairs of every unassign request the simulator received (since seq `since`)
-local function sent_pairs(since)
-  local out = {}
-  for _, e in ipairs(sim.log(since)) do
-    for _, p in ipairs(e.pair_list or {}) do out[#out + 1] = p[2] end
-  end
-  table.sort(out)
-  return out
-end
-
--- seeds tenant t1 with `bound` pairs bound, `free` pairs whose instance is free and `other`
--- pairs whose instance is bound to someone else; returns the pairs of all three
-local function seed(bound, free, other)
-  local list, extra, rebind = sim.make_pairs(bound, "b"), {}, {}
-  for _, p in ipairs(sim.make_pairs(free, "f")) do
-    list[#list + 1] = p
-    extra[#extra + 1] = p.instance_id
-  end
-  for _, p in ipairs(sim.make_pairs(other, "o")) do
-    list[#list + 1] = p
-    rebind[#rebind + 1] = { user_id = "someone-else", instance_id = p.instance_id }
-  end
-  local seeded = sim.make_pairs(bound, "b")
-  for _, p in ipairs(rebind) do seeded[#seeded + 1] = p end
-  sim.reset(seeded, { extra_instances = extra })
-  return list
-end
+local list_log, sent_pairs, seed = tenant.list_log, tenant.sent_pairs, tenant.seed
 
 describe("client:bindings against the simulator", function()
   local client
@@ -83,51 +55,6 @@ describe("unassign_all reading the bindings", function()
   local client
   before_each(function() client = new_client() end)
   after_each(function() client:close() end)
-
-  it("plan: exact counts per state and nothing sent", function()
-    local list = seed(230, 40, 5)
-    list[#list + 1] = { user_id = "u", instance_id = "missing1" }
-    list[#list + 1] = { user_id = "u", instance_id = "missing1" } -- a duplicate row
-    list[#list + 1] = { user_id = true, instance_id = "x" } -- an invalid row
-    sim.control("DELETE", "/_sim/log")
-    local p = client:unassign_all(TOKEN, copy_pairs(list), { plan = true })
-    assert.is_true(p.plan)
-    assert.same({ bound = 230, unbound = 40, other = 5, missing = 1, unknown = 0 }, p.counts)
-    assert.same({ 278, 1, 1, 230, 46 }, { p.total, p.duplicate, p.invalid, p.send, p.skip })
-    assert.equals(3, p.run_requests) -- 230 pairs in batches of 100
-    assert.equals(#list_log(), p.requests)
-    assert.equals("bound", p.results[1].state)
-    assert.equals(0, #sim.log()) -- no unassign request
-  end)
-
-  it("skip_unbound sends only the pairs read bound: no 2210, no bisection", function()
-    local list = seed(150, 45, 5)
-    sim.control("DELETE", "/_sim/log")
-    local report = client:unassign_all(TOKEN, copy_pairs(list), { skip_unbound = true })
-    assert.equals(150, report.counts.unassigned)
-    assert.equals(50, report.counts.not_bound)
-    assert.equals(50, report.verified)
-    assert.equals(2, report.requests) -- 150 bound pairs in batches of 100
-    assert.equals(0, report.bisect_requests)
-    local bound = {}
-    for k = 1, 150 do bound[k] = list[k].instance_id end
-    table.sort(bound)
-    assert.same(bound, sent_pairs())
-    for k = 151, 200 do assert.is_true(report.results[k].verified) end
-    assert.equals("read unbound: not sent", report.results[151].reason)
-    assert.equals("read assigned to another user: not sent", report.results[200].reason)
-    local others = {}
-    for k = 196, 200 do others[list[k].instance_id] = "someone-else" end
-    assert.same(others, sim.bindings())
-  end)
-
-  it("the same input without skip_unbound: 2210s and bisection (what skip_unbound saves)", function()
-    local list = seed(150, 45, 5)
-    local report = client:unassign_all(TOKEN, copy_pairs(list), { settle = false })
-    assert.equals(150, report.counts.unassigned)
-    assert.equals(50, report.counts.not_bound)
-    assert.is_true(report.bisect_requests > 50)
-  end)
 
   it("a batch whose answer was lost after it was applied is read, not sent again: unassigned, verified", function()
     local list = sim.make_pairs(4, "lost")
@@ -197,22 +124,6 @@ describe("unassign_all reading the bindings", function()
     sim.control("DELETE", "/_sim/faults")
   end)
 
-  it("verify reads every pair after the run and names those still bound", function()
-    local list = sim.make_pairs(12, "ver")
-    sim.reset(list)
-    -- the second batch fails without being applied, and is not retried
-    local c = new_client { max_attempts = 1 }
-    sim.faults({ type = "error", at = 2 })
-    local report = c:unassign_all(TOKEN, copy_pairs(list), { batch_size = 4, concurrency = 1, verify = true })
-    c:close()
-    assert.equals(8, report.counts.unassigned)
-    assert.equals(4, report.counts.failed)
-    assert.equals(4, report.verify.counts.bound)
-    assert.equals(8, report.verify.counts.unbound)
-    assert.same({ "ver0005", "ver0006", "ver0007", "ver0008" },
-                { report.verify.still_bound[1].instance_id, report.verify.still_bound[2].instance_id,
-                  report.verify.still_bound[3].instance_id, report.verify.still_bound[4].instance_id })
-  end)
 end)
 
 describe("resuming a crash with 4 batches in flight", function()
