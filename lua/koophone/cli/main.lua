@@ -1,5 +1,6 @@
 -- koophone.cli.main: the command line's dispatch (bin/koophone is its launcher): help,
--- --version, `unassign`, `task`, `plan` and `verify` (koophone.cli.plan). Results go to stdout, progress and messages to stderr.
+-- --version, `unassign`, `task`, `plan` and `verify` (both koophone.cli.plan). Results go to
+-- stdout, progress and messages to stderr.
 local koophone = require "koophone"
 local errors = require "koophone.cli.errors"
 local options = require "koophone.cli.options"
