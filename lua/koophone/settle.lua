@@ -84,7 +84,7 @@ function Settle:screen(entries)
     if tainted[k] then
       if state == "unbound" or state == "other" then
         settled(self, e, "unassigned", state == "unbound" and READ_UNBOUND or READ_OTHER, true)
-      elseif state == "bound" and not resend then
+      elseif state == "bound" and self.settle and not resend then
         settled(self, e, "unconfirmed", READ_BOUND)
         e.maybe_applied, e.tainted = true, true
       end
