@@ -51,6 +51,23 @@ describe("client:bindings against the simulator", function()
   end)
 end)
 
+describe("client:bindings at the client's rate", function()
+  it("each read waits for its turn in the client's bucket", function()
+    sim.reset(sim.make_pairs(10, "rt"))
+    local waits = {}
+    -- a fake sleep: the bucket's waits are recorded, not slept (the clock is the real one)
+    local c = koophone.client(sim.client_opts("http", { rate = { limit = 1, burst = 2 },
+      retry = { sleep = function(s) waits[#waits + 1] = s end } }))
+    local list = {}
+    for k = 1, 6 do list[k] = { user_id = "u-rt-" .. k, instance_id = ("rt%04d"):format(k) } end
+    local b = c:bindings(TOKEN, list, { strategy = "instance" })
+    c:close()
+    assert.equals(6, b.requests)
+    assert.equals(6, b.counts.bound)
+    assert.is_true(#waits >= 3, "the bucket made " .. #waits .. " reads wait") -- 6 reads, a burst of 2
+  end)
+end)
+
 describe("unassign_all reading the bindings", function()
   local client
   before_each(function() client = new_client() end)
