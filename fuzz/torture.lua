@@ -21,4 +21,8 @@ pcall(c.unassign, c, token, { { user_id = "u" } })       -- missing field: raise
 if c.unassign_many then
   c:unassign_many(token, { { list[1] }, { list[2] } })
 end
+-- a read with a query (built, percent-encoded) and a page mapped in place
+res, err = c:list_instances(token, { page_size = 5, instance_name = "a b&c" }, { request_id = "torture-2" })
+tostring(err)
+pcall(c.list_instances, c, token, { pagesize = 1 })     -- unknown parameter: raises
 c:close()

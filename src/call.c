@@ -1,9 +1,9 @@
 /* One call of the API: the sequence every call shares.
  *
  * A call is described by its method, its path, its query and the function that
- * maps its answer (kp_call_types); a read is that row and nothing more (kp_call_read
- * sends it, client.c and koophone.c register a method and a function per read
- * row). Every call, one at a time (kp_call_perform) or
+ * maps its answer (kp_call_types); a read is that row and nothing more
+ * (kp_call_read sends it, client.c and koophone.c register a method and a
+ * function per read row). Every call, one at a time (kp_call_perform) or
  * several at once (multi.c), goes through the same steps: check the token and
  * the per-call options, fix the x-request-id, arm the handle right before the
  * request goes out (kp_call_arm: the one place that sets what a request

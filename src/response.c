@@ -399,12 +399,13 @@ static int complete_instances(lua_State *L, int result)
       return 0;
     lua_pushnil(L);
     while (lua_next(L, inst) != 0) { /* assigning existing fields (nil too) keeps next valid */
-      if (is_absent(L, -1) || integral(L, -1, &n)) {
+      if (is_absent(L, -1)) {
         lua_pushvalue(L, -2);
-        if (is_absent(L, -2))
-          lua_pushnil(L);
-        else
-          lua_pushinteger(L, n);
+        lua_pushnil(L);
+        lua_rawset(L, inst);
+      } else if (integral(L, -1, &n)) {
+        lua_pushvalue(L, -2);
+        lua_pushinteger(L, n);
         lua_rawset(L, inst);
       }
       lua_pop(L, 1);

@@ -1,10 +1,11 @@
 -- koophone.ngx: koophone for OpenResty without blocking the nginx worker.
 --
 -- A libcurl call made in a request handler stalls every connection of that worker until it
--- returns. This module keeps koophone's unassign, get_task and list_instances contracts (same arguments, same
--- res / nil, err, same raised errors) but runs the call in an nginx thread pool through ngx.run_worker_thread
--- (lua-nginx-module 0.10.21 or later, nginx built with threads): the calling request yields and
--- the worker goes on serving everything else until the thread is done.
+-- returns. This module keeps koophone's unassign, get_task and list_instances contracts (same
+-- arguments, same res / nil, err, same raised errors) but runs the call in an nginx thread pool
+-- through ngx.run_worker_thread (lua-nginx-module 0.10.21 or later, nginx built with threads):
+-- the calling request yields and the worker goes on serving everything else until the thread is
+-- done.
 --
 -- Needs, in the main context of nginx.conf (name = opts.thread_pool, default "koophone"):
 --     thread_pool koophone threads=4 max_queue=64;
@@ -79,7 +80,8 @@ end
 
 function _M.thread_unassign(...) return thread_call("unassign", ...) end
 
--- Every read of the core, named by the argument after thread_call's: one export for them all.
+-- Every read of the core (get_task, list_instances, the next one) through one export: its method
+-- comes last, after the arguments every export takes.
 function _M.thread_read(key, opts, token, arg, call_opts, slots_addr, slot, events, method)
   return thread_call(method, key, opts, token, arg, call_opts, slots_addr, slot, events)
 end
