@@ -14,18 +14,19 @@ local function sh(cmd)
   return cli.exit_code(os.execute(cmd))
 end
 
--- The CLI with `args` -> its exit status, stdout (DIR/out, or opts.out), stderr. opts.stdin:
+-- The CLI with `args` -> its exit status, stdout (DIR/out, or opts.out), stderr (not the files
+-- of ctx.start's run: one may run beside it). opts.stdin:
 -- what comes first ("cat x |"; else stdin is /dev/null), opts.prefix: runs it (prlimit, timeout:
 -- through env), opts.pipe: stdout through a pipe (to cat), which no file size limit stops.
 local function run(args, opts)
   opts = opts or {}
   local out = DIR .. "/" .. (opts.out or "out")
-  local body = ("{ %s%s %s 2>%s/err%s; echo $? >%s/rc; }%s"):format(
+  local body = ("{ %s%s %s 2>%s/r.err%s; echo $? >%s/r.rc; }%s"):format(
     opts.prefix or "", CMD, args, DIR, opts.pipe and "" or (" >" .. out), DIR,
     opts.pipe and (" | cat >" .. out) or "")
   sh(("(%s %s) </dev/null"):format(opts.stdin or "", body))
-  return tonumber(cli.read_file(DIR .. "/rc"):match("%d+")), cli.read_file(out),
-         cli.read_file(DIR .. "/err")
+  return tonumber(cli.read_file(DIR .. "/r.rc"):match("%d+")), cli.read_file(out),
+         cli.read_file(DIR .. "/r.err")
 end
 
 local function summary(out)
@@ -161,7 +162,7 @@ describe("bin/koophone records", function()
     -- the printed command finishes the run
     local resume = err:match("resume with: ([^\n]+)")
     rc = run((resume:gsub("^%S+%s*", "")), { out = "out2" })
-    assert.equals(0, rc, cli.read_file(DIR .. "/err"))
+    assert.equals(0, rc, cli.read_file(DIR .. "/r.err"))
     assert.same({}, sim.bindings())
   end)
 
@@ -169,8 +170,9 @@ describe("bin/koophone records", function()
     local list = sim.make_pairs(200, "logfull")
     sim.reset(list)
     local input = ctx.csv(list)
-    local rc, _, err = run(("unassign --input %s --batch-size 1 --log /dev/full%s"):format(input, ENDPOINT))
+    local rc, out, err = run(("unassign --input %s --batch-size 1 --log /dev/full%s"):format(input, ENDPOINT))
     assert.equals(74, rc, err)
+    assert.matches("\nunassigned +0\n", "\n" .. out) -- the summary is still written
     local _, n = err:gsub("cannot write %-%-log /dev/full: No space left on device", "")
     assert.equals(1, n, err)
     -- the log fills in the middle of the run (file size limit; stdout is a pipe)

@@ -48,13 +48,20 @@ local function verbose_line(ev)
     ev.code and (" " .. ev.code) or "", ev.kind and (" (" .. ev.kind .. ")") or "")
 end
 
+-- open_file(path, mode) -> file, or nil, err: io.open(path, mode), except that a file it creates
+-- is 0600 whatever the umask (a log or a run's results carry a tenant's ids and request ids); a
+-- file that exists keeps its mode.
+function _M.open_file(path, mode)
+  local made, err = core.private_file(path)
+  if made == nil then return nil, err end
+  return io.open(path, mode)
+end
+
 -- open(path, verbose, on_error) -> log, or nil and the error; path nil: --verbose only.
 function _M.open(path, verbose, on_error)
   local self = setmetatable({ verbose = verbose, path = path, on_error = on_error }, Log)
   if path then
-    local made, err = core.private_file(path)
-    local f
-    if made ~= nil then f, err = io.open(path, "a") end
+    local f, err = _M.open_file(path, "a")
     if not f then return nil, err end
     self.file = f
   end
