@@ -15,14 +15,14 @@ local function sh(cmd)
 end
 
 -- The CLI with `args` -> its exit status, stdout (DIR/out, or opts.out), stderr (not the files
--- of ctx.start's run: one may run beside it). opts.stdin:
+-- of ctx.start's run: one may run beside it). opts.redirect: its stdin ("<file"); opts.stdin:
 -- what comes first ("cat x |"; else stdin is /dev/null), opts.prefix: runs it (prlimit, timeout:
 -- through env), opts.pipe: stdout through a pipe (to cat), which no file size limit stops.
 local function run(args, opts)
   opts = opts or {}
   local out = DIR .. "/" .. (opts.out or "out")
-  local body = ("{ %s%s %s 2>%s/r.err%s; echo $? >%s/r.rc; }%s"):format(
-    opts.prefix or "", CMD, args, DIR, opts.pipe and "" or (" >" .. out), DIR,
+  local body = ("{ %s%s %s %s 2>%s/r.err%s; echo $? >%s/r.rc; }%s"):format(
+    opts.prefix or "", CMD, args, opts.redirect or "", DIR, opts.pipe and "" or (" >" .. out), DIR,
     opts.pipe and (" | cat >" .. out) or "")
   sh(("(%s %s) </dev/null"):format(opts.stdin or "", body))
   return tonumber(cli.read_file(DIR .. "/r.rc"):match("%d+")), cli.read_file(out),
@@ -82,6 +82,18 @@ describe("bin/koophone records", function()
       assert.equals(journal_text, cli.read_file(journal))
       assert.equals(input_text, cli.read_file(input))
     end
+    -- stdin redirected from the output file; one new name for two options
+    for _, case in ipairs {
+      { "--input - --output-file " .. input, "<" .. input, "--input", "--output-file" },
+      { "--input " .. input .. " --output-file " .. DIR .. "/new1 --log " .. DIR .. "/new1", "",
+        "--output-file", "--log" },
+    } do
+      local code, _, err = run(("unassign %s%s"):format(case[1], ENDPOINT), { redirect = case[2] })
+      assert.equals(2, code, case[1] .. ": " .. err)
+      assert.matches(case[3] .. " and " .. case[4] .. " are the same file", err, 1, true)
+      assert.equals(input_text, cli.read_file(input))
+    end
+    assert.is_nil(io.open(DIR .. "/new1", "rb"))
     assert.same({}, sim.log())
     -- names that do not exist yet, and files that are not regular (/dev/null), never collide
     local code, _, err = run(("unassign --input %s --output-file %s/new.out --log /dev/null "

@@ -18,14 +18,15 @@ local function files(o)
 end
 
 -- Fails (exit 2, before anything is read, truncated or sent) when two of the run's files are one
--- file, also through a symlink or a hard link. Only regular files are compared: /dev/null may be
--- the output and the log; a name that does not exist yet is no file yet.
+-- file, also through a symlink or a hard link. Only regular files are compared (/dev/null may be
+-- the output and the log), and names that do not exist yet (both options would create one file).
 function _M.check_distinct(o)
   local seen = {}
   for _, f in ipairs(files(o)) do
     local id, regular
     if f[2] then id, regular = core.file_id(f[2]) end
-    if id and regular then
+    if not id and f[2] then id, regular = "name " .. f[2], true end
+    if regular then
       local other = seen[id]
       if other then
         fail(("--%s and --%s are the same file (%s%s)"):format(other[1], f[1],
