@@ -40,6 +40,10 @@ function Log:write(kind, fields)
   end
 end
 
+-- LuaJIT's compiled file:write and file:flush return true whatever the C library said: a log
+-- that filled up after the first few dozen lines went unnoticed. Never compiled, they tell.
+if rawget(_G, "jit") then rawget(_G, "jit").off(Log.write) end
+
 -- The --verbose line of an event.
 local function verbose_line(ev)
   return ("koophone: %s %s status=%d attempt=%d pairs=%d %s%.3fs%s%s\n"):format(
