@@ -130,6 +130,21 @@ describe("bin/koophone records", function()
     end)
   end
 
+  it("from a terminal, asks before reading a FIFO input, naming it instead of a count", function()
+    local list = sim.make_pairs(3, "ask")
+    sim.reset(list)
+    local input, fifo = ctx.csv(list), DIR .. "/ask.fifo"
+    os.remove(fifo)
+    assert(os.execute("mkfifo " .. fifo))
+    assert(os.execute(("(timeout 60 cat %s >%s &)"):format(input, fifo)))
+    local rc, screen = ctx.pty(("unassign --input %s%s"):format(fifo, ENDPOINT), "no\n")
+    assert.equals(1, rc, screen)
+    assert.matches(("about to unassign the pairs of %s (not counted: it can be read only once)")
+                   :format(fifo), screen, 1, true)
+    assert.matches("nothing was sent", screen, 1, true)
+    assert.same({}, sim.log())
+  end)
+
   it("refuses to resume a file that is not a journal, leaving it as it was", function()
     local list = sim.make_pairs(2, "notj")
     sim.reset(list)
