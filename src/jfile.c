@@ -153,7 +153,7 @@ static int jfile_open(lua_State *L)
   luaL_getmetatable(L, KP_JFILE_MT);
   lua_setmetatable(L, -2); /* from here __gc closes what is opened */
   if ((err = lock_name(j)) != 0)
-    return not_locked(L, j, "cannot lock " LOCK_SUFFIX " file", err);
+    return not_locked(L, j, "cannot lock its " LOCK_SUFFIX " file", err);
   j->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
   if (j->fd < 0 && errno == EEXIST) {
     created = 0;
