@@ -73,6 +73,7 @@ describe("bin/koophone records", function()
       { "--log " .. DIR .. "/hard.journal --journal " .. journal .. " --resume", "--journal", "--log" }, -- a hard link
       { "--journal " .. input .. " --resume", "--input", "--journal" },
       { "--log " .. input, "--input", "--log" },
+      { "--output-file " .. DIR .. "/token", "--token-file", "--output-file" },
     } do
       local code, _, err = run(("unassign --input %s %s%s"):format(input, case[1], ENDPOINT))
       assert.equals(2, code, case[1] .. ": " .. err)
