@@ -15,8 +15,9 @@ local function files(o)
   local input = o.input
   if not input or input == "-" then input = STDIN end
   return { { "input", input }, { "token-file", o["token-file"] },
-           { "password-file", o["password-file"] }, { "cafile", o.cafile }, { "journal", o.journal, true },
-           { "output-file", o["output-file"], true }, { "log", o.log, true } }
+           { "password-file", o["password-file"] }, { "cafile", o.cafile },
+           { "journal", o.journal, true }, { "output-file", o["output-file"], true },
+           { "log", o.log, true } }
 end
 
 -- Fails (exit 2, before anything is read, truncated or sent) when a file the run writes is one
