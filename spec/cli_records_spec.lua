@@ -139,7 +139,8 @@ describe("bin/koophone records", function()
     assert(os.execute("mkfifo " .. fifo))
     -- a writer for every reader (a counting pass then a second read would find one): the CLI
     -- must fail, not hang, when it reads the FIFO twice
-    assert(os.execute(("(timeout 30 sh -c 'while :; do cat %s >%s; done' 2>/dev/null &)"):format(input, fifo)))
+    assert(os.execute(("(timeout 30 sh -c 'while :; do cat %s >%s; done' 2>/dev/null &)")
+                      :format(input, fifo)))
     local rc, screen = ctx.pty(("unassign --input %s%s"):format(fifo, ENDPOINT), "no\n")
     assert.equals(1, rc, screen)
     assert.matches(("about to unassign the pairs of %s (not counted: it can be read only once)")
