@@ -122,8 +122,9 @@ local function explain_interruption(report, o, argv)
   local say = ("%d rows have their outcome; %d were read without one"):format(
     report.total_done, report.unfinished or 0)
   if not report.unfinished then
-    say = ("%d rows have their outcome (%d requests sent); the requests in flight when it "
-           .. "stopped may have been applied"):format(report.total_done, report.requests)
+    say = ("%d rows have their outcome (%d requests sent); those of the requests in flight when "
+           .. "the journal failed may have been applied (a resume treats them so)")
+          :format(report.total_done, report.requests)
   elseif report.in_flight > 0 then
     say = say .. (", of which %d in flight (they may have been applied)"):format(report.in_flight)
   end
