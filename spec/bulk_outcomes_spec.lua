@@ -23,21 +23,7 @@ local function new_client(retry, sleep)
   return c
 end
 
-local function journal_records(path)
-  local out = {}
-  for line in cli.read_file(path):gmatch("[^\n]+") do out[#out + 1] = assert(cjson.decode(line)) end
-  return out
-end
-
--- request_id -> true for each `send` record with neither a `done` nor a `clear` after it
-local function open_requests(path)
-  local open = {}
-  for _, r in ipairs(journal_records(path)) do
-    if r.type == "send" then open[r.request_id] = true
-    elseif r.type == "done" or r.type == "clear" then open[r.request_id] = nil end
-  end
-  return open
-end
+local journal_records, open_requests = cli.journal_records, cli.open_sends
 
 local function count(t)
   local n = 0

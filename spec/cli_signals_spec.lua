@@ -3,28 +3,12 @@
 -- Each stop must keep the journal true: a resume sends nothing twice.
 local sim = require "helpers.sim"
 local cli = require "helpers.cli"
-local cjson = require "cjson.safe"
 local koophone = require "koophone"
 
 local ctx = cli.new()
 local DIR, ENDPOINT = ctx.dir, ctx.endpoint
 
--- The records of a journal file, in order.
-local function journal_records(path)
-  local out = {}
-  for line in cli.read_file(path):gmatch("[^\n]+") do out[#out + 1] = assert(cjson.decode(line)) end
-  return out
-end
-
--- request_id -> true for each `send` record with neither a `done` nor a `clear` after it.
-local function open_sends(path)
-  local open = {}
-  for _, r in ipairs(journal_records(path)) do
-    if r.type == "send" then open[r.request_id] = true
-    elseif r.type == "done" or r.type == "clear" then open[r.request_id] = nil end
-  end
-  return open
-end
+local journal_records, open_sends = cli.journal_records, cli.open_sends
 
 -- Sends signal `sig` to the CLI at pid once `ready()` holds; returns its exit status, stdout and
 -- stderr once it ended. The wait for the end is bounded: an interrupted CLI stops at once, so a

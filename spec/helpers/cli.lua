@@ -38,6 +38,22 @@ function _M.json_lines(s)
   return out
 end
 
+-- The records of a journal file, in order.
+function _M.journal_records(path)
+  return _M.json_lines(_M.read_file(path))
+end
+
+-- request_id -> true for each `send` record of a journal with neither a `done` nor a `clear`
+-- after it: the requests a resume treats as maybe applied.
+function _M.open_sends(path)
+  local open = {}
+  for _, r in ipairs(_M.journal_records(path)) do
+    if r.type == "send" then open[r.request_id] = true
+    elseif r.type == "done" or r.type == "clear" then open[r.request_id] = nil end
+  end
+  return open
+end
+
 -- Polls test() every 50 ms until it returns a true value, for at most `seconds` (30).
 function _M.wait_for(what, test, seconds)
   for _ = 1, (seconds or 30) * 20 do
