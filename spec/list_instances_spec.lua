@@ -18,11 +18,7 @@ local ALL = sim.make_pairs(250, "li")
 local function list_log() return sim.control("GET", "/_sim/list_log").requests end
 
 local function seed()
-  local instances, bindings = {}, {}
-  for i, p in ipairs(ALL) do
-    instances[i] = p.instance_id
-    if i % 2 == 1 then bindings[p.instance_id] = p.user_id end
-  end
+  local instances, bindings = sim.half_bound(ALL)
   sim.control("POST", "/_sim/reset")
   sim.control("POST", "/_sim/seed", {
     tenants = { { name = "t1", token = TOKEN, project_id = PROJECT, domain = "acct",

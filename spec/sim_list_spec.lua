@@ -67,11 +67,7 @@ describe("simulator ListInstances", function()
   setup(function() assert(pcall(sim.control, "GET", "/_sim/info"), "simulator not running") end)
 
   before_each(function()
-    local instances, bindings = {}, {}
-    for i, p in ipairs(ALL) do
-      instances[i] = p.instance_id
-      if i % 2 == 1 then bindings[p.instance_id] = p.user_id end
-    end
+    local instances, bindings = sim.half_bound(ALL)
     sim.control("POST", "/_sim/reset")
     sim.control("POST", "/_sim/seed", {
       tenants = { { name = "t1", token = TOKEN, project_id = PROJECT, domain = "acct",

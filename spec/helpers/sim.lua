@@ -56,6 +56,16 @@ function _M.make_pairs(n, prefix)
   return list
 end
 
+-- The instances of `list` and the bindings of its odd-numbered pairs: a tenant half bound.
+function _M.half_bound(list)
+  local instances, bindings = {}, {}
+  for i, p in ipairs(list) do
+    instances[i] = p.instance_id
+    if i % 2 == 1 then bindings[p.instance_id] = p.user_id end
+  end
+  return instances, bindings
+end
+
 -- Resets the simulator and seeds one tenant with `pairs` bound (and `extra_instances` owned).
 function _M.reset(pairs_list, opts)
   opts = opts or {}
