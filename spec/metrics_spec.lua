@@ -8,28 +8,7 @@ local creds = require "helpers.creds"
 
 local PASSWORD = "pw-" .. string.rep("Metr1csH0rse", 4)
 
--- ngx.shared.DICT's semantics for the methods used: incr(key, value, init) creates the key from
--- init when it is missing; get_keys(0) every key.
-local function new_dict()
-  local d = { values = {} }
-  function d:get(k) return self.values[k] end
-  function d:incr(k, v, init)
-    local cur = self.values[k]
-    if cur == nil then
-      if init == nil then return nil, "not found" end
-      cur = init
-    end
-    self.values[k] = cur + v
-    return cur + v
-  end
-  function d:get_keys(max)
-    assert(max == 0, "the scrape must ask for every key")
-    local keys = {}
-    for k in pairs(self.values) do keys[#keys + 1] = k end
-    return keys
-  end
-  return d
-end
+local new_dict = require("helpers.shared_dict").new
 
 -- The scrape as name{labels} -> value, and the # lines.
 local function scrape(m)

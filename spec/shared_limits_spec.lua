@@ -9,24 +9,7 @@ local sim = require "helpers.sim"
 
 local TOKEN = sim.token
 
--- ngx.shared.DICT's semantics for the three methods used: incr(key, value, init) creates the key
--- from init when it is missing, and fails ("not found") without init.
-local function new_dict()
-  local d = { values = {} }
-  function d:get(k) return self.values[k] end
-  function d:set(k, v) self.values[k] = v; return true end
-  function d:incr(k, v, init)
-    local cur = self.values[k]
-    if cur == nil then
-      if init == nil then return nil, "not found" end
-      cur = init
-    end
-    if type(cur) ~= "number" then return nil, "not a number" end
-    self.values[k] = cur + v
-    return cur + v
-  end
-  return d
-end
+local new_dict = require("helpers.shared_dict").new
 
 local function E(t) return setmetatable(t, koophone.Error) end
 local SERVER_ERROR = E { kind = "api", status = 500, code = "KOOPHONE.API.9999", sent = true }
