@@ -40,7 +40,7 @@ struct kp_multi {
 };
 
 static const char *const option_names[] = {
-  "concurrency", "request_ids", "timeout", "on_start", "on_done", NULL
+  "concurrency", "request_ids", "timeout", "deadline", "on_start", "on_done", NULL
 };
 
 /* Takes every handle out of the multi handle. Normally none is left in it;
@@ -247,6 +247,8 @@ static lua_Integer run(lua_State *L, kp_multi *m, lua_Integer n, int concurrency
       detach_all(m);
       return next - 1;
     }
+    if (kp_call_expired(call)) /* opts.deadline: start nothing more, the rest ends by it */
+      n = next - 1;
     for (i = 0; i < concurrency && next <= n; i++)
       if (m->batch[i] == 0) {
         start(L, m, i, next++, call);

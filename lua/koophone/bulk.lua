@@ -20,6 +20,7 @@ local OPTIONS = {
   resume = "boolean", on_progress = "function", on_result = "function", keep_results = "boolean",
   shard = "table", timeout = "number", max_bisect_requests = "number", input = "table",
   wait = "boolean or table", -- koophone.bulk_wait
+  deadline = "number", -- seconds: no round starts after it, and no request of a round ends after it
 }
 
 -- min, max, integer. A rate under 0.001 would mean sleeps of more than a quarter of an hour
@@ -29,6 +30,7 @@ local OPTIONS = {
 local RANGES = {
   batch_size = { 1, 100000, true }, concurrency = { 1, 64, true }, rate = { 0.001, 100000 },
   max_bisect_requests = { 0, math.huge, true }, timeout = { 0.001, 86400 * 365 },
+  deadline = { 0.001, 86400 * 365 },
 }
 
 -- The identity of the input that the journal records (see koophone.journal).
@@ -66,9 +68,10 @@ end
 
 -- unassign_all(client, token, pairs, opts) -> report, or nil, err when the journal fails (a
 -- koophone.Error of kind "journal", see koophone.journal for its codes).
--- client: a koophone.client (fields core, policy, sleep). An interrupted run (core.interrupted())
--- returns early: report.interrupted says why, report.unfinished counts the rows read without an
--- outcome (not reported), report.in_flight those of them abandoned in flight (maybe applied).
+-- client: a koophone.client (fields core, policy, sleep). An interrupted run (core.interrupted(),
+-- or opts.deadline reached: "deadline") returns early: report.interrupted says why,
+-- report.unfinished counts the rows read without an outcome (not reported), report.in_flight
+-- those of them abandoned in flight (maybe applied).
 function _M.unassign_all(client, token, pairs, opts)
   opts = _M.check_options(opts)
   if type(client) ~= "table" or not client.core or not client.policy then
@@ -90,6 +93,7 @@ function _M.unassign_all(client, token, pairs, opts)
     batch_size = opts.batch_size or 100,
     max_bisect = opts.max_bisect_requests,
     timeout = opts.timeout, rate = opts.rate, keep_results = opts.keep_results,
+    deadline = opts.deadline,
     on_progress = opts.on_progress, on_result = waiter and waiter.on_result or opts.on_result,
     waiter = waiter,
   }

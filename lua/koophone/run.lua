@@ -75,6 +75,7 @@ function _M.new(client, token, rows, s)
     batch_size = s.batch_size, concurrency = s.concurrency,
     round_size = s.concurrency * ROUND_PER_CONNECTION, max_bisect = s.max_bisect,
     timeout = s.timeout, on_progress = s.on_progress, on_result = s.on_result, waiter = s.waiter,
+    deadline_at = s.deadline and core.now() + s.deadline, -- the run stops there ("deadline")
     results = s.keep_results ~= false and {} or nil,
     counts = {}, done = 0, requests = 0, bisect_requests = 0, in_flight = 0,
     ready = {}, waiting = {}, -- jobs for the next round; retries waiting for their delay
@@ -480,6 +481,7 @@ function Run:send(jobs)
   self:flush(true)
   local results, errors, _, why = self.client.core:unassign_many(self.token, batches, {
     concurrency = self.concurrency, request_ids = ids, timeout = self.timeout,
+    deadline = self.deadline_at and math.max(self.deadline_at - self.now(), 0.001),
     on_start = function(i)
       jobs[i].started = true
       self.requests = self.requests + 1
@@ -512,6 +514,7 @@ end
 function Run:loop()
   while true do
     self.interrupted = self.interrupted or core.interrupted()
+      or (self.deadline_at and self.now() >= self.deadline_at and "deadline")
     if self.interrupted then return end
     local jobs = self:collect()
     if #jobs > 0 then
@@ -522,7 +525,7 @@ function Run:loop()
       local first, waiting = math.huge, {}
       for _, job in ipairs(self.waiting) do first = math.min(first, job.ready_at) end
       self:flush(true) -- the outcomes so far, before a long wait
-      self.sleep(math.max(0, first - self.now()))
+      self.sleep(math.max(0, math.min(first, self.deadline_at or first) - self.now()))
       -- due now, whether or not the sleep slept (an injected one may not)
       for _, job in ipairs(self.waiting) do
         if job.ready_at <= first then self.ready[#self.ready + 1] = job else waiting[#waiting + 1] = job end
