@@ -79,6 +79,7 @@ build = {
     ["koophone.ngx.iam_token"] = "lua/koophone/ngx/iam_token.lua",
     ["koophone.ngx.inflight"] = "lua/koophone/ngx/inflight.lua",
     ["koophone.ngx.metrics"] = "lua/koophone/ngx/metrics.lua",
+    ["koophone.ngx.thread"] = "lua/koophone/ngx/thread.lua",
     ["koophone.outcomes"] = "lua/koophone/outcomes.lua",
     ["koophone.readers"] = "lua/koophone/readers.lua",
     ["koophone.retry"] = "lua/koophone/retry.lua",

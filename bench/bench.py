@@ -288,7 +288,8 @@ def callgrind():
         if token == TOKEN:  # the credentials rows: next to the token call with its 8 KiB token
             progs += [("koophone.client (retry policy)", [LUA, "bench/koophone_seq.lua", "policy", ENDPOINT[proto]], LUA_ENV),
                       ("koophone, AK/SK signed", [LUA, "bench/koophone_seq.lua", "aksk", ENDPOINT[proto]], LUA_ENV),
-                      ("koophone, IAM token provider", [LUA, "bench/koophone_seq.lua", "provider", ENDPOINT[proto]], LUA_ENV)]
+                      ("koophone, IAM token provider", [LUA, "bench/koophone_seq.lua", "provider", ENDPOINT[proto]], LUA_ENV),
+                      ("koophone client:list_instances", [LUA, "bench/koophone_seq.lua", "list", ENDPOINT[proto]], LUA_ENV)]
         for name, cmd, env in progs:
             counts = [callgrind_total(cmd + [str(calls), "0", token] + ca_args(proto), env, "%s-%s-%s-%d" % (
                 "".join(ch if ch.isalnum() else "-" for ch in name.lower()), proto,
@@ -438,18 +439,18 @@ def bulk_instructions():
     """Where the instructions of a concurrency-8 run go, under callgrind."""
     floor, _ = per_unit(lambda n: floor_cmd(8, 100 * n), None, "bulk-floor", 1, 3)
     parts = ("curl_multi_perform", "kp_map_unassign", "kp_push_request_body", "kp_row_entry",
-             "call_back", "kp_unassign_many")
+             "kp_start_many", "kp_many_next")
     ours, part = per_unit(lambda n: bulk_cmd(8, "--runs", str(n)), LUA_ENV, "bulk-koophone", 1, 3, parts)
     cjson, _ = per_unit(lambda n: [LUA, "bench/cjson_cost.lua", ANSWER_100, str(100 * n)], LUA_ENV,
                         "bulk-cjson", 1, 3)
-    lua_layer = ours - part["kp_unassign_many"] - part["kp_row_entry"] + part["call_back"]
+    lua_layer = ours - part["kp_start_many"] - part["kp_many_next"] - part["kp_row_entry"]
     say("Instructions per 10,000 pairs at concurrency 8 (callgrind, (I(3 calls) − I(1 call)) / 2 in "
         "one process, so neither process start nor building the input counts): curl_multi floor "
         "%.0fM, koophone %.0fM (%.2f×). Of koophone's: libcurl (`curl_multi_perform`) %.0fM; answers "
         "decoded by cjson and checked (`kp_map_unassign`) %.0fM; pairs checked again and bodies "
         "encoded by cjson (`kp_push_request_body`) %.0fM; row entries checked, deduplicated and made "
         "(`kp_row_entry`, with the collector work their allocation drives) %.0fM; the Lua bulk layer "
-        "(`koophone.bulk`, `koophone.rows`, their callbacks) %.0fM. lua-cjson alone, encoding 100 "
+        "(`koophone.bulk`, `koophone.run`, `koophone.rows`) %.0fM. lua-cjson alone, encoding 100 "
         "bodies and decoding 100 answers (bench/cjson_cost.lua, same method): %.0fM, %.0f%% of the "
         "floor's instructions."
         % (floor / 1e6, ours / 1e6, ours / floor, part["curl_multi_perform"] / 1e6,

@@ -1,10 +1,11 @@
 -- koophone, sequential single-pair calls: the loop a user would write.
--- Usage: lua koophone_seq.lua client|events|module|policy|aksk|provider URL CALLS WARMUP TOKEN_FILE [CAFILE]
+-- Usage: lua koophone_seq.lua client|events|module|policy|aksk|provider|list URL CALLS WARMUP TOKEN_FILE [CAFILE]
 -- client: koophone.new{}:unassign (the C client); events: the same with an empty on_event hook
 -- (what building the events costs); module: koophone.unassign (default client);
 -- policy: koophone.client{}:unassign (the Lua client with the default retry policy);
 -- aksk: koophone.new{}:unassign with koophone.aksk credentials (a signed call); provider: the
--- same with a koophone.iam_token provider (its token cached after the first call).
+-- same with a koophone.iam_token provider (its token cached after the first call); list:
+-- koophone.new{}:list_instances of one instance (a read: GET with its query, a page mapped).
 -- Prints "us_per_call <microseconds>" (wall) and "cpu_us_per_call <microseconds>" (CPU).
 local koophone = require "koophone"
 
@@ -48,6 +49,15 @@ elseif mode == "client" or mode == "events" or mode == "policy" then
       check(client:unassign(token, pairs_))
     end
   end
+elseif mode == "list" then
+  local client = koophone.new { endpoint = url, cafile = cafile }
+  local query = { instance_id = "bench0001", page_size = 1 }
+  run = function(n)
+    for _ = 1, n do
+      local res, err = client:list_instances(token, query)
+      if not res or res.instances[1].assign_user ~= "u-1" then error("bad answer: " .. tostring(err)) end
+    end
+  end
 elseif mode == "module" then
   koophone.configure { endpoint = url, cafile = cafile }
   local unassign = koophone.unassign
@@ -57,7 +67,7 @@ elseif mode == "module" then
     end
   end
 else
-  error("mode must be client, events, module, policy, aksk or provider")
+  error("mode must be client, events, module, policy, aksk, provider or list")
 end
 
 run(warmup)

@@ -24,13 +24,16 @@ void fz_push_core_closure(lua_State *L, lua_CFunction f);
 void fz_fail(const char *what, const char *detail);
 /* Aborts when any string reachable from the value at idx holds 16 bytes of FZ_TOKEN. */
 void fz_check_no_token(lua_State *L, int idx);
-/* Checks what kp_map_unassign left on the stack: n results above base. */
+/* Set by a harness of ListInstances' mapping (kp_map_list): results are checked as its pages. */
+extern int fz_list;
+/* Checks what kp_map_unassign (kp_map_list with fz_list) left on the stack: n results above
+ * base. */
 void fz_check_outcome(lua_State *L, int base, int n, long status, const char *request_id);
 
 /* kp_map_unassign of r for FZ_REQUEST_ID with fz_token as the call's one secret. */
 int fz_map_unassign(lua_State *L, const kp_result *r);
 
-/* Calls map (which pushes kp_map_unassign's results with fz_token) in a protected call on a
+/* Calls map (which pushes a mapping's results with fz_token) in a protected call on a
  * fresh stack, checks the outcome, and returns how many values it left; then again with the
  * short token `pick` chooses (a byte of the input), checking that the answer reads the same and
  * its free text lost the token. */

@@ -151,6 +151,54 @@ static void check_error(lua_State *L, int err, long status, const char *request_
   lua_pop(L, 1);
 }
 
+int fz_list;
+
+/* A JSON null (light userdata) as a field of the instance at idx is a finding: the list's
+ * mapping leaves them out (a nested value is kept as sent). */
+static void check_no_null(lua_State *L, int idx)
+{
+  idx = lua_absindex(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    if (lua_type(L, -1) == LUA_TLIGHTUSERDATA)
+      fz_fail("list", "a JSON null was kept");
+    lua_pop(L, 1);
+  }
+}
+
+static void check_count(lua_State *L, int res, const char *name)
+{
+  lua_getfield(L, res, name);
+  if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) < 0 ||
+      lua_tonumber(L, -1) != (lua_Number)lua_tointeger(L, -1))
+    fz_fail("list: not an integer >= 0", name);
+  lua_pop(L, 1);
+}
+
+/* A ListInstances page: a 2xx, instances an array of tables with a string instance_id. */
+static void check_list(lua_State *L, int res, long status)
+{
+  int i, n;
+  if (status < 200 || status > 299)
+    fz_fail("list", "a page from a non-2xx status");
+  check_count(L, res, "total_count");
+  check_count(L, res, "page_no");
+  check_count(L, res, "page_size");
+  lua_getfield(L, res, "instances");
+  if (lua_type(L, -1) != LUA_TTABLE)
+    fz_fail("list", "instances is not a table");
+  n = (int)lua_rawlen(L, -1);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    if (lua_type(L, -1) != LUA_TTABLE)
+      fz_fail("list", "an instance is not a table");
+    (void)string_field(L, lua_gettop(L), "instance_id");
+    check_no_null(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
 void fz_check_outcome(lua_State *L, int base, int n, long status, const char *request_id)
 {
   int res = base + 1;
@@ -166,6 +214,10 @@ void fz_check_outcome(lua_State *L, int base, int n, long status, const char *re
     fz_fail("outcome", "neither res nor nil, err");
   if (strcmp(string_field(L, res, "request_id"), request_id) != 0)
     fz_fail("res.request_id", "is not the id that was sent");
+  if (fz_list) {
+    check_list(L, res, status);
+    return;
+  }
   lua_getfield(L, res, "jobs");
   if (lua_type(L, -1) != LUA_TTABLE)
     fz_fail("res.jobs", "not a table");
@@ -186,10 +238,12 @@ void fz_check_outcome(lua_State *L, int base, int n, long status, const char *re
 }
 
 /* Pushes what an outcome at base+1..base+n says: result or error, outcome or kind, status,
- * task_id and the number of jobs (not the free text, which depends on the token). */
+ * task_id, total_count and the number of jobs or instances (not the free text, which depends on
+ * the token). */
 static void push_summary(lua_State *L, int base, int n)
 {
-  static const char *const fields[] = { "outcome", "kind", "status", "task_id", "sent", NULL };
+  static const char *const fields[] = { "outcome", "kind", "status", "task_id", "sent",
+                                        "total_count", NULL };
   int t = base + n, i;
   lua_pushstring(L, n == 2 ? "err|" : "res|");
   for (i = 0; fields[i] != NULL; i++) {
@@ -204,7 +258,7 @@ static void push_summary(lua_State *L, int base, int n)
     }
     lua_pushliteral(L, "|");
   }
-  lua_getfield(L, t, "jobs");
+  lua_getfield(L, t, fz_list ? "instances" : "jobs");
   lua_pushinteger(L, lua_type(L, -1) == LUA_TTABLE ? (lua_Integer)lua_rawlen(L, -1) : -1);
   lua_remove(L, -2);
   lua_concat(L, 2 + 2 * i);
@@ -228,7 +282,7 @@ static int map_once(lua_State *L, lua_CFunction map, long status, const char *to
   fz_token_len = len;
   fz_push_core_closure(L, map);
   if (lua_pcall(L, 0, LUA_MULTRET, 0) != LUA_OK)
-    fz_fail("kp_map_unassign raised", lua_tostring(L, -1));
+    fz_fail("the mapping raised", lua_tostring(L, -1));
   n = lua_gettop(L) - top;
   fz_check_outcome(L, top, n, status, FZ_REQUEST_ID);
   return n;

@@ -21,4 +21,15 @@ pcall(c.unassign, c, token, { { user_id = "u" } })       -- missing field: raise
 if c.unassign_many then
   c:unassign_many(token, { { list[1] }, { list[2] } })
 end
+if c.start_many then -- a set closed with a transfer in flight, then one driven to its end
+  local first <close> = c:start_many(token, { { list[1] }, { list[2] } }, { concurrency = 2 })
+  first:next()
+  first:close()
+  local set = c:start_many(token, { { list[1] } })
+  while set:next() do end
+end
+-- a read with a query (built, percent-encoded) and a page mapped in place
+res, err = c:list_instances(token, { page_size = 5, instance_name = "a b&c" }, { request_id = "torture-2" })
+tostring(err)
+pcall(c.list_instances, c, token, { pagesize = 1 })     -- unknown parameter: raises
 c:close()

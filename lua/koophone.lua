@@ -7,6 +7,7 @@ local _M = {
   _VERSION = core._VERSION,
   unassign = core.unassign,          -- one request, no retries, default client
   get_task = core.get_task,          -- GetTask, one request, default client
+  list_instances = core.list_instances, -- ListInstances (one page), one request, default client
   new = core.new,                    -- a client of one's own
   client = require("koophone.client").new, -- a client with a retry policy
   configure = core.configure,        -- options of the default client

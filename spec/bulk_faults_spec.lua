@@ -135,28 +135,24 @@ describe("a run that must stop", function()
     client:close()
   end)
 
-  it("unassign_many starts no further batch once on_done returns false", function()
+  it("a transfer set starts no further batch once stopped", function()
     local list = sim.make_pairs(6, "many")
     sim.reset(list)
     local client = koophone.new(sim.client_opts("http"))
-    local batches, started, done = {}, {}, {}
+    local batches, done = {}, {}
     for i = 1, 6 do batches[i] = { list[i] } end
-    local results, errors, n = client:unassign_many(TOKEN, batches, {
-      concurrency = 2,
-      on_start = function(i) started[#started + 1] = i end,
-      on_done = function(i) done[#done + 1] = i; return false end,
-    })
-    assert.equals(2, n) -- the two in flight when the first ended
-    assert.same({ 1, 2 }, started)
+    local set = client:start_many(TOKEN, batches, { concurrency = 2 })
+    while true do
+      local i, res = set:next()
+      if not i then break end
+      assert.equals("unassigned", res.outcome)
+      done[#done + 1] = i
+      set:stop()
+    end
+    assert.equals(2, set:started()) -- the two in flight when the first ended
     table.sort(done)
     assert.same({ 1, 2 }, done)
-    for i = 1, 2 do assert.equals("unassigned", results[i].outcome) end
-    for i = 3, 6 do assert.is_nil(results[i]); assert.is_nil(errors[i]) end
     assert.equals(2, #sim.log())
-    -- a callback returning nothing (or true) stops nothing
-    n = select(3, client:unassign_many(TOKEN, { { list[3] }, { list[4] }, { list[5] } },
-                                       { concurrency = 1, on_done = function() return true end }))
-    assert.equals(3, n)
     client:close()
   end)
 end)

@@ -126,12 +126,13 @@ local matrix = {
   { id = "refused", endpoint = "http://127.0.0.1:1",
     both = { kind = "network", code = "CURLE_COULDNT_CONNECT", class = "safe", stopped = "max_attempts",
              attempts = 3, reached = 0, bound = true, sent = false } },
+  -- a certificate that cannot be verified: every attempt would fail alike, so none is retried
   { id = "otherca", scheme = "https", client = { cafile = sim.other_ca },
-    both = { kind = "tls", class = "safe", stopped = "max_attempts", attempts = 3, reached = 0,
-             bound = true, sent = false } },
+    both = { kind = "tls", code = "CURLE_PEER_FAILED_VERIFICATION", class = "final", stopped = "final",
+             attempts = 1, reached = 0, bound = true, sent = false, says = "cafile" } },
   { id = "wrongname", scheme = "https", endpoint = sim.wrongname_url,
-    both = { kind = "tls", class = "safe", stopped = "max_attempts", attempts = 3, reached = 0,
-             bound = true, sent = false } },
+    both = { kind = "tls", code = "CURLE_PEER_FAILED_VERIFICATION", class = "final", stopped = "final",
+             attempts = 1, reached = 0, bound = true, sent = false, says = "host name" } },
 }
 
 -- A client for `row` under `policy`, recording its sleeps and on_retry calls.

@@ -174,6 +174,9 @@ describe("koophone.iam_token", function()
     assert.is_nil(results)
     assert.equals("auth", err.kind)
     assert.equals(401, err.status)
+    local set, set_err = client:start_many(wrong, { list }) -- the same: no set, nothing sent
+    assert.is_nil(set)
+    assert.same({ "auth", 401 }, { set_err.kind, set_err.status })
     assert.matches("username or password is wrong", err.message)
     assert_no_slice("not-" .. PASSWORD, tostring(err))
 

@@ -121,44 +121,6 @@ describe("client:unassign_many", function()
     assert.same({ ["mine-1"] = true, [results[2].request_id] = true, ["mine-3"] = true }, sent)
   end)
 
-  it("calls on_start before each request leaves and on_done as each ends", function()
-    local list = sim.make_pairs(6, "cb")
-    sim.reset(list)
-    local events, seen_by_server = {}, {}
-    client:unassign_many(TOKEN, batches_of(list, 2), {
-      concurrency = 2,
-      on_start = function(i, id)
-        events[#events + 1] = "start " .. i
-        for _, e in ipairs(sim.log()) do seen_by_server[#seen_by_server + 1] = e.request_id == id end
-      end,
-      on_done = function(i, res, err)
-        assert.is_nil(err)
-        assert.equals("unassigned", res.outcome)
-        events[#events + 1] = "done " .. i
-      end,
-    })
-    -- the server never had the request when on_start ran (write-ahead is possible)
-    for _, hit in ipairs(seen_by_server) do assert.is_false(hit) end
-    table.sort(events)
-    assert.same({ "done 1", "done 2", "done 3", "start 1", "start 2", "start 3" }, events)
-  end)
-
-  it("passes an error of on_done on, and the client works afterwards", function()
-    local list = sim.make_pairs(4, "boom")
-    sim.reset(list)
-    local ok, msg = pcall(client.unassign_many, client, TOKEN, batches_of(list, 1),
-                          { concurrency = 2, on_done = function() error("stop here", 0) end })
-    assert.is_false(ok)
-    assert.equals("stop here", msg)
-    local rest = {}
-    for _, p in ipairs(list) do
-      if sim.bindings()[p.instance_id] then rest[#rest + 1] = { p } end
-    end
-    local results = client:unassign_many(TOKEN, rest)
-    for i = 1, #rest do assert.equals("unassigned", results[i].outcome) end
-    assert.same({}, sim.bindings())
-  end)
-
   it("gives each batch its own transport failure", function()
     local list = sim.make_pairs(3, "drop")
     sim.reset(list)
@@ -217,8 +179,13 @@ describe("client:unassign_many", function()
            { { list[1] } }, { concurrency = 65 })
     raises("koophone.unassign_many: bad argument #3 (opts): unknown option 'rate'",
            { { list[1] } }, { rate = 1 })
-    raises("koophone.unassign_many: bad argument #3 (opts.on_done): expected a function, got string",
-           { { list[1] } }, { on_done = "x" })
+    -- the callbacks it once took: start_many hands each batch back as it ends
+    raises("koophone.unassign_many: bad argument #3 (opts.on_done): no longer accepted: use "
+           .. "client:start_many to handle each batch as it ends",
+           { { list[1] } }, { on_done = function() end })
+    raises("koophone.unassign_many: bad argument #3 (opts.on_start): no longer accepted: use "
+           .. "client:start_many to handle each batch as it ends",
+           { { list[1] } }, { on_start = "x" })
     assert.same({}, sim.log())
     local results, errors = client:unassign_many(TOKEN, {})
     assert.same({}, results)
@@ -226,5 +193,205 @@ describe("client:unassign_many", function()
     client:close()
     assert.has_error(function() client:unassign_many(TOKEN, { { list[1] } }) end,
                      "koophone: client is closed")
+  end)
+end)
+
+-- client:start_many: the same transfers, driven from Lua one completion at a time.
+describe("client:start_many", function()
+  local client
+  before_each(function() client = koophone.new(sim.client_opts("http")) end)
+  after_each(function()
+    koophone.clear_interrupt()
+    client:close()
+  end)
+
+  -- every completion of the set: { i, res, err } in the order next() gave them, then what the
+  -- last next() returned after the batches
+  local function drain(set)
+    local got = {}
+    while true do
+      local i, res, err = set:next()
+      if not i then return got, res, err end
+      got[#got + 1] = { i, res, err }
+    end
+  end
+
+  it("sends nothing until next(), then hands each batch back once, as client:unassign would", function()
+    local list = sim.make_pairs(6, "pull")
+    sim.reset(list, { extra_instances = { "free0001" } })
+    local batches = batches_of(list, 2)
+    batches[4] = { { user_id = "nobody", instance_id = "free0001" } } -- not bound: 2210
+    local set = client:start_many(TOKEN, batches, { concurrency = 2, request_ids = { "pull-1" } })
+    assert.equals("koophone.many", getmetatable(set).__name)
+    assert.equals(0, set:started())
+    assert.same({}, sim.log())
+    local got, tail = drain(set)
+    assert.is_nil(tail)
+    assert.equals(4, #got)
+    assert.equals(4, set:started())
+    local seen = {}
+    for _, g in ipairs(got) do
+      local i, res, err = g[1], g[2], g[3]
+      assert.is_nil(seen[i])
+      seen[i] = true
+      if i == 4 then
+        assert.is_nil(res)
+        assert.equals(koophone.Error, getmetatable(err))
+        assert.same({ "api", "KOOPHONE.API.2210", 400, 1 }, { err.kind, err.code, err.status, err.attempts })
+      else
+        assert.is_nil(err)
+        assert.equals("unassigned", res.outcome)
+        for k, job in ipairs(res.jobs) do assert.equals(batches[i][k].instance_id, job.instance_id) end
+      end
+    end
+    for _, g in ipairs(got) do
+      if g[1] == 1 then assert.equals("pull-1", g[2].request_id) end
+    end
+    assert.same({}, sim.bindings())
+    assert.equals(4, #sim.log())
+    assert.is_nil(set:next()) -- ended: stays ended
+    set:close()
+    set:close() -- idempotent
+  end)
+
+  it("starts the batches in order, concurrency at a time; after stop() those in flight still end", function()
+    local list = sim.make_pairs(6, "stop")
+    sim.reset(list)
+    local set = client:start_many(TOKEN, batches_of(list, 1), { concurrency = 2 })
+    local i, res = set:next()
+    assert.equals(2, set:started()) -- 1 and 2 went out together
+    assert.equals("unassigned", res.outcome)
+    set:stop()
+    local got = drain(set)
+    assert.equals(1, #got)
+    assert.equals(3 - i, got[1][1]) -- the other one of the two in flight
+    assert.equals(2, set:started())
+    assert.equals(2, #sim.log())
+    -- nothing was left half done: the client starts its next set at once
+    set = client:start_many(TOKEN, batches_of({ list[3], list[4] }, 1), { concurrency = 1 })
+    assert.equals(2, #drain(set))
+    assert.equals(4, #sim.log())
+  end)
+
+  it("refuses a second set on the same client while one is open; unassign and get_task work beside it", function()
+    local list = sim.make_pairs(4, "busy")
+    sim.reset(list)
+    local set = client:start_many(TOKEN, { { list[1] }, { list[2] } }, { concurrency = 2 })
+    local busy = "the client has a transfer set open: close it, or call its next() until it returns nil, first"
+    assert.has_error(function() client:start_many(TOKEN, { { list[3] } }) end,
+                     "koophone.start_many: " .. busy)
+    assert.has_error(function() client:unassign_many(TOKEN, { { list[3] } }) end,
+                     "koophone.unassign_many: " .. busy)
+    local i = set:next() -- one ended, one may be in flight
+    assert.is_number(i)
+    -- the client's own handle is not the set's: a call beside the set leaves it alone
+    local res = assert(client:unassign(TOKEN, { list[3] }))
+    assert.equals("unassigned", res.outcome)
+    assert(client:get_task(TOKEN, res.task_id))
+    local got, tail = drain(set)
+    assert.is_nil(tail)
+    assert.equals(1, #got)
+    assert.equals("unassigned", got[1][2].outcome)
+    -- ended: the pool is free again
+    assert.equals("unassigned", client:unassign_many(TOKEN, { { list[4] } })[1].outcome)
+    assert.same({}, sim.bindings())
+    -- a closed set frees it too
+    set = client:start_many(TOKEN, { { list[1] } })
+    set:close()
+    assert.same({}, drain(client:start_many(TOKEN, {})))
+    assert.equals(1, #drain(client:start_many(TOKEN, { { list[1] } })))
+  end)
+
+  it("close() abandons the transfers in flight, and the client works afterwards", function()
+    local list = sim.make_pairs(4, "aban")
+    sim.reset(list)
+    -- the first request to arrive sleeps: the other ends first, and it is in flight when the
+    -- set closes
+    sim.faults({ type = "delay", seconds = 1, at = 1, count = 1 })
+    local set = client:start_many(TOKEN, { { list[1] }, { list[2] } }, { concurrency = 2 })
+    local ok, msg = pcall(function()
+      assert.is_number(set:next())
+      error("the caller's own failure", 0) -- e.g. its journal cannot be written
+    end)
+    assert.is_false(ok)
+    assert.equals("the caller's own failure", msg)
+    set:close()
+    assert.equals(2, set:started())
+    assert.is_nil(set:next())
+    local results = client:unassign_many(TOKEN, { { list[3] }, { list[4] } })
+    assert.equals("unassigned", results[1].outcome)
+    assert.equals("unassigned", results[2].outcome)
+  end)
+
+  it("cannot be driven or closed from its client's on_event hook", function()
+    local list = sim.make_pairs(2, "hook")
+    sim.reset(list)
+    local set, inside = nil, {}
+    local hooked = koophone.new(sim.client_opts("http", { on_event = function()
+      inside[#inside + 1] = select(2, pcall(set.next, set))
+      inside[#inside + 1] = select(2, pcall(set.close, set))
+    end }))
+    set = hooked:start_many(TOKEN, { { list[1] }, { list[2] } }, { concurrency = 1 })
+    local got = drain(set)
+    assert.equals(2, #got)
+    for _, g in ipairs(got) do assert.equals("unassigned", g[2].outcome) end
+    assert.equals(4, #inside)
+    for k = 1, 4, 2 do
+      assert.matches("a client cannot be used from its own on_event hook", inside[k], 1, true)
+      assert.matches("a transfer set cannot be closed from its client's on_event hook", inside[k + 1], 1, true)
+    end
+    hooked:close()
+  end)
+
+  it("after an interruption starts nothing more and abandons the transfers in flight", function()
+    local list = sim.make_pairs(4, "intr")
+    sim.reset(list)
+    sim.faults({ type = "delay", seconds = 1, at = 1, count = 1 }) -- one of the two sleeps
+    local set = client:start_many(TOKEN, batches_of(list, 1), { concurrency = 2 })
+    assert.is_number(set:next())
+    koophone.interrupt()
+    local none, why = set:next()
+    assert.is_nil(none)
+    assert.equals("interrupted", why)
+    assert.equals(2, set:started()) -- the other was in flight: abandoned, maybe applied
+    assert.is_nil(set:next())
+    koophone.clear_interrupt()
+    assert.equals(2, #sim.log())
+    -- the same through unassign_many: its fourth value
+    koophone.interrupt()
+    local results, errors, started, interrupted = client:unassign_many(TOKEN, { { list[3] } })
+    assert.same({ {}, {}, 0, "interrupted" }, { results, errors, started, interrupted })
+  end)
+
+  it("after its client closed: next() raises, close() does not", function()
+    local list = sim.make_pairs(2, "gone")
+    sim.reset(list)
+    local set = client:start_many(TOKEN, batches_of(list, 1))
+    client:close()
+    assert.has_error(function() set:next() end, "koophone: client is closed")
+    set:close()
+    assert.equals(0, set:started())
+  end)
+
+  it("checks its arguments as unassign_many does, before anything is sent", function()
+    local list = sim.make_pairs(2, "args")
+    sim.reset(list)
+    local function raises(msg, ...)
+      local ok, err = pcall(client.start_many, client, ...)
+      assert.is_false(ok)
+      assert.equals(msg, err:sub(1, #msg))
+    end
+    raises("koophone.start_many: bad argument #1 (token): ", 42, { { list[1] } })
+    raises("koophone.start_many: bad argument #2 (batches): expected an array of batches, got string",
+           TOKEN, "x")
+    raises("koophone.start_many: bad argument #2 (batches[2][2]): repeats batches[2][1]",
+           TOKEN, { { list[1] }, { list[2], list[2] } })
+    raises("koophone.start_many: bad argument #3 (opts): unknown option 'on_done'",
+           TOKEN, { { list[1] } }, { on_done = function() end })
+    raises("koophone.start_many: bad argument #3 (opts.concurrency): expected an integer from 1 to 64",
+           TOKEN, { { list[1] } }, { concurrency = 0 })
+    assert.same({}, sim.log())
+    -- a failed check leaves no set open
+    assert.equals(1, #drain(client:start_many(TOKEN, { { list[1] } })))
   end)
 end)

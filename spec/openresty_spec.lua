@@ -6,7 +6,8 @@ local openresty = require "helpers.openresty"
 local socket = require "socket"
 local http = require "socket.http"
 
--- GET /task?id=RM_…: get_task, then wait_jobs, through a kngx.client (the spec's own location)
+-- GET /task?id=RM_…: get_task, then wait_jobs, through a kngx.client; GET /list?id=…:
+-- list_instances through one (the spec's own locations)
 local TASK = [[
         location = /task {
             content_by_lua_block {
@@ -22,6 +23,19 @@ local TASK = [[
                 ngx.say(cjson.encode { jobs = task and task.jobs, calls = calls,
                   err = err and { code = err.code, status = err.status, attempts = err.attempts },
                   succeeded = report and report.succeeded })
+            }
+        }
+        location = /list {
+            content_by_lua_block {
+                local kngx, cjson = require "koophone.ngx", require "cjson.safe"
+                local calls = {}
+                local c = kngx.client { endpoint = os.getenv("KOOPHONE_ENDPOINT"),
+                                        cafile = os.getenv("KOOPHONE_CAFILE"),
+                                        on_event = function(ev) calls[#calls + 1] = ev.call end,
+                                        retry = { base_delay = 0.001 } }
+                local res, err = c:list_instances(os.getenv("KOOPHONE_TOKEN"),
+                                                  { instance_id = ngx.var.arg_id, page_size = 10 })
+                ngx.say(cjson.encode { res = res, calls = calls, err = err and err.code })
             }
         }
         location = /health {]]
@@ -74,6 +88,18 @@ describe("examples/openresty with koophone.ngx", function()
     local missing = task("RM_missing")
     assert.equals("KOOPHONE.API.1323", missing.err.code)
     assert.equals(1, missing.err.attempts) -- a 4xx is final
+  end)
+
+  it("lists an instance through kngx.client, in the thread pool, a failed read retried", function()
+    local list = sim.make_pairs(2, "ls")
+    sim.reset(list)
+    sim.faults({ type = "error", api = "list" })
+    local body = require("cjson").decode((assert(http.request(BASE .. "/list?id=ls0002"))))
+    assert.same({ "list_instances", "list_instances" }, body.calls)
+    assert.same({ 1, 1, "ls0002", 1, "u-ls-2" }, { body.res.total_count, #body.res.instances,
+      body.res.instances[1].instance_id, body.res.instances[1].assign_status, body.res.instances[1].assign_user })
+    local log = sim.control("GET", "/_sim/list_log").requests
+    assert.same({ 2, log[1].request_id }, { #log, log[2].request_id })
   end)
 
   it("reuses the thread side's client and its connection for the next call", function()
@@ -232,6 +258,22 @@ describe("koophone.ngx outside nginx", function()
     c:close()
   end)
 
+  it("refuses bulk with an error that names the alternatives, before anything is opened", function()
+    local text = " is not available in nginx (it would block the worker); run bulk jobs with "
+      .. "bin/koophone or koophone.client outside nginx, or call client:unassign per batch"
+    local list, journal = sim.make_pairs(2, "blk"), os.tmpname()
+    os.remove(journal)
+    local c = kngx.client(sim.client_opts("http"))
+    sim.reset(list)
+    assert.has_error(function() c:unassign_all(sim.token, list, { journal = journal }) end,
+                     "koophone.ngx: unassign_all" .. text)
+    assert.has_error(function() c:unassign_many(sim.token, { list }) end, "koophone.ngx: unassign_many" .. text)
+    assert.has_error(function() kngx.new(sim.client_opts("http")):unassign_many(sim.token, { list }) end,
+                     "koophone.ngx: unassign_many" .. text)
+    assert.is_nil(io.open(journal))
+    assert.equals(0, #sim.log())
+  end)
+
   it("raises on a closed client before reaching nginx", function()
     local c = kngx.new(sim.client_opts("http"))
     c:close()
@@ -240,27 +282,28 @@ describe("koophone.ngx outside nginx", function()
   end)
 
   it("runs the call on the thread side and keeps one client per option set", function()
+    local thread = require "koophone.ngx.thread"
     local list = sim.make_pairs(2, "th")
     sim.reset(list)
     local opts = sim.client_opts("http")
-    local done, res, err = kngx.thread_unassign("k1", opts, sim.token, { list[1] })
+    local done, res, err = thread.unassign("k1", opts, sim.token, { list[1] })
     assert.is_true(done)
     assert.is_nil(err)
     assert.equals("unassigned", res.outcome)
-    done, res = kngx.thread_unassign("k1", opts, sim.token, { list[2] }, { request_id = "second" })
+    done, res = thread.unassign("k1", opts, sim.token, { list[2] }, { request_id = "second" })
     assert.is_true(done)
     assert.equals("second", res.request_id)
     local log = sim.log()
     assert.equals(log[1].connection, log[2].connection) -- the same client, its kept-alive connection
-    done, res, err = kngx.thread_unassign("k1", opts, sim.token, { list[1] })
+    done, res, err = thread.unassign("k1", opts, sim.token, { list[1] })
     assert.is_true(done)
     assert.is_nil(res)
     assert.equals("KOOPHONE.API.2210", err.code)
     -- raised errors come back as false, message: the request side raises them again
-    done, res = kngx.thread_unassign("k1", opts, sim.token, "not a list")
+    done, res = thread.unassign("k1", opts, sim.token, "not a list")
     assert.is_false(done)
     assert.matches("bad argument #2", res, 1, true)
-    done, res = kngx.thread_unassign("k2", { endpoint = "ftp://x" }, sim.token, { list[1] })
+    done, res = thread.unassign("k2", { endpoint = "ftp://x" }, sim.token, { list[1] })
     assert.is_false(done)
     assert.matches("bad argument #1 (opts.endpoint)", res, 1, true)
   end)

@@ -118,6 +118,19 @@ describe("wait_jobs", function()
     assert.equal(1, polls(lost.task_id))
   end)
 
+  it("a task id from an answer that get_task would refuse ('..') makes its jobs unknown, sends nothing", function()
+    seed(0)
+    local kept = assert(client:unassign(TOKEN, pairs_of(4)))
+    local forged = { task_id = "..", jobs = { { instance_id = "i9", job_id = "j-forged" } } }
+    local before = #sim.control("GET", "/_sim/task_log").requests
+    local report = client:wait_jobs(TOKEN, { kept, forged }, { sleep = function() error("no sleep expected") end })
+    assert.same({ 1, 0, 1, 0 }, { report.succeeded, report.failed, report.unknown, report.pending })
+    assert.same({ "unknown", "BAD_TASK_ID", false },
+                { report.jobs["j-forged"].state, report.jobs["j-forged"].err.code, report.jobs["j-forged"].err.sent })
+    assert.matches("another path", tostring(report.task_errors[".."]), 1, true)
+    assert.equal(before + 1, #sim.control("GET", "/_sim/task_log").requests) -- the kept task's poll only
+  end)
+
   it("takes an unassign_all report or its rows", function()
     seed(0)
     local report = assert(client:unassign_all(TOKEN, pairs_of(1, 2, 4)))

@@ -1,7 +1,9 @@
 /* One call of the API: the sequence every call shares.
  *
- * A call is described by its method, its path and the function that maps its
- * answer (kp_call_types). Every call, one at a time (kp_call_perform) or
+ * A call is described by its method, its path, its query and the function that
+ * maps its answer (kp_call_types); a read is that row and nothing more
+ * (kp_call_read sends it, client.c and koophone.c register a method and a
+ * function per read row). Every call, one at a time (kp_call_perform) or
  * several at once (multi.c), goes through the same steps: check the token and
  * the per-call options, fix the x-request-id, arm the handle right before the
  * request goes out (kp_call_arm: the one place that sets what a request
@@ -11,16 +13,38 @@
 
 #include "kp.h"
 
-const kp_call_type kp_call_types[] = {
-  /* KP_CALL_UNASSIGN */ { "unassign", "POST", "/v1/instances/unassign", kp_map_unassign, 0 },
-  /* KP_CALL_GET_TASK */ { "get_task", "GET", "/v1/instances/tasks/", kp_map_task, 0 }, /* + id */
-  /* KP_CALL_IAM_TOKEN */ { "iam_token", "POST", "/v3/auth/tokens?nocatalog=true", kp_map_iam_token,
-                            1 },
+/* ListInstances' query: x-request-id is a query parameter of this call (its reference lists it
+ * there, the header too is sent as for every call); the limits of page_no and page_size are not
+ * documented: ours catch mistakes, the server answers 1000 for a page it does not serve. */
+static const kp_query_param list_query[] = {
+  { "x-request-id", KP_QUERY_REQUEST_ID, 0, 0, 0 },
+  { "page_no", KP_QUERY_COUNT, 0, 2147483647, 1 },
+  { "page_size", KP_QUERY_COUNT, 1, 1000, 100 },
+  { "instance_id", KP_QUERY_TEXT, 0, 0, 0 },
+  { "instance_name", KP_QUERY_TEXT, 0, 0, 0 },
+  { "pool_scene_tag", KP_QUERY_TEXT, 0, 0, 0 },
+  { "pool_name", KP_QUERY_TEXT, 0, 0, 0 },
+  { "query_start_time", KP_QUERY_TEXT, 0, 0, 0 },
+  { "query_end_time", KP_QUERY_TEXT, 0, 0, 0 },
+  { "order", KP_QUERY_TEXT, 0, 0, 0 },
+  { "order_by", KP_QUERY_TEXT, 0, 0, 0 },
+  { NULL, KP_QUERY_TEXT, 0, 0, 0 },
+};
+
+const kp_call_type kp_call_types[KP_CALL_COUNT] = {
+  /* KP_CALL_UNASSIGN */ { "unassign", "koophone.unassign", "POST", "/v1/instances/unassign", NULL,
+                           kp_map_unassign, 0, 0 },
+  /* KP_CALL_GET_TASK */ { "get_task", "koophone.get_task", "GET", "/v1/instances/tasks/", NULL,
+                           kp_map_task, 0, 1 }, /* + the task id */
+  /* KP_CALL_LIST_INSTANCES */ { "list_instances", "koophone.list_instances", "GET",
+                                 "/v1/instances/batch-query", list_query, kp_map_list, 0, 1 },
+  /* KP_CALL_IAM_TOKEN */ { "iam_token", "koophone.iam_token", "POST",
+                            "/v3/auth/tokens?nocatalog=true", NULL, kp_map_iam_token, 1, 0 },
 };
 
 #define OOM "not enough memory"
 
-/* the per-call options of unassign and get_task */
+/* the per-call options of unassign and the reads */
 static const char *const call_option_names[] = { "request_id", "timeout", "deadline", "cancel",
                                                  NULL };
 /* what a token request takes from the call it fetches a token for (core.iam_token_request) */
@@ -395,19 +419,41 @@ int kp_unassign(lua_State *L, kp_client *c, const char *fname, int base)
   return kp_call_perform(L, &call);
 }
 
-int kp_get_task(lua_State *L, kp_client *c, const char *fname, int base)
+int kp_call_read(lua_State *L, kp_client *c, int type, int base)
 {
-  int opts = base + 2;
-  size_t len;
-  const char *id;
+  const kp_call_type *t = &kp_call_types[type];
+  size_t len = 0;
+  const char *id = NULL;
   kp_call call;
-  kp_call_init(L, &call, c, KP_CALL_GET_TASK, fname, base);
-  id = kp_check_task_id(L, base + 1, fname, 2, &len);
-  push_call_options(L, &call, opts);
-  kp_push_path(L, call.type->path, id, len);
+  kp_call_init(L, &call, c, type, t->fname, base);
+  if (t->query == NULL)
+    id = kp_check_task_id(L, base + 1, t->fname, 2, &len);
+  push_call_options(L, &call, base + 2);
+  call.req.request_id = lua_tolstring(L, -1, &call.req.request_id_len);
+  if (t->query == NULL) {
+    kp_push_path(L, t->path, id, len);
+    call.task_arg = base + 1;
+  } else {
+    kp_push_query(L, t->path, t->query, base + 1, t->fname, 2, call.req.request_id,
+                  call.req.request_id_len);
+  }
   /* the request id and the path stay on the stack while in use */
-  call.req.request_id = lua_tolstring(L, -2, &call.req.request_id_len);
   call.req.path = lua_tostring(L, -1);
-  call.task_arg = base + 1;
   return kp_call_perform(L, &call);
+}
+
+void kp_call_set_reads(lua_State *L, int t, int uv, lua_CFunction f)
+{
+  int type, i;
+  t = lua_absindex(L, t);
+  uv = lua_absindex(L, uv);
+  for (type = 0; type < KP_CALL_COUNT; type++) {
+    if (!kp_call_types[type].read)
+      continue;
+    for (i = 0; i < KP_NUPVALUES; i++)
+      lua_pushvalue(L, uv + i);
+    lua_pushinteger(L, type);
+    lua_pushcclosure(L, f, KP_NUPVALUES + 1);
+    lua_setfield(L, t, kp_call_types[type].name);
+  }
 }

@@ -82,10 +82,22 @@ static int has_dot_segment(const char *s, size_t len)
   return 0;
 }
 
+/* What makes a task id of 1 to KP_TASK_ID_MAX bytes unusable in a path, or NULL when it is
+ * fine. */
+static const char *task_id_problem(const char *s, size_t len)
+{
+  size_t i;
+  for (i = 0; i < len; i++)
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+      return "contains a control character (CR, LF, NUL, ...)";
+  if (has_dot_segment(s, len))
+    return "'.' or '..' as the id or between slashes: the request would go to another path";
+  return NULL;
+}
+
 const char *kp_check_task_id(lua_State *L, int idx, const char *fname, int argn, size_t *len)
 {
-  const char *s;
-  size_t i;
+  const char *s, *problem;
   if (lua_type(L, idx) != LUA_TSTRING)
     kp_argerror(L, fname, argn, "task_id", "expected a non-empty string, got %s",
                 luaL_typename(L, idx));
@@ -93,13 +105,25 @@ const char *kp_check_task_id(lua_State *L, int idx, const char *fname, int argn,
   if (*len == 0 || *len > KP_TASK_ID_MAX)
     kp_argerror(L, fname, argn, "task_id", "expected 1 to %d bytes, got %d", KP_TASK_ID_MAX,
                 (int)*len);
-  for (i = 0; i < *len; i++)
-    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-      kp_argerror(L, fname, argn, "task_id", "contains a control character (CR, LF, NUL, ...)");
-  if (has_dot_segment(s, *len))
-    kp_argerror(L, fname, argn, "task_id", "'.' or '..' as the id or between slashes: "
-                "the request would go to another path");
+  problem = task_id_problem(s, *len);
+  if (problem != NULL)
+    kp_argerror(L, fname, argn, "task_id", "%s", problem);
   return s;
+}
+
+/* core.task_id_problem(id) -> nil, or why get_task would refuse id: for ids that come from an
+ * answer (wait_jobs), which are data, not the caller's mistake. */
+int kp_lua_task_id_problem(lua_State *L)
+{
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  const char *problem = len == 0 || len > KP_TASK_ID_MAX ? "empty or too long"
+                                                         : task_id_problem(s, len);
+  if (problem == NULL)
+    lua_pushnil(L);
+  else
+    lua_pushstring(L, problem);
+  return 1;
 }
 
 void kp_check_opts(lua_State *L, int t, const char *fname, int argn, const char *const names[])

@@ -218,13 +218,19 @@ static int in_hook(const kp_client *c)
   return c->hook.running || (c->lent != NULL && c->lent->running);
 }
 
-kp_client *kp_check_client(lua_State *L, int idx)
+/* Raises when c cannot be used now: closed, or inside its on_event hook. */
+static void check_usable(lua_State *L, const kp_client *c)
 {
-  kp_client *c = luaL_checkudata(L, idx, KP_CLIENT_MT);
   if (c->closed)
     luaL_error(L, "koophone: client is closed");
   if (in_hook(c))
     luaL_error(L, "koophone: a client cannot be used from its own on_event hook");
+}
+
+kp_client *kp_check_client(lua_State *L, int idx)
+{
+  kp_client *c = luaL_checkudata(L, idx, KP_CLIENT_MT);
+  check_usable(L, c);
   return c;
 }
 
@@ -236,18 +242,51 @@ static int client_unassign(lua_State *L)
   return kp_unassign(L, c, "koophone.unassign", 2);
 }
 
-/* client:get_task(token, task_id [, opts]) */
-static int client_get_task(lua_State *L)
+/* client:<read>(token, arg [, opts]): client:get_task(token, task_id [, opts]),
+ * client:list_instances(token, query [, opts]), a method per read row of kp_call_types */
+static int client_read(lua_State *L)
 {
   kp_client *c = kp_check_client(L, 1);
   lua_settop(L, 4);
-  return kp_get_task(L, c, "koophone.get_task", 2);
+  return kp_call_read(L, c, (int)lua_tointeger(L, KP_UV_CALL), 2);
 }
 
 /* client:unassign_many(token, batches [, opts]) (multi.c) */
 static int client_unassign_many(lua_State *L)
 {
   return kp_unassign_many(L, kp_check_client(L, 1));
+}
+
+/* client:start_many(token, batches [, opts]) -> a transfer set (multi.c) */
+static int client_start_many(lua_State *L)
+{
+  return kp_start_many(L, kp_check_client(L, 1));
+}
+
+/* set:next(): its client is checked as its own methods are, so the set cannot be driven from
+ * inside itself (the client's on_event hook runs inside next()) */
+static int many_next(lua_State *L)
+{
+  kp_many *m = luaL_checkudata(L, 1, KP_MANY_MT);
+  if (kp_many_client(m) != NULL)
+    check_usable(L, kp_many_client(m));
+  return kp_many_next(L, m);
+}
+
+/* set:close(), also __close; __gc is many_gc */
+static int many_close(lua_State *L)
+{
+  kp_many *m = luaL_checkudata(L, 1, KP_MANY_MT);
+  if (kp_many_client(m) != NULL && in_hook(kp_many_client(m)))
+    return luaL_error(L, "koophone: a transfer set cannot be closed from its client's on_event hook");
+  kp_many_close(L, m);
+  return 0;
+}
+
+static int many_gc(lua_State *L)
+{
+  kp_many_close(L, luaL_checkudata(L, 1, KP_MANY_MT));
+  return 0;
 }
 
 /* client:request_id() -> a fresh UUIDv4, for a caller that must fix a call's
@@ -283,12 +322,33 @@ static int client_tostring(lua_State *L)
   return 1;
 }
 
+/* Registers the metatable `name`: metamethods, and methods as __index (and, given `read`, a
+ * method per read of the call table), with the module's upvalues (the KP_NUPVALUES values
+ * ending at stack index top). */
+static void new_class(lua_State *L, const char *name, const luaL_Reg *metamethods,
+                      const luaL_Reg *methods, int top, lua_CFunction read)
+{
+  int i;
+  luaL_newmetatable(L, name);
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
+  luaL_setfuncs(L, metamethods, 0);
+  lua_newtable(L);
+  for (i = KP_NUPVALUES - 1; i >= 0; i--)
+    lua_pushvalue(L, top - i);
+  luaL_setfuncs(L, methods, KP_NUPVALUES);
+  if (read != NULL)
+    kp_call_set_reads(L, -1, top - KP_NUPVALUES + 1, read);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
 void kp_client_open(lua_State *L)
 {
   static const luaL_Reg methods[] = {
     { "unassign", client_unassign },
     { "unassign_many", client_unassign_many },
-    { "get_task", client_get_task },
+    { "start_many", client_start_many },
     { "request_id", client_request_id },
     { "close", client_close },
     { NULL, NULL }
@@ -299,15 +359,19 @@ void kp_client_open(lua_State *L)
     { "__tostring", client_tostring },
     { NULL, NULL }
   };
-  int i, top = lua_gettop(L);
-  luaL_newmetatable(L, KP_CLIENT_MT);
-  lua_pushliteral(L, KP_CLIENT_MT);
-  lua_setfield(L, -2, "__name");
-  luaL_setfuncs(L, metamethods, 0);
-  lua_newtable(L);
-  for (i = KP_NUPVALUES - 1; i >= 0; i--)
-    lua_pushvalue(L, top - i);
-  luaL_setfuncs(L, methods, KP_NUPVALUES);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  static const luaL_Reg many_methods[] = {
+    { "next", many_next },
+    { "started", kp_many_started },
+    { "stop", kp_many_stop },
+    { "close", many_close },
+    { NULL, NULL }
+  };
+  static const luaL_Reg many_metamethods[] = {
+    { "__gc", many_gc },
+    { "__close", many_close },
+    { NULL, NULL }
+  };
+  int top = lua_gettop(L);
+  new_class(L, KP_CLIENT_MT, metamethods, methods, top, client_read);
+  new_class(L, KP_MANY_MT, many_metamethods, many_methods, top, NULL);
 }

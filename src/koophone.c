@@ -28,11 +28,12 @@ static int module_unassign(lua_State *L)
   return kp_unassign(L, default_client(L), "koophone.unassign", 1);
 }
 
-/* koophone.get_task(token, task_id [, opts]) on the default client */
-static int module_get_task(lua_State *L)
+/* koophone.<read>(token, arg [, opts]) on the default client: koophone.get_task,
+ * koophone.list_instances, a function per read row of kp_call_types */
+static int module_read(lua_State *L)
 {
   lua_settop(L, 3);
-  return kp_get_task(L, default_client(L), "koophone.get_task", 1);
+  return kp_call_read(L, default_client(L), (int)lua_tointeger(L, KP_UV_CALL), 1);
 }
 
 /* koophone.new(opts) -> client */
@@ -97,11 +98,11 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
 {
   static const luaL_Reg functions[] = {
     { "unassign", module_unassign },
-    { "get_task", module_get_task },
     { "new", module_new },
     { "new_as", module_new_as },
     { "configure", module_configure },
     { "validate_pair", kp_validate_pair },
+    { "task_id_problem", kp_lua_task_id_problem },
     { "random", kp_lua_random },
     { "row_entry", kp_row_entry },
     { "sign", kp_lua_sign }, { "aksk", kp_lua_aksk },
@@ -115,6 +116,7 @@ LUALIB_API int luaopen_koophone_core(lua_State *L)
   push_private_cjson(L);
   lua_newtable(L); /* state: the default client */
   kp_client_open(L);
+  kp_call_set_reads(L, -4, -3, module_read);
   luaL_setfuncs(L, functions, KP_NUPVALUES);
   kp_clock_open(L);
   kp_interrupt_open(L);

@@ -7,7 +7,7 @@
  *   request.c response.c transport.c   the body, the answer, the wire
  *   event.c                      on_event: the event of one exchange
  *   call.c                       one call: prepare, send-time step, perform, map
- *   multi.c                      several calls at once, from call.c's pieces
+ *   multi.c                      several calls at once (transfer sets), from call.c's pieces
  *   client.c                     the client object, methods as thin wrappers
  *   koophone.c                   the module entry */
 #ifndef KP_H
@@ -33,6 +33,9 @@
 #define KP_UV_DECODE lua_upvalueindex(2) /* private cjson instance: decode */
 #define KP_UV_STATE lua_upvalueindex(3)  /* module state table (default client) */
 #define KP_NUPVALUES 3
+/* One more upvalue of the read functions (a read method, its module function): the index of
+ * their row in kp_call_types. */
+#define KP_UV_CALL lua_upvalueindex(KP_NUPVALUES + 1)
 
 /* A growable byte buffer, owned by the struct that embeds it. */
 typedef struct kp_buf {
@@ -60,6 +63,7 @@ const char *kp_check_request_id(lua_State *L, int idx, const char *fname, int ar
                                 const char *path, size_t *len);
 /* A task id: 1 to KP_TASK_ID_MAX bytes, no control character (path "task_id"). */
 const char *kp_check_task_id(lua_State *L, int idx, const char *fname, int argn, size_t *len);
+int kp_lua_task_id_problem(lua_State *L);
 /* The options table at t (path "opts"): a table whose keys are all in names. */
 void kp_check_opts(lua_State *L, int t, const char *fname, int argn, const char *const names[]);
 long kp_check_seconds(lua_State *L, int idx, const char *fname, int argn,
@@ -216,7 +220,7 @@ int kp_lua_aksk(lua_State *L); /* koophone.aksk */
 int kp_lua_is_aksk(lua_State *L);     /* core.is_aksk(v) */
 int kp_lua_aksk_export(lua_State *L); /* core.aksk_export(cred), for koophone.ngx */
 
-/* ---- request.c: pair validation, the unassign body, a task's path ---- */
+/* ---- request.c: pair validation, the unassign body, a task's path, a read's query ---- */
 typedef struct kp_pair_ref {
   const char *user_id, *instance_id;
   size_t user_id_len, instance_id_len;
@@ -243,6 +247,24 @@ int kp_pair_message(lua_State *L, int idx);
 int kp_validate_pair(lua_State *L);
 /* Pushes prefix + the id percent-encoded (every byte but RFC 3986's unreserved ones). */
 void kp_push_path(lua_State *L, const char *prefix, const char *id, size_t len);
+
+/* A query parameter of a call (kp_call_type.query); a row lists them in the order sent. */
+typedef enum {
+  KP_QUERY_REQUEST_ID, /* the call's x-request-id (opts.request_id or a fresh one) */
+  KP_QUERY_COUNT,      /* the caller's integer from min to max, dflt when absent */
+  KP_QUERY_TEXT        /* the caller's non-empty string without control characters, or absent */
+} kp_query_kind;
+typedef struct kp_query_param {
+  const char *name; /* as sent, and the key of the caller's query table */
+  kp_query_kind kind;
+  lua_Integer min, max, dflt; /* KP_QUERY_COUNT */
+} kp_query_param;
+
+/* Checks the query table at t (argument argn of fname, named "query") against params (ended
+ * by a NULL name: a key that is not one of them raises, naming it) and pushes
+ * path?name=value&... with every value percent-encoded (as kp_push_path). */
+void kp_push_query(lua_State *L, const char *path, const kp_query_param *params, int t,
+                   const char *fname, int argn, const char *request_id, size_t request_id_len);
 
 /* ---- rows.c: core.row_entry(set, v, pos, row) ---- */
 int kp_row_entry(lua_State *L);
@@ -329,6 +351,12 @@ int kp_map_unassign(lua_State *L, const kp_result *r, const char *request_id,
 int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const kp_secrets *sec,
                 lua_Integer pairs);
 
+/* Maps a ListInstances answer (an error_code inside data other than "0" is an API error):
+ * pushes { instances = data.result (each as sent, a JSON null left out, integral numbers as
+ * integers), total_count, page_no, page_size, request_id, status }, or nil and err. */
+int kp_map_list(lua_State *L, const kp_result *r, const char *request_id, const kp_secrets *sec,
+                lua_Integer pairs);
+
 /* Maps IAM's answer to a token request: res { token, expires_at (text), status,
  * attempts } or nil, err of kind "auth". */
 int kp_map_iam_token(lua_State *L, const kp_result *r, const char *request_id,
@@ -361,25 +389,33 @@ typedef struct kp_client {
   kp_body body;
   char *endpoint;   /* as configured, without trailing slashes */
   long timeout_ms;  /* default per-call timeout */
-  kp_multi *multi;  /* unassign_many's handles, made on first use */
+  kp_multi *multi;  /* start_many's handles, made on first use */
   int closed;
   kp_hook hook;     /* opts.on_event */
   kp_hook *lent;    /* while a token provider's client fetches a token for another client's
                      * call (kp_call_credentials): that client's hook, which gets its events */
 } kp_client;
 
-/* A call of the API: its method, its path and the mapping of its answer (pairs: of the
- * request, 0 for a call without pairs). */
+/* A call of the API: its method, its path, its query and the mapping of its answer (pairs: of
+ * the request, 0 for a call without pairs). A read (read = 1) is a row and nothing more in C:
+ * kp_call_read sends it, the client gets a method and the module a function of its name. */
 typedef int (*kp_map_fn)(lua_State *L, const kp_result *r, const char *request_id,
                          const kp_secrets *sec, lua_Integer pairs);
 typedef struct kp_call_type {
-  const char *name; /* ev.call */
+  const char *name;  /* ev.call; the read method's name */
+  const char *fname; /* what the user calls, for messages */
   const char *method, *path;
+  /* a read's argument #2: a query table of these parameters (path without "?"), or, when
+   * NULL, a task id that ends the path (percent-encoded) */
+  const kp_query_param *query;
   kp_map_fn map;
   int anonymous; /* sends no credentials (IAM's token request) */
+  int read;      /* sent by kp_call_read: a client method and a module function */
 } kp_call_type;
 
-enum { KP_CALL_UNASSIGN, KP_CALL_GET_TASK, KP_CALL_IAM_TOKEN }; /* index into kp_call_types */
+enum { /* index into kp_call_types */
+  KP_CALL_UNASSIGN, KP_CALL_GET_TASK, KP_CALL_LIST_INSTANCES, KP_CALL_IAM_TOKEN, KP_CALL_COUNT
+};
 #define KP_PROVIDER_MT "koophone.iam_token" /* __name of a token provider's metatable */
 extern const kp_call_type kp_call_types[];
 
@@ -394,7 +430,7 @@ typedef struct kp_call {
   kp_secrets secrets; /* what no text leaving the call may carry */
   kp_request req;
   lua_Integer pairs; /* ev.pairs: the pairs of the request being sent */
-  int task_arg;      /* stack index of get_task's task id (res.task_id), else 0 */
+  int task_arg;      /* stack index of a read's task id (res.task_id), else 0 */
   long timeout_ms;   /* the per-request timeout before the deadline's cut */
   double deadline;   /* opts.deadline as kp_now() time; 0: none */
   int opts;          /* stack index of the options table, 0: none */
@@ -437,12 +473,27 @@ int kp_unassign(lua_State *L, kp_client *c, const char *fname, int base);
  * the call it fetches a token for); res { token, expires_at } or nil, err. */
 int kp_iam_token(lua_State *L, kp_client *c, const char *fname, int base);
 
-/* get_task(token, task_id [, opts]) with argument #1 at base. */
-int kp_get_task(lua_State *L, kp_client *c, const char *fname, int base);
+/* A read of kp_call_types[type] (get_task(token, task_id [, opts]), list_instances(token,
+ * query [, opts])) with argument #1 at base: one request, its x-request-id in the query too
+ * when the row says so. */
+int kp_call_read(lua_State *L, kp_client *c, int type, int base);
+/* t[name] = f for every read row: a closure of the KP_NUPVALUES values from stack index uv on,
+ * and of the row's index (KP_UV_CALL). */
+void kp_call_set_reads(lua_State *L, int t, int uv, lua_CFunction f);
 
-/* ---- multi.c: client:unassign_many, several requests at once ---- */
-/* client:unassign_many(token, batches [, opts]) with the client at 1 */
+/* ---- multi.c: client:start_many and client:unassign_many, several requests at once ---- */
+#define KP_MANY_MT "koophone.many" /* a transfer set */
+typedef struct kp_many kp_many;
+/* client:start_many(token, batches [, opts]) with the client at 1: pushes the set, or nil, err
+ * when a token provider failed; raises while another set of the client is open */
+int kp_start_many(lua_State *L, kp_client *c);
+/* client:unassign_many(token, batches [, opts]): a set driven to its end, in C */
 int kp_unassign_many(lua_State *L, kp_client *c);
+kp_client *kp_many_client(const kp_many *m); /* the client of an open set, NULL once it ended */
+int kp_many_next(lua_State *L, kp_many *m);  /* set:next() with the set at 1 */
+int kp_many_started(lua_State *L);            /* set:started() */
+int kp_many_stop(lua_State *L);               /* set:stop() */
+void kp_many_close(lua_State *L, kp_many *m); /* abandons what is in flight; idempotent */
 void kp_multi_free(kp_multi *m); /* NULL is fine */
 
 /* ---- client.c: the client object ---- */

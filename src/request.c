@@ -1,5 +1,6 @@
 /* Request mapping: the checks that turn programmer mistakes into clear
- * errors before anything is sent, the JSON body, and a path with an id.
+ * errors before anything is sent, the JSON body, a path with an id, and a
+ * read's query.
  *
  * The body is encoded by our private cjson instance from one request table
  * per client that every call refills in place, so a call builds no tables. */
@@ -275,14 +276,106 @@ void kp_push_request_body(lua_State *L, const kp_body *b, int pairs, const char 
     luaL_error(L, "%s: cannot encode the request body", fname);
 }
 
+static void add_encoded(luaL_Buffer *b, const char *s, size_t len)
+{
+  char enc[3];
+  size_t i;
+  for (i = 0; i < len; i++)
+    luaL_addlstring(b, enc, kp_percent_encode(enc, (unsigned char)s[i]));
+}
+
 void kp_push_path(lua_State *L, const char *prefix, const char *id, size_t len)
 {
   luaL_Buffer b;
-  char enc[3];
-  size_t i;
   luaL_buffinit(L, &b);
   luaL_addstring(&b, prefix);
-  for (i = 0; i < len; i++)
-    luaL_addlstring(&b, enc, kp_percent_encode(enc, (unsigned char)id[i]));
+  add_encoded(&b, id, len);
   luaL_pushresult(&b);
+}
+
+/* Raises unless every key of the query table at t names a parameter the caller gives. */
+static void check_query_keys(lua_State *L, const kp_query_param *params, int t, const char *fname,
+                             int argn)
+{
+  const kp_query_param *p;
+  lua_pushnil(L);
+  while (lua_next(L, t) != 0) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      kp_argerror(L, fname, argn, "query", "parameter names must be strings, got %s",
+                  luaL_typename(L, -1));
+    for (p = params; p->name != NULL; p++)
+      if (p->kind != KP_QUERY_REQUEST_ID && strcmp(p->name, lua_tostring(L, -1)) == 0)
+        break;
+    if (p->name == NULL)
+      kp_argerror(L, fname, argn, lua_pushfstring(L, "query.%s", lua_tostring(L, -1)),
+                  "unknown parameter");
+  }
+}
+
+/* Checks query[p->name] and pushes it as the text sent, or nil when it is not sent. */
+static void push_query_value(lua_State *L, const kp_query_param *p, int t, const char *fname,
+                             int argn)
+{
+  const char *path;
+  lua_getfield(L, t, p->name);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    if (p->kind == KP_QUERY_COUNT)
+      lua_pushfstring(L, "%d", (int)p->dflt);
+    else
+      lua_pushnil(L);
+    return;
+  }
+  path = lua_pushfstring(L, "query.%s", p->name); /* only for a value given: most are not */
+  if (p->kind == KP_QUERY_COUNT) {
+    lua_pushfstring(L, "%d", (int)kp_check_count(L, -2, fname, argn, path, p->min, p->max));
+  } else {
+    kp_check_header_safe(L, -2, fname, argn, path);
+    if (lua_rawlen(L, -2) == 0) /* an empty instance_id would match every instance */
+      kp_argerror(L, fname, argn, path, "expected a non-empty string, got an empty one");
+    lua_pushvalue(L, -2);
+  }
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+}
+
+void kp_push_query(lua_State *L, const char *path, const kp_query_param *params, int t,
+                   const char *fname, int argn, const char *request_id, size_t request_id_len)
+{
+  const kp_query_param *p;
+  luaL_Buffer b;
+  size_t len;
+  const char *s, *sep = "?";
+  int first, n = 0;
+  t = lua_absindex(L, t);
+  if (lua_type(L, t) != LUA_TTABLE)
+    kp_argerror(L, fname, argn, "query", "expected a table, got %s", luaL_typename(L, t));
+  check_query_keys(L, params, t, fname, argn);
+  for (p = params; p->name != NULL; p++)
+    n++;
+  luaL_checkstack(L, n + LUA_MINSTACK, fname);
+  first = lua_gettop(L) + 1;
+  /* every value checked and pushed first: a buffer in use leaves the stack alone */
+  for (p = params; p->name != NULL; p++) {
+    if (p->kind == KP_QUERY_REQUEST_ID)
+      lua_pushlstring(L, request_id, request_id_len);
+    else
+      push_query_value(L, p, t, fname, argn);
+  }
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, path);
+  for (p = params; p->name != NULL; p++) {
+    s = lua_tolstring(L, first + (int)(p - params), &len);
+    if (s == NULL)
+      continue;
+    luaL_addstring(&b, sep);
+    luaL_addstring(&b, p->name);
+    luaL_addchar(&b, '=');
+    add_encoded(&b, s, len);
+    sep = "&";
+  }
+  luaL_pushresult(&b);
+  lua_replace(L, first);
+  lua_settop(L, first);
 }

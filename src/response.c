@@ -373,6 +373,103 @@ int kp_map_task(lua_State *L, const kp_result *r, const char *request_id, const 
   return answer_failure(L, e, r, decoded, sec);
 }
 
+/* An integral number below 2^53 (exact) at idx: 1 with it in *n. */
+static int integral(lua_State *L, int idx, lua_Integer *n)
+{
+  lua_Number v;
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    return 0;
+  v = lua_tonumber(L, idx);
+  if (!(fabs(v) < 9007199254740992.0) || v != floor(v))
+    return 0;
+  *n = (lua_Integer)v;
+  return 1;
+}
+
+/* 1 when result is an array of tables with a string instance_id; then every instance keeps
+ * its fields as sent but for a JSON null (left out) and an integral number (an integer), in
+ * place. An instance's fields are data (ids, names, states): none is scanned or redacted. */
+static int complete_instances(lua_State *L, int result)
+{
+  lua_Integer n;
+  int i, count, inst;
+  if (lua_type(L, result) != LUA_TTABLE || !kp_is_array(L, result))
+    return 0;
+  count = (int)lua_rawlen(L, result);
+  for (i = 1; i <= count; i++) {
+    lua_rawgeti(L, result, i);
+    inst = lua_gettop(L);
+    if (lua_type(L, inst) != LUA_TTABLE || !field_is_string(L, inst, "instance_id"))
+      return 0;
+    lua_pushnil(L);
+    while (lua_next(L, inst) != 0) { /* assigning existing fields (nil too) keeps next valid */
+      if (is_absent(L, -1)) {
+        lua_pushvalue(L, -2);
+        lua_pushnil(L);
+        lua_rawset(L, inst);
+      } else if (integral(L, -1, &n)) {
+        lua_pushvalue(L, -2);
+        lua_pushinteger(L, n);
+        lua_rawset(L, inst);
+      }
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+/* res[name] = data[name], an integer >= 0; 0 when it is not one. */
+static int set_count(lua_State *L, int data, int res, const char *name)
+{
+  lua_Integer n;
+  int ok;
+  lua_getfield(L, data, name);
+  ok = integral(L, -1, &n) && n >= 0;
+  lua_pop(L, 1);
+  if (ok) {
+    lua_pushinteger(L, n);
+    lua_setfield(L, res, name);
+  }
+  return ok;
+}
+
+int kp_map_list(lua_State *L, const kp_result *r, const char *request_id, const kp_secrets *sec,
+                lua_Integer pairs)
+{
+  kp_error e;
+  int decoded, data, res;
+  (void)pairs;
+  if (transfer_failure(L, &e, r, request_id, sec))
+    return 2;
+  decoded = push_decoded(L, r);
+  if (api_error(L, decoded, &e)) /* a 4xx has its error_code at the top level */
+    return push_failure(L, &e, sec);
+  if (lua_type(L, decoded) == LUA_TTABLE) {
+    lua_getfield(L, decoded, "data");
+    data = lua_gettop(L);
+    /* a 200's business error sits inside data; its error_code "0" (or none) is a page */
+    if (api_error(L, data, &e))
+      return push_failure(L, &e, sec);
+    if (r->status >= 200 && r->status < 300 && lua_type(L, data) == LUA_TTABLE) {
+      lua_getfield(L, data, "result");
+      lua_createtable(L, 0, 6);
+      res = lua_gettop(L);
+      if (complete_instances(L, res - 1) && set_count(L, data, res, "total_count") &&
+          set_count(L, data, res, "page_no") && set_count(L, data, res, "page_size")) {
+        lua_pushvalue(L, res - 1);
+        lua_setfield(L, res, "instances");
+        set_string(L, res, "request_id", request_id);
+        lua_pushinteger(L, (lua_Integer)r->status);
+        lua_setfield(L, res, "status");
+        lua_settop(L, res);
+        return 1;
+      }
+    }
+  }
+  return answer_failure(L, e, r, decoded, sec);
+}
+
 /* Maps IAM's answer to POST /v3/auth/tokens: res = { token =, expires_at = <the
  * answer's token.expires_at text>, status = 201, attempts = } or nil, err of
  * kind "auth" saying what failed (the token is a secret of the caller's call:

@@ -10,7 +10,7 @@
 -- koophone.cancel_handle) stops the call at its next check: kind "interrupted", code CANCELLED.
 --
 -- Option `rate` (a number, or { limit, burst, max_wait, dict, key }) paces the client's requests
--- through a koophone.bucket: unassign's and get_task's attempts wait for their turn, and
+-- through a koophone.bucket: the attempts of unassign and of the reads wait for their turn, and
 -- unassign_all's rounds use it unless the run has a rate of its own (unassign_many is not paced);
 -- with `dict` (a lua_shared_dict) every nginx worker paces through the same bucket.
 --
@@ -20,8 +20,10 @@
 --                                          err.attempts = requests sent, res.unconfirmed = the
 --                                          pairs the answer has no job for
 --   client:unassign_many(token, batches, opts)   the core's unassign_many, as it is (no policy)
+--   client:start_many(token, batches, opts)      the core's start_many (a transfer set), as it is
 --   client:unassign_all(token, pairs, opts)      koophone.bulk.unassign_all(client, ...)
 --   client:get_task(token, task_id, opts)   GetTask; a read: every transient failure is retried
+--   client:list_instances(token, query, opts)   ListInstances (one page); a read, as get_task
 --   client:wait_jobs(token, what, opts)     koophone.wait.wait_jobs(client, ...)
 --   client.core     the koophone.core client userdata (one libcurl handle, kept-alive connection)
 --   client.policy   the koophone.retry policy: policy:new_state(), policy:decide(err, attempt, state)
@@ -186,7 +188,7 @@ function _M.new(opts)
   return _M.wrap(core.new_as("koophone.client", core_opts), own, core.sleep)
 end
 
--- One attempt through the transport (method "unassign" or "get_task"), after waiting for its
+-- One attempt through the transport (method "unassign" or a read), after waiting for its
 -- turn when the client has a rate (reserved first, so that concurrent callers get consecutive
 -- turns). A throttled answer slows the rate down (for every worker, with a shared bucket); any
 -- other answer wins a little of it back.
@@ -258,18 +260,20 @@ function Client:unassign(token, list, opts)
   return confirm(list, retry_failed_call(self, token, list, call, err, limit))
 end
 
--- GetTask is a read: a timeout or a 5xx cannot change anything, so every failure that is not
--- final (classify) is retried, within max_attempts and the budget; a 4xx (task not found) is final.
-function Client:get_task(token, task_id, opts)
+-- A read (GetTask, ListInstances) cannot change anything: a timeout or a 5xx is safe to send
+-- again, so every failure that is not final (classify) is retried, within max_attempts and the
+-- budget, with one x-request-id for every attempt; a 4xx (task not found, a bad query) is final.
+-- Every read method of the core is this one method (method: its name, fname: for messages).
+local function read(self, method, fname, token, arg, opts)
   if opts ~= nil and type(opts) ~= "table" then
-    argerror.raise("koophone.get_task", 3, "opts", "expected a table, got %s", type(opts))
+    argerror.raise(fname, 3, "opts", "expected a table, got %s", type(opts))
   end
-  local limit = _M.limit(opts, "koophone.get_task")
-  local call = _M.with_request_id(self.core, opts) -- one x-request-id for every attempt
+  local limit = _M.limit(opts, fname)
+  local call = _M.with_request_id(self.core, opts)
   local policy, attempt = self.policy, 0
   while true do
-    local task, err = send(self, "get_task", token, task_id, call, limit)
-    if task then return task end
+    local res, err = send(self, method, token, arg, call, limit)
+    if res then return res end
     attempt = attempt + math.max(err.attempts or 1, 1)
     local class, why = classify.classify(err)
     local delay = class ~= "final" and policy:delay(attempt, err, why)
@@ -284,12 +288,24 @@ function Client:get_task(token, task_id, opts)
   end
 end
 
+function Client:get_task(token, task_id, opts)
+  return read(self, "get_task", "koophone.get_task", token, task_id, opts)
+end
+
+function Client:list_instances(token, query, opts)
+  return read(self, "list_instances", "koophone.list_instances", token, query, opts)
+end
+
 function Client:wait_jobs(token, what, opts)
   return require("koophone.wait").wait_jobs(self, token, what, opts)
 end
 
 function Client:unassign_many(token, batches, opts)
   return self.core:unassign_many(token, batches, opts)
+end
+
+function Client:start_many(token, batches, opts)
+  return self.core:start_many(token, batches, opts)
 end
 
 function Client:unassign_all(token, list, opts)

@@ -1,10 +1,11 @@
 -- koophone.ngx: koophone for OpenResty without blocking the nginx worker.
 --
 -- A libcurl call made in a request handler stalls every connection of that worker until it
--- returns. This module keeps koophone's unassign and get_task contracts (same arguments, same
--- res / nil, err, same raised errors) but runs the call in an nginx thread pool through ngx.run_worker_thread
--- (lua-nginx-module 0.10.21 or later, nginx built with threads): the calling request yields and
--- the worker goes on serving everything else until the thread is done.
+-- returns. This module keeps koophone's unassign, get_task and list_instances contracts (same
+-- arguments, same res / nil, err, same raised errors) but runs the call in an nginx thread pool
+-- through ngx.run_worker_thread (lua-nginx-module 0.10.21 or later, nginx built with threads):
+-- the calling request yields and the worker goes on serving everything else until the thread is
+-- done.
 --
 -- Needs, in the main context of nginx.conf (name = opts.thread_pool, default "koophone"):
 --     thread_pool koophone threads=4 max_queue=64;
@@ -18,7 +19,6 @@
 -- survive (no functions, userdata or metatables). So the options are plain values, the client
 -- lives in the thread VM, koophone.aksk credentials cross as their fields and are made again
 -- there, and errors get their koophone.Error metatable back on this side.
--- The thread side must not touch the `ngx` API: this file reads `ngx` only in request code.
 local argerror = require "koophone.argerror"
 local core = require "koophone.core"
 local classify = require "koophone.classify"
@@ -27,60 +27,8 @@ local applied = require "koophone.applied"
 
 local _M = { _VERSION = core._VERSION }
 
-local THREAD_MODULE = "koophone.ngx"
-
--- ---------------------------------------------------------------- thread side
-
--- Clients of this thread VM by options key. A VM serves one call at a time and is reused, so
--- its client keeps its connection (and TLS session) for the next call that VM takes.
-local clients = {}
-
--- The events of the call in progress in this VM, for a client with on_event (request side):
--- functions cannot cross the thread boundary, so the events go back with the result.
-local collected
-
-local function collect(ev)
-  if collected then collected[#collected + 1] = ev end
-end
-
--- method: "unassign" or "get_task"; arg: its pairs or its task id
-local function call_in_thread(method, key, opts, token, arg, call_opts, events)
-  if events then key = key .. "\0\0on_event" end
-  local c = clients[key]
-  if c == nil then
-    local o = opts
-    if events then
-      o = { on_event = collect }
-      for k, v in pairs(opts) do o[k] = v end
-    end
-    local ok, made = pcall(core.new, o)
-    if not ok then return false, made end
-    c = made
-    clients[key] = c
-  end
-  collected = events and {} or nil
-  local cred = type(token) == "table" and core.aksk(token) -- AK/SK, exported by post()
-  local ok, res, err = pcall(c[method], c, cred or token, arg, call_opts)
-  if cred then cred:close() end
-  events, collected = collected, nil
-  if not ok then return false, res end
-  return true, res, err, events
-end
-
--- Runs in the thread VM: true, res, err (and the call's events when asked) for an outcome, or
--- false, message when the call raised (a programmer mistake, re-raised in the request). Then
--- frees the call's in-flight slot.
-local function thread_call(method, key, opts, token, arg, call_opts, slots_addr, slot, events)
-  local done, res, err
-  done, res, err, events = call_in_thread(method, key, opts, token, arg, call_opts, events)
-  if slots_addr then require("koophone.ngx.inflight").clear(slots_addr, slot) end
-  return done, res, err, events
-end
-
-function _M.thread_unassign(...) return thread_call("unassign", ...) end
-function _M.thread_get_task(...) return thread_call("get_task", ...) end
-
--- ---------------------------------------------------------------- request side
+-- The thread side (koophone/ngx/thread.lua): what lua-nginx-module requires in each thread VM.
+local THREAD_MODULE = "koophone.ngx.thread"
 
 -- ngx refusals that are about load, not about the caller's code: the call was not sent.
 local not_started = {
@@ -196,14 +144,17 @@ function Client:request_id()
   return self.ids:request_id()
 end
 
--- Waits up to queue_timeout in all for a call of this client to end; false when the time is up.
+-- Waits for a call of this client to end, until deadline (core.now()) at the latest; false when
+-- the time is up. The clock is read, not ngx.now(): that one moves only between events, and a
+-- request that loops without yielding never sees it move.
 local function wait_for_slot(self, deadline)
-  local left = deadline - ngx.now()
+  local left = deadline - core.now()
   if left <= 0 then return false end
   if not self.freed then self.freed = require("ngx.semaphore").new() end
   -- woken when a call of this client ends; the cap also catches slots that ended unseen (a call
-  -- whose request is gone) and VMs that nginx frees just after
-  self.freed:wait(math.min(left, 0.05))
+  -- whose request is gone) and VMs that nginx frees just after. At least 1 ms: the semaphore
+  -- counts whole milliseconds and returns at once, without yielding, for 0.
+  self.freed:wait(math.max(math.min(left, 0.05), 0.001))
   return true
 end
 
@@ -234,7 +185,7 @@ local function post(self, method, token, arg, call_opts)
   -- AK/SK credentials cross as their fields: a userdata does not survive the copy
   if core.is_aksk(token) then token = core.aksk_export(token) end
   local called, ok, done, res, err, events = pcall(ngx.run_worker_thread, self.pool, THREAD_MODULE,
-    "thread_" .. method, self.key, self.opts, token, arg, call_opts, slots.addr, slot,
+    method, self.key, self.opts, token, arg, call_opts, slots.addr, slot,
     self.on_event ~= nil)
   if called and ok then
     if self.freed and self.freed:count() < 0 then self.freed:post(1) end
@@ -272,7 +223,7 @@ local function call_with_provider(self, method, tp, arg, call_opts)
   return res, cerr
 end
 
--- One call of method ("unassign" or "get_task") with its argument (pairs, task id).
+-- One call of method ("unassign" or a read) with its argument (pairs, task id, query).
 local function call(self, method, token, arg, call_opts)
   if type(token) == "table" and type(token.token) == "function" then
     if self.closed then error("koophone: client is closed", 2) end
@@ -292,10 +243,15 @@ function Client:get_task(token, task_id, call_opts)
   return call(self, "get_task", token, task_id, call_opts)
 end
 
+-- client:list_instances(token, query [, opts]): a read like get_task, one page of ListInstances.
+function Client:list_instances(token, query, call_opts)
+  return call(self, "list_instances", token, query, call_opts)
+end
+
 function call_with_token(self, method, token, arg, call_opts)
   if self.closed then error("koophone: client is closed", 2) end
   if not self.slots then self.slots = require("koophone.ngx.inflight").new(self.max_in_flight) end
-  local deadline = ngx.now() + self.queue_timeout
+  local deadline = core.now() + self.queue_timeout
   local started, done, res, err
   repeat
     started, done, res, err = post(self, method, token, arg, call_opts)
@@ -309,6 +265,21 @@ function call_with_token(self, method, token, arg, call_opts)
   if type(res.err) == "table" then errors.new(res.err) end
   return res
 end
+
+-- Bulk is not offered in nginx: unassign_many would hold a pool thread and a thread VM for all
+-- its batches, and unassign_all (rounds of unassign_many) would also write and fsync its journal
+-- in the worker and keep a request open for the whole run. They raise, naming what to do instead,
+-- rather than fail with "attempt to call a nil value".
+local function not_in_nginx(name)
+  return function()
+    error("koophone.ngx: " .. name .. " is not available in nginx (it would block the worker); run "
+          .. "bulk jobs with bin/koophone or koophone.client outside nginx, or call client:unassign "
+          .. "per batch", 0)
+  end
+end
+
+-- koophone.client's unassign_many calls this one
+Client.unassign_many = not_in_nginx("unassign_many")
 
 -- close(): later calls raise, as with koophone's clients. The thread side's clients stay in
 -- their VMs (no request can reach a given VM) and serve the next client with the same options.
@@ -328,8 +299,11 @@ end
 function _M.client(opts)
   local wrapper = require "koophone.client"
   local transport_opts, own = wrapper.split_options(opts, "koophone.ngx.client")
-  return wrapper.wrap(new(transport_opts, "koophone.ngx.client"), own, _M.sleep,
-                      "koophone.ngx.client")
+  local c = wrapper.wrap(new(transport_opts, "koophone.ngx.client"), own, _M.sleep,
+                         "koophone.ngx.client")
+  -- before koophone.bulk opens a journal or checks anything
+  c.unassign_all = not_in_nginx("unassign_all")
+  return c
 end
 
 -- Retry delays in OpenResty: ngx.sleep yields, the core's sleep would block the worker. At least

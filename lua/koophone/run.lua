@@ -1,13 +1,14 @@
 -- One bulk run (koophone.bulk): its state, and how its requests go out and their answers decide
 -- the outcomes of its pairs.
 --
--- The rows (koophone.rows) become batches; batches go out in rounds through the C core's
--- unassign_many (the only concurrency a Lua script has); each answer decides the outcome of its
--- pairs. A batch refused as a whole because of some of its pairs (2210, 1000, 1001, 1012) is split
--- in halves until those pairs are alone (bisection), unless every part of its first levels is
--- refused alike (see SATURATED_LEVELS); other failures are retried as the client's policy says.
--- The journal (koophone.journal) records each request before it leaves and each outcome after, so
--- a resumed run never sends a finished pair again.
+-- The rows (koophone.rows) become batches; batches go out in rounds, each round a transfer set of
+-- the C core (client.core:start_many, the only concurrency a Lua script has) driven from here one
+-- answer at a time; each answer decides the outcome of its pairs. A batch refused as a whole
+-- because of some of its pairs (2210, 1000, 1001, 1012) is split in halves until those pairs are
+-- alone (bisection), unless every part of its first levels is refused alike (see
+-- SATURATED_LEVELS); other failures are retried as the client's policy says. The journal
+-- (koophone.journal) records each request before it leaves and each outcome after, so a resumed
+-- run never sends a finished pair again.
 local codes = require("koophone.codes").names
 local classify = require "koophone.classify"
 local applied = require "koophone.applied"
@@ -27,7 +28,7 @@ local SINGLE = {
   [codes.NOT_TENANT_INSTANCE] = "denied",
 }
 
-local ROUND_PER_CONNECTION = 8 -- batches handed to unassign_many per request in flight
+local ROUND_PER_CONNECTION = 8 -- batches of a round per request in flight
 
 -- A batch refused as a whole is split level by level. While every part of a level is refused with
 -- the batch's code, each part holds a pair that code refuses, and nothing says more: when all the
@@ -457,12 +458,31 @@ end
 
 -- An interrupted round (SIGINT, SIGTERM, core.interrupt) starts nothing more and abandons the
 -- requests in flight: their `send` records stay open, so a resume treats them as maybe applied.
-function Run:interrupt_round(jobs, results, errors, why)
+function Run:interrupt_round(jobs, ended, why)
   self.interrupted = why
   for i, job in ipairs(jobs) do
-    if job.started and not results[i] and not errors[i] then
-      self.in_flight = self.in_flight + #job.items
+    if job.started and not ended[i] then self.in_flight = self.in_flight + #job.items end
+  end
+end
+
+-- Drives a round's transfer set (client.core:start_many) to its end: each answer decides its pairs
+-- and its journal records are written as it comes; an answer after which no further request of
+-- the round may start stops the set (those in flight still end).
+function Run:drive(set, jobs)
+  local started, ended = 0, {}
+  while true do
+    local i, res, err = set:next()
+    local now = set:started() -- jobs 1..now have been handed to libcurl: they may have been sent
+    for k = started + 1, now do jobs[k].started = true end
+    self.requests = self.requests + now - started
+    started = now
+    if not i then -- the round ended; res is why an interruption ended it
+      if res then self:interrupt_round(jobs, ended, res) end
+      return
     end
+    ended[i] = true
+    if self:answered(jobs[i], res, err) then set:stop() end
+    self:flush(false)
   end
 end
 
@@ -479,24 +499,19 @@ function Run:send(jobs)
     if jnl then jnl:sent(job.request_id, job.items) end
   end
   self:flush(true)
-  local results, errors, _, why = self.client.core:unassign_many(self.token, batches, {
+  local set, err = self.client.core:start_many(self.token, batches, {
     concurrency = self.concurrency, request_ids = ids, timeout = self.timeout,
-    deadline = self.deadline_at and math.max(self.deadline_at - self.now(), 0.001),
-    on_start = function(i)
-      jobs[i].started = true
-      self.requests = self.requests + 1
-    end,
-    on_done = function(i, res, err)
-      local stop = self:answered(jobs[i], res, err)
-      self:flush(false)
-      if stop then return false end -- start no more of this round
-    end,
-  })
-  if results == nil then -- a token provider failed (errors is its err): nothing was sent
-    self:abort(errors)
-    results, errors = {}, {}
+    deadline = self.deadline_at and math.max(self.deadline_at - self.now(), 0.001) })
+  if set then
+    local ok, e = pcall(self.drive, self, set, jobs)
+    -- after an error (the journal's, raised by flush): the requests in flight are abandoned and
+    -- their `send` records stay open (maybe applied)
+    set:close()
+    if not ok then error(e, 0) end
+  else -- a token provider failed (err is its error): nothing was sent
+    self:abort(err)
   end
-  if why then self:interrupt_round(jobs, results, errors, why) end
+  local why = self.interrupted
   for _, job in ipairs(jobs) do
     if not job.started then -- never left: changed nothing
       if jnl then jnl:finished(job.request_id, {}, true) end

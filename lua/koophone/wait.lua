@@ -14,6 +14,7 @@ local bucket = require "koophone.bucket"
 local classify = require("koophone.classify").classify
 local codes = require("koophone.codes").names
 local core = require "koophone.core"
+local errors = require "koophone.errors"
 
 local _M = {}
 
@@ -213,6 +214,13 @@ function _M.wait_jobs(client, token, what, opts, known)
   end
 
   local function poll(t)
+    -- an id from an answer that get_task would refuse as a caller's mistake (a server that sends
+    -- ".." must not make wait_jobs raise): its jobs become unknown, nothing sent
+    local problem = core.task_id_problem(t.id)
+    if problem then
+      return give_up(t, errors.new { kind = "decode", code = "BAD_TASK_ID", sent = false,
+                                     message = "this task id cannot be queried: " .. problem })
+    end
     report.polls = report.polls + 1
     local bounds = limit and { cancel = limit.cancel }
     if limit and limit.at then bounds.deadline = math.max(deadline - now(), 0.001) end

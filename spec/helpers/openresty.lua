@@ -63,9 +63,11 @@ function Nginx:start()
   error("the example nginx does not answer on port " .. self.port)
 end
 
+-- A worker that ignores QUIT (e.g. stuck in a Lua loop) is killed with its master: alone, it
+-- would keep the port and a CPU.
 function Nginx:stop()
-  shell.run(("p=$(cat %s 2>/dev/null) && kill -QUIT $p && "
-    .. "for i in $(seq 50); do kill -0 $p 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL $p")
+  shell.run(("p=$(cat %s 2>/dev/null) && w=$(ps -o pid= --ppid $p) && kill -QUIT $p && "
+    .. "for i in $(seq 50); do kill -0 $p 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL $p $w")
     :format(shell.quote(self.dir .. "/nginx.pid")))
 end
 
