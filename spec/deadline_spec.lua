@@ -152,7 +152,7 @@ end)
 describe("cancel handles", function()
   local list
   before_each(function()
-    list = sim.make_pairs(2, "cn")
+    list = sim.make_pairs(3, "cn")
     sim.reset(list)
   end)
 
@@ -173,12 +173,13 @@ describe("cancel handles", function()
     -- another call, with its own handle or none, goes on
     local other = koophone.cancel_handle()
     assert.equals("unassigned", assert(client:unassign(TOKEN, { list[2] }, { cancel = other })).outcome)
+    assert.equals("unassigned", assert(client:unassign(TOKEN, { list[3] })).outcome)
     -- the raised handle stops the core's call before anything is sent
     res, err = koophone.unassign(TOKEN, { list[1] }, { cancel = c })
     assert.is_nil(res)
     assert.equals("CANCELLED", err.code)
     assert.is_false(err.sent)
-    assert.equals(2, #sim.log())
+    assert.equals(3, #sim.log())
     c:reset()
     assert.is_false(c:cancelled())
     client:close()

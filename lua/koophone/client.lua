@@ -136,11 +136,16 @@ function Limit:error(why, request_id, last)
   }
 end
 
--- The transport's options of one attempt: the call's, its deadline the time left (the core ends
--- the transfer and a token fetch by then). A copy: the caller's table is never changed.
+-- The transport's options of an attempt: the call's, its deadline the time left (the core ends
+-- the transfer and a token fetch by then). One copy for every attempt of the call (kngx counts a
+-- call's attempts per options table); the caller's table is never changed.
 function Limit:attempt(call)
-  local out = {}
-  for k, v in pairs(call) do out[k] = v end
+  local out = self.copy
+  if not out then
+    out = {}
+    for k, v in pairs(call) do out[k] = v end
+    self.copy = out
+  end
   if self.at then out.deadline = self:left() end
   return out
 end
