@@ -18,7 +18,7 @@ local BOUND = 0.1 -- the issue's: returns by the deadline + 100 ms
 local function console(binary, flags, pair)
   local out, status = shell.run(("env KOOPHONE_TOKEN=%s KOOPHONE_ENDPOINT=%s KOOPHONE_CAFILE=%s %s/%s %s "
                                  .. "examples/embed/admin.lua unassign %s:%s")
-    :format(shell.quote(sim.token), shell.quote(sim.https_url), shell.quote(ROOT .. "/" .. sim.ca), DIR,
+    :format(shell.quote(sim.token), shell.quote(sim.https_url), shell.quote(sim.ca:find("^/") and sim.ca or ROOT .. "/" .. sim.ca), DIR,
             binary, flags, pair.user_id, pair.instance_id))
   return out, status, tonumber(out:match("thread 1: returned after ([%d.]+) s"))
 end
