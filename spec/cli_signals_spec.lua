@@ -111,7 +111,13 @@ describe("bin/koophone interrupted", function()
     assert.equals(0, rc2, err2)
     local outcome = {}
     for _, r in ipairs(cli.json_lines(out2)) do outcome[r.instance_id] = r.outcome end
-    for _, p in ipairs(delayed.pair_list) do assert.equals("assumed_unassigned", outcome[p[2]]) end
+    -- read unassigned (koophone.settle): not sent again
+    for _, p in ipairs(delayed.pair_list) do assert.equals("unassigned", outcome[p[2]]) end
+    local in_doubt = {}
+    for _, p in ipairs(delayed.pair_list) do in_doubt[p[2]] = true end
+    for _, e in ipairs(sim.log(delayed.seq)) do
+      for _, p in ipairs(e.pair_list) do assert.is_nil(in_doubt[p[2]], "sent again: " .. p[2]) end
+    end
     sim.assert_no_pair_twice()
     assert.same({}, sim.bindings())
   end)

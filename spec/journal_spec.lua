@@ -119,7 +119,8 @@ describe("unassign_all with a journal", function()
     end
     write_file(path, cjson.encode { type = "run", version = 1, time = 0 } .. "\n"
                .. send("r1", 1, 4) .. send("r2", 5, 6) .. '{"type":"done","request_id":"r2","us')
-    local report = assert(client:unassign_all(TOKEN, input, { journal = path, resume = true }))
+    -- settle = false: sent again, not read first (spec/settle_spec.lua reads them)
+    local report = assert(client:unassign_all(TOKEN, input, { journal = path, resume = true, settle = false }))
     assert.same({ "assumed_unassigned", "assumed_unassigned", "assumed_unassigned",
                   "assumed_unassigned", "unassigned", "unassigned" },
                 { report.results[1].outcome, report.results[2].outcome, report.results[3].outcome,
@@ -175,7 +176,9 @@ describe("unassign_all with a journal", function()
                                                                  sleep = function() end } }))
     -- applied, then no answer: the retry (same request id) gets 2210 for the whole batch
     sim.faults({ type = "drop_after_apply", at = 1 })
-    local report = assert(client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 8, journal = path }))
+    -- settle = false: the retry goes out unread (spec/settle_spec.lua reads first)
+    local report = assert(client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 8, journal = path,
+                                                                        settle = false }))
     assert.equals(8, report.counts.assumed_unassigned)
     local first = sim.log()[1].request_id
     local lines, retry_send = read_lines(path), nil
@@ -189,7 +192,7 @@ describe("unassign_all with a journal", function()
     write_file(path, kept)
     sim.reset(list, { unbound = true }) -- the first copy did unassign them
     local again = assert(client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 8, journal = path,
-                                                                       resume = true }))
+                                                                       resume = true, settle = false }))
     assert.equals(8, again.counts.assumed_unassigned)
     assert.equals(0, again.counts.not_bound)
   end)
@@ -212,7 +215,7 @@ describe("unassign_all with a journal", function()
       .. line { type = "done", request_id = "r2", user_id = p[4][1], instance_id = p[4][2], outcome = "failed" }
       .. line { type = "clear", request_id = "r2" })
     local report = assert(client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 1, journal = path,
-                                                                        resume = true }))
+                                                                        resume = true, settle = false }))
     assert.same({ "assumed_unassigned", "not_bound", "assumed_unassigned", "not_bound" }, outcomes(report))
   end)
 
@@ -230,7 +233,7 @@ describe("unassign_all with a journal", function()
                 outcome = "unassigned", job_id = "j3" }
       .. '{"type":"done","request_id":"r9","us') -- torn last line: skipped, not damaged
     local report = assert(client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 1, journal = path,
-                                                                        resume = true }))
+                                                                        resume = true, settle = false }))
     assert.same({ count = 1, lines = { 2 } }, report.journal_damaged)
     assert.equals(1, report.journal_skipped)
     assert.same({ "assumed_unassigned", "assumed_unassigned", "unassigned", "unassigned" }, outcomes(report))

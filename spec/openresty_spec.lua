@@ -268,6 +268,9 @@ describe("koophone.ngx outside nginx", function()
     assert.has_error(function() c:unassign_all(sim.token, list, { journal = journal }) end,
                      "koophone.ngx: unassign_all" .. text)
     assert.has_error(function() c:unassign_many(sim.token, { list }) end, "koophone.ngx: unassign_many" .. text)
+    assert.has_error(function() c:start_many(sim.token, { list }) end, "koophone.ngx: start_many" .. text)
+    assert.has_error(function() kngx.new(sim.client_opts("http")):start_many(sim.token, { list }) end,
+                     "koophone.ngx: start_many" .. text)
     assert.has_error(function() kngx.new(sim.client_opts("http")):unassign_many(sim.token, { list }) end,
                      "koophone.ngx: unassign_many" .. text)
     assert.is_nil(io.open(journal))

@@ -8,6 +8,7 @@
 local rows_new = require("koophone.rows").new
 local journal = require "koophone.journal"
 local run_new = require("koophone.run").new
+local settle = require "koophone.settle"
 local argerror = require "koophone.argerror"
 local core = require "koophone.core"
 local raise, check_names = argerror.raise, argerror.check_names
@@ -21,6 +22,7 @@ local OPTIONS = {
   shard = "table", timeout = "number", max_bisect_requests = "number", input = "table",
   wait = "boolean or table", -- koophone.bulk_wait
   deadline = "number", -- seconds: no round starts after it, and no request of a round ends after it
+  plan = "boolean", skip_unbound = "boolean", verify = "boolean", settle = "boolean", -- koophone.settle
 }
 
 -- min, max, integer. A rate under 0.001 would mean sleeps of more than a quarter of an hour
@@ -50,6 +52,9 @@ function _M.check_options(opts)
     if range then argerror.number(v, FNAME, 3, "opts." .. k, range[1], range[2], range[3]) end
   end
   if opts.resume and not opts.journal then raise(FNAME, 3, "opts.resume", "needs opts.journal") end
+  if opts.plan and (opts.journal or opts.wait) then
+    raise(FNAME, 3, "opts.plan", "sends nothing: no opts.%s with it", opts.journal and "journal" or "wait")
+  end
   if opts.wait then require("koophone.wait").check(opts.wait, FNAME, 3, "opts.wait") end
   for k, v in pairs(opts.input or {}) do
     if type(v) ~= INPUT_FIELDS[k] then
@@ -68,6 +73,10 @@ end
 
 -- unassign_all(client, token, pairs, opts) -> report, or nil, err when the journal fails (a
 -- koophone.Error of kind "journal", see koophone.journal for its codes).
+-- opts.plan: nothing is sent; the report says what the bindings read now are (koophone.settle.plan):
+-- plan = true, total, invalid, duplicate, counts[state], send (bound and unknown pairs: a run with
+-- skip_unbound sends these), skip (the others), requests (reads made), strategy, run_requests
+-- (of a run with skip_unbound, bisection and retries aside), results (rows with `state`).
 -- client: a koophone.client (fields core, policy, sleep). An interrupted run (core.interrupted(),
 -- or opts.deadline reached: "deadline") returns early: report.interrupted says why,
 -- report.unfinished counts the rows read without an outcome (not reported), report.in_flight
@@ -97,7 +106,15 @@ function _M.unassign_all(client, token, pairs, opts)
     on_progress = opts.on_progress, on_result = waiter and waiter.on_result or opts.on_result,
     waiter = waiter,
   }
-  local run = run_new(client, token, rows_new(pairs, opts), settings)
+  local rows = rows_new(pairs, opts)
+  if opts.plan then return settle.plan(client, token, rows, settings.batch_size, opts.keep_results) end
+  local settler = settle.new(client, token, { skip_unbound = opts.skip_unbound, verify = opts.verify,
+                                             settle = opts.settle })
+  settings.settle = settler
+  -- rows are read ahead (a round's worth) only when some of them are to be read before sending
+  local screened = opts.skip_unbound or (settler.settle and opts.resume)
+  local run = run_new(client, token, screened and settler:wrap(rows) or rows, settings)
+  settler.run, settler.chunk = run, run.round_size * run.batch_size
   if opts.journal then
     local shard = opts.shard and ("%d/%d"):format(opts.shard.index, opts.shard.count)
     local input = opts.input or (type(pairs) == "table" and { rows = #pairs }) or nil
@@ -108,7 +125,9 @@ function _M.unassign_all(client, token, pairs, opts)
     end
     run.journal = j
   end
-  return run:execute()
+  local report, err = run:execute()
+  if report and opts.verify and not report.interrupted then report.verify = settler:verify_report() end
+  return report, err
 end
 
 return _M

@@ -25,6 +25,7 @@
 --   client:get_task(token, task_id, opts)   GetTask; a read: every transient failure is retried
 --   client:list_instances(token, query, opts)   ListInstances (one page); a read, as get_task
 --   client:wait_jobs(token, what, opts)     koophone.wait.wait_jobs(client, ...)
+--   client:bindings(token, pairs, opts)     koophone.bindings.read(client, ...): ListInstances reads
 --   client.core     the koophone.core client userdata (one libcurl handle, kept-alive connection)
 --   client.policy   the koophone.retry policy: policy:new_state(), policy:decide(err, attempt, state)
 --                   -> again, delay, why (calls on_retry when again), policy:finish(res, err,
@@ -311,6 +312,10 @@ end
 
 function Client:start_many(token, batches, opts)
   return self.core:start_many(token, batches, opts)
+end
+
+function Client:bindings(token, list, opts)
+  return require("koophone.bindings").read(self, token, list, opts)
 end
 
 function Client:unassign_all(token, list, opts)

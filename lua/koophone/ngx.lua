@@ -278,8 +278,9 @@ local function not_in_nginx(name)
   end
 end
 
--- koophone.client's unassign_many calls this one
+-- koophone.client's unassign_many and start_many call these
 Client.unassign_many = not_in_nginx("unassign_many")
+Client.start_many = not_in_nginx("start_many")
 
 -- close(): later calls raise, as with koophone's clients. The thread side's clients stay in
 -- their VMs (no request can reach a given VM) and serve the next client with the same options.

@@ -77,6 +77,7 @@ function _M.new(client, token, rows, s)
     round_size = s.concurrency * ROUND_PER_CONNECTION, max_bisect = s.max_bisect,
     timeout = s.timeout, on_progress = s.on_progress, on_result = s.on_result, waiter = s.waiter,
     deadline_at = s.deadline and core.now() + s.deadline, -- the run stops there ("deadline")
+    settle = s.settle, -- koophone.settle: reads before sending, holds maybe-applied rows back
     results = s.keep_results ~= false and {} or nil,
     counts = {}, done = 0, requests = 0, bisect_requests = 0, in_flight = 0,
     ready = {}, waiting = {}, -- jobs for the next round; retries waiting for their delay
@@ -103,16 +104,20 @@ end
 -- Reports rows whose outcome is set: the entry of koophone.rows becomes its result (one table per
 -- row, whatever happens to it). One loop for a whole list: this runs for every row.
 function Run:report_rows(list)
-  local counts, results, on_result, n = self.counts, self.results, self.on_result, #list
+  local counts, results, on_result, n, settle = self.counts, self.results, self.on_result, #list, self.settle
+  local reported = 0
   for k = 1, n do
     local e = list[k]
-    local outcome = e.outcome
-    counts[outcome] = counts[outcome] + 1
-    if results then results[e.pos] = e end
-    e.pos, e.tainted = nil, nil
-    if on_result then on_result(e) end
+    if not (settle and settle:report(e)) then -- else held back, to be read after the rounds
+      local outcome = e.outcome
+      counts[outcome] = counts[outcome] + 1
+      if results then results[e.pos] = e end
+      e.pos, e.tainted = nil, nil
+      if on_result then on_result(e) end
+      reported = reported + 1
+    end
   end
-  self.done = self.done + n
+  self.done = self.done + reported
 end
 
 -- The journal records of a finished request (rows with their outcome set), written with the
@@ -417,6 +422,7 @@ function Run:read_job()
       if problem then error({ journal = problem }) end
     end
     if e.outcome then
+      if e.settled then self:journal_done({ e }, nil, false) end -- decided by a read (koophone.settle)
       self:report_rows { e }
     elseif rec then
       e.outcome, e.task_id, e.job_id, e.request_id = rec.outcome, rec.task_id, rec.job_id, rec.request_id
@@ -442,6 +448,7 @@ function Run:collect()
     if job.ready_at <= now then jobs[#jobs + 1] = job else waiting[#waiting + 1] = job end
   end
   self.ready, self.waiting = {}, waiting
+  if self.settle then jobs = self.settle:resend(self, jobs) end -- read before sending again
   while #jobs < self.round_size do
     local job = self:read_job()
     if not job then break end
@@ -580,6 +587,7 @@ function Run:execute()
   self.started = self.now()
   local ok, e = pcall(self.loop, self)
   if ok and self.interrupted then self:count_doubtful() end
+  if ok and self.settle then ok, e = pcall(self.settle.finish, self.settle, self) end
   if ok and self.waiter then ok, e = pcall(self.waiter.finish, self.waiter, self) end
   local closed, problem = self:close()
   if ok and not closed then ok, e = false, { journal = problem } end
@@ -593,6 +601,7 @@ function Run:execute()
            requests = self.requests, bisect_requests = self.bisect_requests,
            elapsed = self.now() - self.started, aborted = self.aborted,
            interrupted = self.interrupted, in_flight = self.in_flight,
+           verified = self.settle and self.settle.verified, reads = self.settle and self.settle.requests,
            unfinished = self.rows.pos - self.done, jobs = self.waiter and self.waiter.counts,
            journal_skipped = jnl and jnl.skipped or nil,
            journal_damaged = jnl and jnl.damaged or nil }

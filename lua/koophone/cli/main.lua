@@ -1,5 +1,6 @@
 -- koophone.cli.main: the command line's dispatch (bin/koophone is its launcher): help,
--- --version, `unassign` and `task`. Results go to stdout, progress and messages to stderr.
+-- --version, `unassign`, `task`, `plan` and `verify` (both koophone.cli.plan). Results go to
+-- stdout, progress and messages to stderr.
 local koophone = require "koophone"
 local errors = require "koophone.cli.errors"
 local options = require "koophone.cli.options"
@@ -21,7 +22,8 @@ local function main(argv)
     io.stderr:write(options.usage())
     return 2
   end
-  if cmd ~= "unassign" and cmd ~= "task" then errors.usage_error("unknown command " .. tostring(cmd)) end
+  local module = ({ unassign = "unassign", task = "task", plan = "plan", verify = "plan" })[cmd]
+  if not module then errors.usage_error("unknown command " .. tostring(cmd)) end
   for _, a in ipairs(argv) do
     if a == "--help" or a == "-h" then -- koophone unassign --help, koophone task --help
       io.stdout:write(options.usage())
@@ -31,7 +33,7 @@ local function main(argv)
   koophone.catch_signals()
   local o = options.parse(argv)
   require("koophone.cli.connection").check_endpoint(o)
-  return require("koophone.cli." .. cmd).run(o, argv)
+  return require("koophone.cli." .. module).run(o, argv)
 end
 
 -- run(argv) -> exit status. argv: the command line (arg; argv[0] the program, for the resume

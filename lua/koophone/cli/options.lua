@@ -34,6 +34,9 @@ _M.list = {
   { name = "shard", kind = "shard", arg = "i/n", default = "all", help = "only shard i of n (0 <= i < n)" },
   { name = "dry-run", kind = "flag", help = "print the batches; nothing sent, no token needed" },
   { name = "strict", kind = "flag", help = "not_bound fails the run (exit 1)" },
+  { name = "skip-unbound", kind = "flag",
+    help = "read the bindings first (ListInstances); send only the pairs read bound" },
+  { name = "verify", kind = "flag", help = "read every pair after the run; exit 1 if some are still bound" },
   { name = "output-format", old_name = "output", kind = "choice", choices = { "jsonl", "summary" },
     default = "summary",
     help = "one JSON object per row, or a summary table (--output is the old name of this option)" },
@@ -123,12 +126,15 @@ _PROJECT_ID (+ _SECURITY_TOKEN), signing each request; IAM tokens from a passwor
 $KOOPHONE_IAM_DOMAIN, _USER, _PASSWORD (or --password-file), _PROJECT (name) or
 _PROJECT_ID, _ENDPOINT [https://iam.myhuaweicloud.com].
 
+`plan` reads the input's bindings (ListInstances) and says what a run would send and skip;
+`verify` reads them after a run and names the pairs still bound (exit 1). Nothing is sent.
 `task` prints the jobs of the given tasks as JSON Lines (task_id, job_id, status, state,
 error_code, error_msg, execute_msg). Results go to stdout (or --output-file), progress and
 messages to stderr. Failed pairs are grouped by error code on stderr.
 Exit status: 0 every pair unassigned, assumed_unassigned, not_bound or duplicate;
 1 some pair failed, unconfirmed, denied or invalid (or not_bound with --strict), (--wait) a
-job failed, (`task`) a task could not be read other than "not found", or the confirmation was
+job failed, (--verify, `verify`) a pair still bound or not read, (`task`) a task could not be
+read other than "not found", or the confirmation was
 not answered yes; 2 usage error (also `koophone` alone) or unreadable file (nothing sent);
 74 the output could not be written (the run stopped); 130 / 143 stopped by SIGINT / SIGTERM
 (the resume command is printed on stderr).
@@ -139,6 +145,8 @@ function _M.usage()
   local out = {
     "usage: koophone unassign [options] [--input FILE|-]\n",
     "       koophone task [connection options] TASK_ID...\n",
+    "       koophone plan|verify [--input FILE|-] [--format F] [--shard i/n] [--batch-size N]\n"
+    .. "                [--output-format F] [--output-file FILE] [connection options]\n",
     "       koophone --version | help | unassign --help | task --help\n",
     "\nunassign options (default in brackets):\n",
   }

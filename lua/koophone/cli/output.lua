@@ -86,7 +86,7 @@ function _M.result_json(r)
     outcome = r.outcome, task_id = esc(r.task_id), job_id = esc(r.job_id),
     request_id = r.request_id,
     code = r.err and esc(r.err.code),
-    reason = esc(r.reason or (r.err and r.err.message)), resumed = r.resumed,
+    reason = esc(r.reason or (r.err and r.err.message)), resumed = r.resumed, verified = r.verified,
     job_state = r.job_state, job_code = r.job_error and esc(r.job_error.code),
     job_message = r.job_error and esc(r.job_error.message),
   }

@@ -19,7 +19,7 @@ local JOB_STATES = { "succeeded", "failed", "pending", "unknown" }
 
 -- The input's rows (koophone.rows.csv / .jsonl). A read error in the middle of the input ends the
 -- CLI as an unreadable file does.
-local function reader(source, format)
+function _M.reader(source, format)
   local rows, err = koophone.rows[format](source)
   if not rows then fail(err) end
   return function()
@@ -32,7 +32,7 @@ end
 -- The counting pass over a file input: its rows in this shard (the progress line's total from
 -- the start) and the pairs among them that would be sent (after invalid and duplicate rows).
 local function count_input(path, format, shard)
-  local rows = require("koophone.rows").new(reader(path, format), { shard = shard })
+  local rows = require("koophone.rows").new(_M.reader(path, format), { shard = shard })
   local n = 0
   for e in function() return rows:next() end do
     if not e.outcome then n = n + 1 end
@@ -200,7 +200,7 @@ function _M.run(o, argv)
   local from_stdin = not o.input or o.input == "-"
   local total, to_send
   if not from_stdin and not o["dry-run"] then total, to_send = count_input(o.input, format, shard) end
-  local input = reader(from_stdin and io.stdin or o.input, format)
+  local input = _M.reader(from_stdin and io.stdin or o.input, format)
 
   if o["dry-run"] then
     output.open(o)
@@ -237,6 +237,7 @@ function _M.run(o, argv)
   local report, err = client:unassign_all(token, input, {
     batch_size = batch_size, concurrency = concurrency, rate = rate, shard = shard,
     max_bisect_requests = o["max-bisect-requests"], journal = o.journal, resume = o.resume or nil, input = identity, keep_results = false,
+    skip_unbound = o["skip-unbound"] or nil, verify = o.verify or nil,
     on_progress = function(p)
       p.total = p.total or total
       output.flush()
@@ -298,8 +299,15 @@ function _M.run(o, argv)
                      jobs.timed_out and " (the wait timed out)" or "", jobs.unknown))
   end
   watch.report(output_format == "summary", function(ids) return task_command(argv, o, ids) end)
+  local still = report.verify and report.verify.still_bound
+  if still then
+    if output_format == "summary" then emit(("%-19s %d\n"):format("still bound", #still)) end
+    io.stderr:write(("koophone: verify: %d pairs read still bound after the run%s\n"):format(#still,
+                    #still > 0 and " (koophone verify with the same --input lists them)" or ""))
+  end
   output.flush()
   if stop then return stop end
+  if still and #still > 0 then return 1 end
   for k, n in pairs(report.counts) do
     if n > 0 and reasons.fails_run(k, o.strict) then return 1 end
   end
