@@ -111,9 +111,6 @@ static void fetch_token(lua_State *L, const kp_call *call)
   lua_remove(L, -3); /* provider.client */
 }
 
-/* When the call must stop before sending (its cancel handle raised, its deadline reached):
- * pushes nil, err and returns 2; else sets the request's timeout to end by the deadline and
- * returns 0. */
 int kp_call_expired(kp_call *call)
 {
   double left;
@@ -128,6 +125,8 @@ int kp_call_expired(kp_call *call)
   return 0;
 }
 
+/* When the call must stop before sending (its cancel handle raised, its deadline reached):
+ * pushes nil, err and returns 2; else 0, the request's timeout set to end by the deadline. */
 static int stopped(lua_State *L, kp_call *call)
 {
   if (kp_cancel_raised(call->req.cancel))
