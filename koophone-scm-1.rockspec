@@ -62,6 +62,7 @@ build = {
     ["koophone.classify"] = "lua/koophone/classify.lua",
     ["koophone.cli.connection"] = "lua/koophone/cli/connection.lua",
     ["koophone.cli.errors"] = "lua/koophone/cli/errors.lua",
+    ["koophone.cli.files"] = "lua/koophone/cli/files.lua",
     ["koophone.cli.main"] = "lua/koophone/cli/main.lua",
     ["koophone.cli.options"] = "lua/koophone/cli/options.lua",
     ["koophone.cli.output"] = "lua/koophone/cli/output.lua",

@@ -287,6 +287,62 @@ describe("unassign_all with a journal", function()
     assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true }))
   end)
 
+  it("locks the journal's name too: moved away during a run, its old name is still refused", function()
+    local list = sim.make_pairs(2, "mv")
+    sim.reset(list)
+    local held = assert(journal.open(path, {}))
+    assert(os.rename(path, path .. ".moved"))
+    local report, err = client:unassign_all(TOKEN, copy_pairs(list), { journal = path })
+    assert.is_nil(report)
+    assert.equals("JOURNAL_LOCKED", err.code)
+    assert.same({}, sim.log())
+    assert.is_nil(io.open(path, "rb")) -- refused before a new journal was made
+    held:close()
+    assert.is_nil(io.open(path .. ".lock", "rb")) -- removed at the end
+    os.remove(path .. ".moved")
+    -- a lock file that a crash left behind holds no lock: it blocks nothing
+    write_file(path .. ".lock", "")
+    assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path }))
+    assert.is_nil(io.open(path .. ".lock", "rb"))
+  end)
+
+  it("creates the journal 0600; a journal that exists keeps its mode", function()
+    local list = sim.make_pairs(1, "md")
+    sim.reset(list)
+    assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path }))
+    local function mode() return (io.popen("stat -c %a " .. path):read("*a"):gsub("%s", "")) end
+    assert.equals("600", mode())
+    os.execute("chmod 640 " .. path)
+    assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true }))
+    assert.equals("640", mode())
+  end)
+
+  it("refuses to resume a file that does not start as a journal, leaving it byte for byte", function()
+    local list = sim.make_pairs(3, "nj")
+    sim.reset(list)
+    local texts = {
+      "user_id,instance_id\n" .. list[1].user_id .. "," .. list[1].instance_id .. "\n", -- the input
+      '{"user_id":"u1","instance_id":"i1"}\n', -- JSON Lines input: JSON, but no run record
+      "some text without a newline",
+      line { type = "send", request_id = "r1", pairs = { { "u1", "i1" } } } .. RUN,
+    }
+    for _, text in ipairs(texts) do
+      write_file(path, text)
+      local report, err = client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true })
+      assert.is_nil(report)
+      assert.same({ "journal", "JOURNAL_FORMAT" }, { err.kind, err.code })
+      assert.matches("does not start with a koophone journal's run record", err.message, 1, true)
+      local f = assert(io.open(path, "rb"))
+      assert.equals(text, f:read("*a"))
+      f:close()
+    end
+    assert.same({}, sim.log())
+    -- the start of a run record torn by a crash is a journal: cut off, and the run goes on
+    write_file(path, '{"type":"run","ver')
+    local report = assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path, resume = true }))
+    assert.equals(3, report.counts.unassigned)
+  end)
+
   it("has a round's sends on the disk before it starts, and stops when fsync fails", function()
     local list = sim.make_pairs(100, "fs")
     sim.reset(list)
@@ -318,6 +374,7 @@ describe("unassign_all with a journal", function()
     report, err = client:unassign_all(TOKEN, copy_pairs(list), { journal = "/dev/null" })
     assert.is_nil(report)
     assert.equals("journal /dev/null: fsync: Invalid argument", err.message)
+    assert.is_nil(io.open("/dev/null.lock")) -- no lock file beside a name that is no regular file
     assert.equals("JOURNAL_IO", err.code)
     assert.same({}, sim.log())
   end)

@@ -105,8 +105,10 @@ int kp_push_interrupted_error(lua_State *L, const char *request_id)
 /* catch_signals(): the first SIGINT or SIGTERM raises the flag instead of
  * killing the process, a second one kills it as usual (an operator's way
  * out of a stop that hangs; the journal is written ahead, so it stays true);
- * SIGPIPE is ignored, so a write to a closed pipe fails with EPIPE where the
- * caller can see it. For command-line programs. */
+ * SIGPIPE and SIGXFSZ are ignored, so a write to a closed pipe or beyond the
+ * file size limit (ulimit -f) fails with EPIPE or EFBIG where the caller can
+ * see it, instead of killing the process with its journal and output half
+ * told. For command-line programs. */
 static int interrupt_catch_signals(lua_State *L)
 {
   struct sigaction sa;
@@ -118,7 +120,7 @@ static int interrupt_catch_signals(lua_State *L)
     return luaL_error(L, "koophone.catch_signals: sigaction failed");
   sa.sa_handler = SIG_IGN;
   sa.sa_flags = 0;
-  if (sigaction(SIGPIPE, &sa, NULL) != 0)
+  if (sigaction(SIGPIPE, &sa, NULL) != 0 || sigaction(SIGXFSZ, &sa, NULL) != 0)
     return luaL_error(L, "koophone.catch_signals: sigaction failed");
   return 0;
 }

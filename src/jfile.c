@@ -1,12 +1,22 @@
-/* The bulk journal's file (core.jfile) and the identity of a bulk run's input
- * (core.file_digest), for koophone.journal.
+/* The bulk journal's file (core.jfile), the identity of a bulk run's input
+ * (core.file_digest), and the CLI's files (core.file_id, core.private_file),
+ * for koophone.journal and bin/koophone.
  *
  * Plain Lua can neither lock a file nor bring it to the disk. The journal
  * needs both: a lock, so that two runs never share one journal (each would
  * send every pair and read the other's work as "not bound"); and fsync, so
  * that a batch's records survive a power cut before the next batch leaves.
  * flock(2) is released by the kernel when the process dies, so a crash never
- * leaves a journal locked. */
+ * leaves a journal locked.
+ *
+ * A lock on the open file alone follows the file, not its name: with the
+ * journal moved away during a run, a second run on the old name would find
+ * no lock. So the name is locked too: "<journal>.lock" beside it, created
+ * when missing, flocked, and removed when the journal is closed. A lock file
+ * that a crash left behind holds no flock and blocks nothing.
+ *
+ * Files created here are 0600 whatever the umask: they hold a tenant's ids
+ * and request ids. A file that exists keeps its mode (it is the owner's). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -20,8 +30,13 @@
 #define KP_JFILE_MT "koophone.jfile"
 #define DIGEST_CHUNK 16384
 
+#define LOCK_SUFFIX ".lock"
+#define LOCK_TRIES 8 /* renewed lock files in a row before giving up */
+
 typedef struct kp_jfile {
   int fd; /* -1 once closed */
+  int lock_fd; /* <path>.lock, flocked; -1 once closed */
+  char *lock_path; /* inside path[]'s allocation, after the journal's name */
   char path[]; /* the name given, for messages */
 } kp_jfile;
 
@@ -68,40 +83,92 @@ static int sync_dir(lua_State *L, const char *path)
   return err;
 }
 
-/* core.jfile(path) -> jfile, or nil, message: opens path for appending
- * (created when missing, its directory then synced) and locks it; a journal
- * that another process holds is refused at once. */
+/* Takes <path>.lock: 0, EWOULDBLOCK when another run holds it, or another
+ * errno value. A run that ends removes its lock file; one that opened the
+ * file just before it went may lock a name that is gone: it then starts
+ * again with the file that now has the name. */
+static int lock_name(kp_jfile *j)
+{
+  struct stat held, named;
+  int tries;
+  for (tries = 0; tries < LOCK_TRIES; tries++) {
+    j->lock_fd = open(j->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (j->lock_fd < 0)
+      return errno;
+    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0 || fstat(j->lock_fd, &held) != 0) {
+      int err = errno;
+      close(j->lock_fd); /* not release(): the name may be another run's */
+      j->lock_fd = -1;
+      return err;
+    }
+    if (stat(j->lock_path, &named) == 0 && named.st_dev == held.st_dev
+        && named.st_ino == held.st_ino)
+      return 0;
+    close(j->lock_fd);
+    j->lock_fd = -1;
+  }
+  return EAGAIN;
+}
+
+/* Closes both files; the lock file's name goes first, while it is still
+ * locked, so that no other run can hold it meanwhile. */
+static void release(kp_jfile *j)
+{
+  if (j->fd >= 0)
+    close(j->fd);
+  if (j->lock_fd >= 0) {
+    unlink(j->lock_path);
+    close(j->lock_fd);
+  }
+  j->fd = j->lock_fd = -1;
+}
+
+/* nil, "journal <path> is in use by another run" or the failure of what */
+static int not_locked(lua_State *L, kp_jfile *j, const char *what, int err)
+{
+  release(j);
+  if (err == EWOULDBLOCK) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "journal %s is in use by another run (it is locked)", j->path);
+    return 2;
+  }
+  return failure(L, j->path, what, err);
+}
+
+/* core.jfile(path) -> jfile, or nil, message: locks path's name (see above),
+ * then opens path for appending (created 0600 when missing, its directory
+ * then synced) and locks the file; a journal that another process holds is
+ * refused at once. */
 static int jfile_open(lua_State *L)
 {
   size_t len;
   const char *path = check_path(L, 1, &len);
-  kp_jfile *j = lua_newuserdata(L, sizeof *j + len + 1);
+  kp_jfile *j = lua_newuserdata(L, sizeof *j + 2 * len + sizeof LOCK_SUFFIX + 1);
   int err, ud = lua_gettop(L), created = 1;
-  j->fd = -1;
+  struct stat st;
+  j->fd = j->lock_fd = -1;
   memcpy(j->path, path, len + 1);
+  j->lock_path = j->path + len + 1;
+  memcpy(j->lock_path, path, len);
+  memcpy(j->lock_path + len, LOCK_SUFFIX, sizeof LOCK_SUFFIX);
   luaL_getmetatable(L, KP_JFILE_MT);
   lua_setmetatable(L, -2); /* from here __gc closes what is opened */
-  j->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0666);
+  /* a name that is no regular file (/dev/null) gets no lock file beside it: not in /dev */
+  if ((stat(path, &st) != 0 || S_ISREG(st.st_mode)) && (err = lock_name(j)) != 0)
+    return not_locked(L, j, "cannot lock its " LOCK_SUFFIX " file", err);
+  j->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
   if (j->fd < 0 && errno == EEXIST) {
     created = 0;
     j->fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
   }
   if (j->fd < 0)
-    return failure(L, path, "cannot open", errno);
+    return not_locked(L, j, "cannot open", errno);
   if (created && (err = sync_dir(L, path)) != 0)
-    return failure(L, path, "fsync of its directory", err);
+    return not_locked(L, j, "fsync of its directory", err);
   lua_settop(L, ud);
-  if (flock(j->fd, LOCK_EX | LOCK_NB) == 0)
-    return 1;
-  err = errno;
-  close(j->fd);
-  j->fd = -1;
-  if (err == EWOULDBLOCK) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "journal %s is in use by another run (it is locked)", path);
-    return 2;
-  }
-  return failure(L, path, "cannot lock", err);
+  if (flock(j->fd, LOCK_EX | LOCK_NB) != 0)
+    return not_locked(L, j, "cannot lock", errno);
+  return 1;
 }
 
 /* jfile:write(s) -> true, or nil, message: all of s, appended. */
@@ -144,13 +211,11 @@ static int jfile_truncate(lua_State *L)
   return 1;
 }
 
-/* jfile:close(): releases the lock; idempotent (also __gc and __close). */
+/* jfile:close(): releases the locks and removes the lock file; idempotent
+ * (also __gc and __close). */
 static int jfile_close(lua_State *L)
 {
-  kp_jfile *j = luaL_checkudata(L, 1, KP_JFILE_MT);
-  if (j->fd >= 0)
-    close(j->fd);
-  j->fd = -1;
+  release(luaL_checkudata(L, 1, KP_JFILE_MT));
   return 0;
 }
 
@@ -177,11 +242,16 @@ static int file_digest(lua_State *L)
   uint64_t h = KP_FNV1A_BASIS, size = 0;
   struct stat st;
   char hex[sizeof "fnv1a64:" + 16];
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || fstat(fd, &st) != 0)
+  int fd = -1;
+  /* stat first: opening a FIFO would wait for a writer, or take and drop
+   * what one wrote */
+  if (stat(path, &st) != 0)
+    return unreadable(L, fd, path);
+  if (S_ISREG(st.st_mode) && ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st) != 0))
     return unreadable(L, fd, path);
   if (!S_ISREG(st.st_mode)) {
-    close(fd);
+    if (fd >= 0)
+      close(fd);
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -203,6 +273,49 @@ static int file_digest(lua_State *L)
   return 2;
 }
 
+/* core.file_id(path) -> "<device>:<inode>", whether it is a regular file;
+ * or nil, message (a path that does not exist has no identity). Two names
+ * of one file (a symlink, a hard link, /dev/stdin) give the same id. */
+static int file_id(lua_State *L)
+{
+  size_t len;
+  const char *path = check_path(L, 1, &len);
+  struct stat st;
+  char id[2 * 20 + 2];
+  if (stat(path, &st) != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  snprintf(id, sizeof id, "%llu:%llu", (unsigned long long)st.st_dev,
+           (unsigned long long)st.st_ino);
+  lua_pushstring(L, id);
+  lua_pushboolean(L, S_ISREG(st.st_mode));
+  return 2;
+}
+
+/* core.private_file(path) -> true when it created path (empty, mode 0600
+ * whatever the umask), false when path exists; or nil, message. The caller
+ * then opens it as it likes: what it writes stays the owner's. */
+static int private_file(lua_State *L)
+{
+  size_t len;
+  const char *path = check_path(L, 1, &len);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (fd < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  close(fd);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 void kp_jfile_open(lua_State *L)
 {
   static const luaL_Reg methods[] = {
@@ -217,6 +330,8 @@ void kp_jfile_open(lua_State *L)
   static const luaL_Reg functions[] = {
     { "jfile", jfile_open },
     { "file_digest", file_digest },
+    { "file_id", file_id },
+    { "private_file", private_file },
     { NULL, NULL }
   };
   if (luaL_newmetatable(L, KP_JFILE_MT)) {

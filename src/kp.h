@@ -269,8 +269,8 @@ void kp_push_query(lua_State *L, const char *path, const kp_query_param *params,
 /* ---- rows.c: core.row_entry(set, v, pos, row) ---- */
 int kp_row_entry(lua_State *L);
 
-/* ---- jfile.c: the bulk journal's file (locked, fsync) and core.file_digest ---- */
-void kp_jfile_open(lua_State *L); /* adds jfile and file_digest to the module table on the top */
+/* ---- jfile.c: the bulk journal's file (locked, fsync), core.file_digest, file_id, private_file ---- */
+void kp_jfile_open(lua_State *L); /* adds jfile, file_digest, file_id and private_file to the module table on the top */
 
 /* ---- transport.c: one libcurl easy handle and what lives as long as it ---- */
 typedef struct kp_result {

@@ -1,6 +1,8 @@
 -- koophone.eventlog: the CLI's request log (bin/koophone --log FILE, --verbose).
 --
---   local log = eventlog.open(path, verbose_stream)   -- path or nil, stream (io.stderr) or nil
+--   local log = eventlog.open(path, verbose_stream, on_error)
+--        path or nil, stream (io.stderr) or nil; on_error(message): called once, on the first
+--        line the file did not take
 --   log:start{ endpoint = ..., input = ..., ... }     -- {"event":"start", ...}
 --   client options: on_event = log.on_event           -- {"event":"request", <the event>}
 --   log:finish{ counts = ..., total = ..., ... }      -- {"event":"end", ...}
@@ -8,8 +10,10 @@
 -- One JSON line per request, written and flushed as the request ends, so the run's request ids,
 -- statuses, task ids and timings are on disk even when stdout is lost or the process is killed
 -- (a line is one write: a kill leaves every earlier line whole). The file is appended to, so a
--- resumed run adds to the log of the first. Events hold no secret and no pair id (docs/events.md).
+-- resumed run adds to the log of the first; a new one is created 0600. Events hold no secret and
+-- no pair id (docs/events.md).
 local cjson = require("cjson.safe").new()
+local core = require "koophone.core"
 
 local _M = {}
 
@@ -20,19 +24,25 @@ local function now_utc()
   return os.date("!%Y-%m-%dT%H:%M:%SZ")
 end
 
--- Writes one JSON line of `fields` with event = kind; a write error stops the file log (the run
--- goes on: its results still reach stdout and the journal).
+-- Writes one JSON line of `fields` with event = kind. A write error closes the file log (a later
+-- line would leave a hole in it) and is told to on_error, once: the log is then missing lines,
+-- and the last one may be torn.
 function Log:write(kind, fields)
   if not self.file then return end
   local t = { event = kind, time = now_utc() }
   for k, v in pairs(fields) do t[k] = v end
-  local ok = self.file:write(cjson.encode(t), "\n")
-  if ok then ok = self.file:flush() end
+  local ok, err = self.file:write(cjson.encode(t), "\n")
+  if ok then ok, err = self.file:flush() end
   if not ok then
     self.file:close()
     self.file = nil
+    if self.on_error then self.on_error(("%s: %s"):format(self.path, tostring(err))) end
   end
 end
+
+-- LuaJIT's compiled file:write and file:flush return true whatever the C library said: a log
+-- that filled up after the first few dozen lines went unnoticed. Never compiled, they tell.
+if rawget(_G, "jit") then rawget(_G, "jit").off(Log.write) end
 
 -- The --verbose line of an event.
 local function verbose_line(ev)
@@ -42,11 +52,20 @@ local function verbose_line(ev)
     ev.code and (" " .. ev.code) or "", ev.kind and (" (" .. ev.kind .. ")") or "")
 end
 
--- open(path, verbose) -> log, or nil and the error; path nil: --verbose only.
-function _M.open(path, verbose)
-  local self = setmetatable({ verbose = verbose }, Log)
+-- open_file(path, mode) -> file, or nil, err: io.open(path, mode), except that a file it creates
+-- is 0600 whatever the umask (a log or a run's results carry a tenant's ids and request ids); a
+-- file that exists keeps its mode.
+function _M.open_file(path, mode)
+  local made, err = core.private_file(path)
+  if made == nil then return nil, err end
+  return io.open(path, mode)
+end
+
+-- open(path, verbose, on_error) -> log, or nil and the error; path nil: --verbose only.
+function _M.open(path, verbose, on_error)
+  local self = setmetatable({ verbose = verbose, path = path, on_error = on_error }, Log)
   if path then
-    local f, err = io.open(path, "a")
+    local f, err = _M.open_file(path, "a")
     if not f then return nil, err end
     self.file = f
   end

@@ -2,7 +2,8 @@
 -- reads them back, so that writer and reader cannot drift.
 --
 --   {"type":"run","version":1,"time":1732770000,"shard":"0/2",
---    "input":{"name":"pairs.csv","size":123,"digest":"fnv1a64:…"}}      a run (re)started
+--    "input":{"name":"pairs.csv","size":123,"digest":"fnv1a64:…"}}      a run (re)started; a
+--        journal starts with one, "type" first; a resume refuses a file that does not
 --   {"type":"send","request_id":"…","pairs":[["u1","i1"],["u2","i2",true],…]}
 --        written BEFORE the request goes out (every attempt, every bisection half); a third
 --        element true: this pair may have been unassigned by an earlier request whose answer
@@ -22,8 +23,9 @@
 -- line in the middle may have been any `send`: then every pair not final is tainted. A line torn
 -- by a crash (the last one, without its newline) is dropped.
 --
--- The journal file is locked while a run uses it (core.jfile: flock, released when the process
--- dies): a second run on it is refused. Records are buffered and written with one write: the bulk
+-- The journal file and its name (a "<journal>.lock" file beside it, removed at the end) are
+-- locked while a run uses it (core.jfile: flock, released when the process dies): a second run
+-- on it is refused, also after the journal was moved away. A new journal is created 0600. Records are buffered and written with one write: the bulk
 -- layer writes the outcomes of each request when it ends (they survive the death of the process)
 -- and brings the file to the disk (fsync) before each round's first request leaves (with the
 -- round's sends and the previous round's outcomes), before waiting for a retry and at the end,
@@ -36,6 +38,7 @@
 -- Failures are koophone.Error objects of kind "journal" with one of these codes:
 --   JOURNAL_LOCKED   another run uses the file
 --   JOURNAL_EXISTS   the file holds a journal and the run does not resume it
+--   JOURNAL_FORMAT   a resume of a file that does not start as a journal (it is left unchanged)
 --   JOURNAL_VERSION, JOURNAL_SHARD, JOURNAL_INPUT   the journal is of another version, shard or input
 --   JOURNAL_IO       the file cannot be opened, read, written, synced or cut (the message says which)
 local cjson = require("cjson.safe").new()
@@ -212,12 +215,26 @@ local function record_at(self, offset)
   return rec
 end
 
+-- Whether the first line of a file is a journal's: a run record, or its start torn by a crash
+-- (the header is the first thing a run writes). Anything else (the input named as the journal, a
+-- stray file) is refused before a byte of it changes.
+local HEAD = '{"type":"run",' -- how this module starts a journal (see open)
+local function starts_journal(line, whole)
+  if not whole then return line ~= "" and (HEAD:sub(1, #line) == line or line:sub(1, #HEAD) == HEAD) end
+  local rec = cjson.decode(line)
+  return type(rec) == "table" and rec.type == "run"
+end
+
 -- Reads the journal; returns the size of what stays (a line torn by a crash, the last one without
 -- its newline, is cut off), or nil and a koophone.Error.
 local function load(self, size)
   local number = 0
   self.reader:seek("set")
   for line, offset, whole in lines(self.reader) do
+    if offset == 0 and not starts_journal(line, whole) then
+      return nil, failure("JOURNAL_FORMAT", ("journal %s does not start with a koophone journal's "
+                          .. "run record: not resumed, left as it is"):format(self.path))
+    end
     if not whole then -- torn in the middle of a write
       self.skipped = 1
       size = offset
@@ -280,8 +297,9 @@ function _M.open(path, opts)
     reader:close()
     self.reader = nil
   end
-  self.out[1] = cjson.encode { type = "run", version = _M.VERSION, time = os.time(),
-                               shard = opts.shard, input = opts.input }
+  -- "type" first, so that even a header torn by a crash is known for a journal's
+  self.out[1] = HEAD .. cjson.encode({ version = _M.VERSION, time = os.time(), shard = opts.shard,
+                                       input = opts.input }):sub(2)
   local ok, problem = self:flush(true)
   if not ok then return fail(problem) end
   return self

@@ -134,10 +134,10 @@ messages to stderr. Failed pairs are grouped by error code on stderr.
 Exit status: 0 every pair unassigned, assumed_unassigned, not_bound or duplicate;
 1 some pair failed, unconfirmed, denied or invalid (or not_bound with --strict), (--wait) a
 job failed, (--verify, `verify`) a pair still bound or not read, (`task`) a task could not be
-read other than "not found", or the confirmation was
-not answered yes; 2 usage error (also `koophone` alone) or unreadable file (nothing sent);
-74 the output could not be written (the run stopped); 130 / 143 stopped by SIGINT / SIGTERM
-(the resume command is printed on stderr).
+read other than "not found", or the confirmation was not answered yes; 2 usage error (also
+`koophone` alone), unreadable file, or two of the input, output, log and journal are one file
+(nothing sent); 74 the output, the log or the journal could not be written (the run stopped);
+130 / 143 stopped by SIGINT / SIGTERM (the resume command is printed on stderr).
 ]==]
 
 -- The usage text, made from the table.

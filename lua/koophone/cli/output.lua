@@ -5,23 +5,33 @@
 local koophone = require "koophone"
 local cjson = require("cjson.safe").new()
 local fail = require("koophone.cli.errors").fail
+local open_file = require("koophone.eventlog").open_file
 
 local _M = {}
 
 local EXIT_OUTPUT = 74 -- EX_IOERR of sysexits.h
 local EXIT_SIGNAL = { SIGINT = 130, SIGTERM = 143 }
 
-local lines, write_error, out = {}, nil, io.stdout -- out: stdout or --output-file
+-- out: stdout or --output-file; out_failed: it failed, nothing more goes to it; write_error: why
+-- the run stopped, the first file that failed
+local lines, out, out_failed, write_error = {}, io.stdout, false, nil
 
 function _M.flush()
-  if write_error or #lines == 0 then return end
+  if out_failed or #lines == 0 then return end
   local ok, err = out:write(table.concat(lines))
   if ok then ok, err = out:flush() end
   lines = {}
   if not ok then
-    write_error = tostring(err)
-    koophone.interrupt()
+    out_failed = true
+    _M.failed("cannot write the output: " .. tostring(err))
   end
+end
+
+-- A file of the run (the output, the log, the journal) could not be written: the run stops as
+-- on SIGINT, and stopped() says why (the first failure) with status 74.
+function _M.failed(message)
+  write_error = write_error or message
+  koophone.interrupt()
 end
 
 function _M.emit(line)
@@ -34,7 +44,7 @@ function _M.json_line(t)
   return cjson.encode(t) .. "\n"
 end
 
--- When the run stopped early (a signal, or the output failing): says so on stderr and returns
+-- When the run stopped early (a signal, or a file of the run failing): says so on stderr and returns
 -- the exit status; else nil. why: the interruption (koophone.interrupted() or the report's).
 function _M.stopped(why)
   if EXIT_SIGNAL[why or ""] then
@@ -42,7 +52,7 @@ function _M.stopped(why)
     return EXIT_SIGNAL[why]
   end
   if write_error then
-    io.stderr:write("koophone: stopped: cannot write the output: ", write_error, "\n")
+    io.stderr:write("koophone: stopped: ", write_error, "\n")
     return EXIT_OUTPUT
   end
 end
@@ -106,16 +116,16 @@ function _M.check(o)
   if not path then return end
   local existed = io.open(path, "rb")
   if existed then existed:close() end
-  local f, err = io.open(path, "ab")
+  local f, err = open_file(path, "ab")
   if not f then fail("cannot write --output-file: " .. tostring(err)) end
   f:close()
   if not existed then os.remove(path) end
 end
 
--- --output-file becomes the output (truncated).
+-- --output-file becomes the output (truncated; created 0600).
 function _M.open(o)
   if not o["output-file"] then return end
-  local f, err = io.open(o["output-file"], "wb")
+  local f, err = open_file(o["output-file"], "wb")
   if not f then fail("cannot write --output-file: " .. tostring(err)) end
   out = f
 end

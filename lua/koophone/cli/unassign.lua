@@ -7,6 +7,7 @@ local connection = require "koophone.cli.connection"
 local output = require "koophone.cli.output"
 local progress = require "koophone.cli.progress"
 local reasons = require "koophone.cli.reasons"
+local files = require "koophone.cli.files"
 local outcomes = require "koophone.outcomes"
 local FINAL_JOB = require("koophone.wait").FINAL
 
@@ -74,18 +75,24 @@ local function estimate(n, batch_size, max_bisect)
 end
 
 -- Before a destructive run from a terminal: what it is about to do, and a "yes" to type.
+-- pairs_to_send: nil for an input read once (not counted: no estimate either).
 local function confirm(o, pairs_to_send, batch_size, endpoint, credential)
   local cap = o["max-bisect-requests"]
-  local requests, bisect = estimate(pairs_to_send, batch_size, cap)
-  io.stderr:write(("koophone: about to unassign %d pairs (after invalid and duplicate rows) at %s "
-                   .. "with the %s%s%s.\n"):format(
-                   pairs_to_send, endpoint or "the default endpoint", credential,
+  local what = ("the pairs of %s (not counted: it can be read only once)"):format(o.input)
+  local plan = ""
+  if pairs_to_send then
+    local requests, bisect = estimate(pairs_to_send, batch_size, cap)
+    what = ("%d pairs (after invalid and duplicate rows)"):format(pairs_to_send)
+    plan = ("koophone: %d requests of up to %d pairs; at most %d more if batches are refused "
+            .. "for some of their pairs and bisected (%s), retries aside.\n")
+           :format(requests, batch_size, bisect,
+                   cap and "--max-bisect-requests " .. cap or "--max-bisect-requests N caps it")
+  end
+  io.stderr:write(("koophone: about to unassign %s at %s with the %s%s%s.\n"):format(
+                   what, endpoint or "the default endpoint", credential,
                    o.shard and (", shard " .. options.shard_text(o.shard)) or "",
                    o.resume and " (fewer: the journal's done pairs are not sent again)" or ""),
-                  ("koophone: %d requests of up to %d pairs; at most %d more if batches are refused "
-                   .. "for some of their pairs and bisected (%s), retries aside.\nType yes to go on: ")
-                  :format(requests, batch_size, bisect,
-                          cap and "--max-bisect-requests " .. cap or "--max-bisect-requests N caps it"))
+                  plan, "Type yes to go on: ")
   local answer = io.stdin:read("*l")
   if answer and answer:match("^%s*(.-)%s*$") == "yes" then return end
   io.stderr:write("koophone: not confirmed; nothing was sent\n")
@@ -109,11 +116,16 @@ local function resume_command(argv, o)
   return table.concat(words, " ") .. ((o.input and o.input ~= "-") and "" or " < the same input")
 end
 
--- After SIGINT, SIGTERM or a failed output: what was done and how to go on, on stderr.
+-- After SIGINT, SIGTERM or a failed output, log or journal: what was done and how to go on, on
+-- stderr. A run the journal stopped does not know what was in flight (report.unfinished nil).
 local function explain_interruption(report, o, argv)
   local say = ("%d rows have their outcome; %d were read without one"):format(
     report.total_done, report.unfinished or 0)
-  if report.in_flight > 0 then
+  if not report.unfinished then
+    say = ("%d rows have their outcome (%d requests sent); those of the requests in flight when "
+           .. "the journal failed may have been applied (a resume treats them so)")
+          :format(report.total_done, report.requests)
+  elseif report.in_flight > 0 then
     say = say .. (", of which %d in flight (they may have been applied)"):format(report.in_flight)
   end
   if o.journal then
@@ -196,10 +208,12 @@ function _M.run(o, argv)
   local concurrency, rate = o.concurrency, o.rate
   local wait_seconds = o.wait ~= true and o.wait or nil
   o.retry = { max_attempts = o["max-attempts"], ambiguous_attempts = o["ambiguous-attempts"] }
+  files.check_distinct(o)
 
   local from_stdin = not o.input or o.input == "-"
+  local once, stdin = files.read_once(o)
   local total, to_send
-  if not from_stdin and not o["dry-run"] then total, to_send = count_input(o.input, format, shard) end
+  if not once and not o["dry-run"] then total, to_send = count_input(o.input, format, shard) end
   local input = _M.reader(from_stdin and io.stdin or o.input, format)
 
   if o["dry-run"] then
@@ -211,8 +225,8 @@ function _M.run(o, argv)
   local identity -- what a journal records of the input (koophone.journal)
   if o.journal then
     local err
-    identity = { name = "stdin" }
-    if not from_stdin then identity, err = require("koophone.journal").input_identity(o.input) end
+    identity = { name = from_stdin and "stdin" or o.input }
+    if not once then identity, err = require("koophone.journal").input_identity(o.input) end
     if not identity then fail(err) end
   end
 
@@ -221,11 +235,14 @@ function _M.run(o, argv)
   local env_endpoint = os.getenv("KOOPHONE_ENDPOINT")
   local endpoint = o.endpoint or (env_endpoint ~= "" and env_endpoint or nil)
   output.check(o)
-  if to_send and not o.yes and progress.is_terminal(0) then
+  if not (stdin or o.yes) and progress.is_terminal(0) then
     confirm(o, to_send, batch_size, endpoint, credential)
   end
   output.open(o) -- after the confirmation: a run not confirmed leaves an existing file as it was
-  local log, log_err = require("koophone.eventlog").open(o.log, o.verbose and io.stderr or nil)
+  local log, log_err = require("koophone.eventlog").open(o.log, o.verbose and io.stderr or nil,
+                                                         function(problem)
+                                                           output.failed("cannot write --log " .. problem)
+                                                         end)
   if not log then fail("cannot open --log: " .. tostring(log_err)) end
   local client = connection.client(o, log.on_event)
   log:start { endpoint = endpoint, input = o.input or "-",
@@ -234,18 +251,22 @@ function _M.run(o, argv)
   local show = progress.run_printer(koophone.now)
   local tally = reasons.tally(o.strict)
   local watch = job_watch()
+  local known, requests, started = {}, 0, koophone.now() -- for a run the journal stops
+  for _, k in ipairs(outcomes.names) do known[k] = 0 end
   local report, err = client:unassign_all(token, input, {
     batch_size = batch_size, concurrency = concurrency, rate = rate, shard = shard,
     max_bisect_requests = o["max-bisect-requests"], journal = o.journal, resume = o.resume or nil, input = identity, keep_results = false,
     skip_unbound = o["skip-unbound"] or nil, verify = o.verify or nil,
     on_progress = function(p)
       p.total = p.total or total
+      requests = p.requests
       output.flush()
       show(p)
     end,
     on_result = function(r)
       tally.add(r)
       watch.add(r)
+      known[r.outcome] = known[r.outcome] + 1
       if output_format == "jsonl" then emit(output.result_json(r)) end
     end,
     wait = o.wait and { timeout = wait_seconds, on_poll = progress.wait_printer(koophone.now) } or nil,
@@ -254,7 +275,12 @@ function _M.run(o, argv)
   log:finish { counts = report and report.counts, total = report and report.total,
                elapsed = report and report.elapsed, interrupted = report and report.interrupted,
                error = err and err.message }
-  if not report then fail(err.message) end -- a koophone.Error of kind "journal"
+  if not report and requests == 0 then fail(err.message) end -- of kind "journal": nothing sent
+  if not report then -- the journal failed in the middle: what is known, and how to go on
+    output.failed(err.message)
+    report = { counts = known, total = total, requests = requests, interrupted = "journal",
+               elapsed = koophone.now() - started }
+  end
   output.flush()
   local damaged = report.journal_damaged
   if damaged then
@@ -269,8 +295,11 @@ function _M.run(o, argv)
        true)
   if output_format == "summary" then
     for _, k in ipairs(outcomes.names) do emit(("%-19s %d\n"):format(k, report.counts[k])) end
-    if report.interrupted then emit(("%-19s %d\n"):format("unfinished", report.unfinished)) end
-    emit(("%-19s %d\n"):format("total", report.total or done + report.unfinished))
+    if report.interrupted and report.unfinished then
+      emit(("%-19s %d\n"):format("unfinished", report.unfinished))
+    end
+    local all = report.total or report.unfinished and done + report.unfinished
+    if all then emit(("%-19s %d\n"):format("total", all)) end
     for _, k in ipairs(report.jobs and JOB_STATES or {}) do
       emit(("%-19s %d\n"):format("jobs " .. k, report.jobs[k]))
     end
