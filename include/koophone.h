@@ -18,6 +18,20 @@ LUALIB_API int luaopen_koophone_core(lua_State *L);
  * examples/embed/lua2c.lua generates from lua/ (make embed builds it); link that file too. */
 int koophone_preload_lua(lua_State *L);
 
+/* Cancels the calls given a koophone.cancel_handle ({ cancel = c }): handle is c:pointer(), valid
+ * while c is alive (keep a reference to it). From any thread, or a signal handler (a lock-free
+ * store): a sleep of the call wakes within 50 ms, a transfer stops within 20 ms, and the call
+ * returns nil, err (kind "interrupted", code "CANCELLED"). Inline, so that a host that loads
+ * koophone/core.so can call it too. */
+static inline void koophone_cancel(void *handle)
+{
+#if defined(__GNUC__) || defined(__clang__)
+  __atomic_store_n((int *)handle, 1, __ATOMIC_RELEASE);
+#else
+  *(volatile int *)handle = 1;
+#endif
+}
+
 #ifdef __cplusplus
 }
 #endif

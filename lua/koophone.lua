@@ -24,6 +24,7 @@ local _M = {
   -- interruption (SIGINT, SIGTERM or interrupt()): stops sleeps, transfers and bulk runs
   catch_signals = core.catch_signals, -- installs the handlers (the CLI does; a library never)
   interrupt = core.interrupt,
+  cancel_handle = core.cancel_handle, -- per call: { cancel = c }; c:cancel() stops that call only
   interrupted = core.interrupted,     -- "SIGINT" | "SIGTERM" | "interrupted" | nil
   clear_interrupt = core.clear_interrupt,
 }

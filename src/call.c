@@ -45,7 +45,10 @@ const kp_call_type kp_call_types[KP_CALL_COUNT] = {
 #define OOM "not enough memory"
 
 /* the per-call options of unassign and the reads */
-static const char *const call_option_names[] = { "request_id", "timeout", NULL };
+static const char *const call_option_names[] = { "request_id", "timeout", "deadline", "cancel",
+                                                 NULL };
+/* what a token request takes from the call it fetches a token for (core.iam_token_request) */
+static const char *const token_option_names[] = { "deadline", "cancel", NULL };
 
 static int is_provider(lua_State *L, int idx)
 {
@@ -65,7 +68,26 @@ static void call_provider(lua_State *L, const kp_call *call, const char *method,
   lua_call(L, 1, nresults);
 }
 
-/* provider:token(), its IAM exchange's event going to this call's client's hook: the
+/* Pushes what bounds a token fetch for the call, { deadline = seconds left, cancel = handle },
+ * or nil when the call has neither. */
+static void push_bounds(lua_State *L, const kp_call *call)
+{
+  if (call->deadline == 0 && call->req.cancel == NULL) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_createtable(L, 0, 2);
+  if (call->deadline != 0) {
+    lua_pushnumber(L, (lua_Number)(call->deadline - kp_now()));
+    lua_setfield(L, -2, "deadline");
+  }
+  if (call->req.cancel != NULL) {
+    lua_getfield(L, call->opts, "cancel");
+    lua_setfield(L, -2, "cancel");
+  }
+}
+
+/* provider:token(bounds), its IAM exchange's event going to this call's client's hook: the
  * provider's own client (provider.client, kept alive by the provider) is lent that hook
  * for the fetch only, in a protected call so that an error cannot leave it lent. */
 static void fetch_token(lua_State *L, const kp_call *call)
@@ -78,9 +100,10 @@ static void fetch_token(lua_State *L, const kp_call *call)
     luaL_error(L, "%s: the token provider is fetching a token already", call->fname);
   lua_getfield(L, call->provider, "token");
   lua_pushvalue(L, call->provider);
+  push_bounds(L, call);
   if (pc != NULL) /* lent last: nothing that may raise comes between it and the pcall */
     pc->lent = &call->c->hook;
-  status = lua_pcall(L, 1, 2, 0);
+  status = lua_pcall(L, 2, 2, 0);
   if (pc != NULL)
     pc->lent = NULL;
   if (status != 0)
@@ -88,10 +111,39 @@ static void fetch_token(lua_State *L, const kp_call *call)
   lua_remove(L, -3); /* provider.client */
 }
 
+int kp_call_expired(kp_call *call)
+{
+  double left;
+  call->req.timeout_ms = call->timeout_ms;
+  if (call->deadline == 0)
+    return 0;
+  left = (call->deadline - kp_now()) * 1000.0;
+  if (left < 1)
+    return 1;
+  if (left < (double)call->req.timeout_ms)
+    call->req.timeout_ms = (long)left;
+  return 0;
+}
+
+/* When the call must stop before sending (its cancel handle raised, its deadline reached):
+ * pushes nil, err and returns 2; else 0, the request's timeout set to end by the deadline. */
+static int stopped(lua_State *L, kp_call *call)
+{
+  if (kp_cancel_raised(call->req.cancel))
+    return kp_push_unsent_error(L, call->req.request_id, "interrupted", "CANCELLED",
+                                "cancelled: not sent");
+  if (kp_call_expired(call))
+    return kp_push_unsent_error(L, call->req.request_id, "timeout", "DEADLINE_EXCEEDED",
+                                "the call's deadline passed: not sent");
+  return 0;
+}
+
 int kp_call_credentials(lua_State *L, kp_call *call)
 {
   if (call->provider == 0)
     return 0;
+  if (stopped(L, call) != 0)
+    return 2;
   fetch_token(L, call);
   if (lua_type(L, -2) != LUA_TSTRING)
     return 2; /* nil, err */
@@ -123,7 +175,10 @@ void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const cha
   call->req.request_id_len = 0;
   call->req.body = NULL;
   call->req.body_len = 0;
-  call->req.timeout_ms = c->timeout_ms;
+  call->req.timeout_ms = call->timeout_ms = c->timeout_ms;
+  call->req.cancel = NULL;
+  call->deadline = 0;
+  call->opts = 0;
   call->secrets.n = 0;
   kp_secrets_add(&call->secrets, call->req.token, call->req.token_len);
   call->pairs = 0;
@@ -140,10 +195,20 @@ void kp_call_options(lua_State *L, kp_call *call, int idx, const char *const nam
   if (lua_isnil(L, idx))
     return;
   kp_check_opts(L, idx, call->fname, argn, names);
+  call->opts = lua_absindex(L, idx);
   lua_getfield(L, idx, "timeout");
   if (!lua_isnil(L, -1))
-    call->req.timeout_ms = kp_check_seconds(L, -1, call->fname, argn, "opts.timeout");
-  lua_pop(L, 1);
+    call->req.timeout_ms = call->timeout_ms =
+        kp_check_seconds(L, -1, call->fname, argn, "opts.timeout");
+  lua_getfield(L, idx, "deadline");
+  if (!lua_isnil(L, -1)) {
+    long ms = kp_check_seconds(L, -1, call->fname, argn, "opts.deadline");
+    call->deadline = kp_now() + (double)ms / 1000.0;
+  }
+  lua_getfield(L, idx, "cancel"); /* kept alive by the options table, on the stack */
+  if (!lua_isnil(L, -1))
+    call->req.cancel = kp_check_cancel(L, -1, call->fname, argn, "opts.cancel");
+  lua_pop(L, 3);
 }
 
 void kp_call_push_request_id(lua_State *L, kp_call *call, int idx, int argn, const char *path)
@@ -245,6 +310,8 @@ static int perform_once(lua_State *L, kp_call *call)
   int results;
   if (kp_interrupted()) /* e.g. a retry after a sleep cut short by SIGINT */
     return kp_push_interrupted_error(L, call->req.request_id);
+  if (stopped(L, call) != 0) /* e.g. the token fetch took the time left */
+    return 2;
   if ((why = kp_call_arm(call, k)) != NULL)
     return luaL_error(L, "%s: %s", call->fname, why);
   kp_conn_perform(k, &r);
@@ -329,6 +396,7 @@ int kp_iam_token(lua_State *L, kp_client *c, const char *fname, int base)
   kp_call_init(L, &call, c, KP_CALL_IAM_TOKEN, fname, base);
   call.req.body = luaL_checklstring(L, base, &call.req.body_len);
   password = luaL_checklstring(L, base + 1, &len);
+  kp_call_options(L, &call, base + 2, token_option_names);
   kp_secrets_add(&call.secrets, password, len);
   lua_pushnil(L);
   kp_call_push_request_id(L, &call, -1, 1, "request_id");

@@ -7,14 +7,23 @@
 
 #define KP_SLEEP_SLICE 0.05 /* seconds: how late an interruption may be seen */
 
-/* sleep(seconds) -> true, or false when interrupted (interrupt.c): blocks the
- * calling OS thread, in slices, so that a signal that lands between the
- * check and nanosleep still ends the sleep soon. OpenResty code passes
- * ngx.sleep instead. */
+double kp_now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* sleep(seconds [, cancel]) -> true, or false when interrupted (interrupt.c) or cancelled (the
+ * cancel handle given): blocks the calling OS thread, in slices, so that a signal that lands
+ * between the check and nanosleep, or a cancel from another thread, still ends the sleep soon
+ * (a slice is the latency of both). OpenResty code passes ngx.sleep instead. */
 static int clock_sleep(lua_State *L)
 {
   lua_Number s;
   struct timespec ts, rem = { 0, 0 };
+  const kp_cancel *c = lua_isnoneornil(L, 2) ? NULL
+                                             : kp_check_cancel(L, 2, "koophone.sleep", 2, "cancel");
   if (lua_type(L, 1) != LUA_TNUMBER)
     kp_argerror(L, "koophone.sleep", 1, "seconds", "expected a number from 0 to 86400, got %s",
                 luaL_typename(L, 1));
@@ -22,7 +31,7 @@ static int clock_sleep(lua_State *L)
   if (!(s >= 0 && s <= 86400))
     kp_argerror(L, "koophone.sleep", 1, "seconds", "expected a number from 0 to 86400, got %s",
                 kp_number_text(L, 1));
-  while (!kp_interrupted() && s > 0) {
+  while (!kp_interrupted() && !kp_cancel_raised(c) && s > 0) {
     lua_Number slice = s < KP_SLEEP_SLICE ? s : KP_SLEEP_SLICE;
     ts.tv_sec = 0;
     ts.tv_nsec = (long)(slice * 1e9);
@@ -31,16 +40,14 @@ static int clock_sleep(lua_State *L)
       break;
     s -= slice - (lua_Number)rem.tv_nsec / 1e9; /* EINTR: the flag, or another signal */
   }
-  lua_pushboolean(L, !kp_interrupted());
+  lua_pushboolean(L, !kp_interrupted() && !kp_cancel_raised(c));
   return 1;
 }
 
 /* now(): seconds from an arbitrary start, monotonic (never jumps with the wall clock). */
 static int clock_now(lua_State *L)
 {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  lua_pushnumber(L, (lua_Number)kp_now());
   return 1;
 }
 

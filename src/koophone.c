@@ -53,12 +53,12 @@ static int module_new_as(lua_State *L)
   return kp_client_create(L, 2, fname);
 }
 
-/* core.iam_token_request(client, body, password) (call.c): koophone.iam_token's
+/* core.iam_token_request(client, body, password [, bounds]) (call.c): koophone.iam_token's
  * request on its own client */
 static int module_iam_token_request(lua_State *L)
 {
   kp_client *c = kp_check_client(L, 1);
-  lua_settop(L, 3);
+  lua_settop(L, 4);
   return kp_iam_token(L, c, "koophone.iam_token", 2);
 }
 

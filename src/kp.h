@@ -130,17 +130,28 @@ const char *kp_curl_code_name(CURLcode code);
 const char *kp_curl_code_kind(CURLcode code);
 void kp_errors_open(lua_State *L); /* registers the koophone.Error metatable */
 
-/* ---- interrupt.c: the process-wide interruption flag (SIGINT, SIGTERM) ---- */
+/* ---- interrupt.c: the process-wide interruption flag (SIGINT, SIGTERM), cancel handles ---- */
+#define KP_CANCEL_MT "koophone.cancel_handle"
+/* A cancel handle: the userdata's address is what koophone_cancel (koophone.h) raises. */
+typedef struct kp_cancel {
+  int raised; /* read and written atomically only */
+} kp_cancel;
+
 int kp_interrupted(void); /* 1 once raised */
 void kp_push_interrupted(lua_State *L); /* "SIGINT", "SIGTERM", "interrupted" or nil */
-int kp_interrupt_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-                          curl_off_t ulnow); /* aborts a transfer once raised */
+int kp_cancel_raised(const kp_cancel *c); /* 1 once c (NULL: none) is raised */
+/* The cancel handle at idx, or raises "<fname>: bad argument #<argn> (<path>): ..." */
+kp_cancel *kp_check_cancel(lua_State *L, int idx, const char *fname, int argn, const char *path);
 /* pushes nil, err (kind "interrupted", not sent) and returns 2 */
 int kp_push_interrupted_error(lua_State *L, const char *request_id);
-/* adds catch_signals, interrupt, interrupted, clear_interrupt to the module table */
+/* pushes nil and the err of a call stopped before sending (sent false, attempts 0); returns 2 */
+int kp_push_unsent_error(lua_State *L, const char *request_id, const char *kind,
+                         const char *code, const char *message);
+/* adds cancel_handle, catch_signals, interrupt, interrupted, clear_interrupt to the module table */
 void kp_interrupt_open(lua_State *L);
 
 /* ---- clock.c: sleep and now ---- */
+double kp_now(void);              /* monotonic seconds */
 void kp_clock_open(lua_State *L); /* adds them to the module table on the stack top */
 
 /* ---- pairset.c: the duplicate set of a bulk run ---- */
@@ -275,6 +286,7 @@ typedef struct kp_result {
   const char *subject_token; /* the X-Subject-Token answer header, NULL when absent */
   size_t subject_token_len;
   int subject_too_large; /* it passed KP_SUBJECT_TOKEN_MAX */
+  int cancelled;         /* aborted by the request's cancel handle */
   const char *curl_message;
   CURL *easy;             /* the handle it ran on: its timers, for on_event */
 } kp_result;
@@ -289,6 +301,7 @@ typedef struct kp_request {
   const char *request_id, *body;
   size_t token_len, request_id_len, body_len;
   long timeout_ms;
+  const kp_cancel *cancel; /* its raise aborts the transfer; NULL: none */
 } kp_request;
 
 #define KP_AUTH_HEADERS_MAX 4 /* X-Auth-Token, or a signature's four headers */
@@ -310,6 +323,8 @@ typedef struct kp_conn {
   kp_buf response;
   kp_buf subject_token; /* the X-Subject-Token answer header */
   int too_large, out_of_memory, subject_too_large;
+  const kp_cancel *cancel; /* the request's, read by the progress callback */
+  CURLM *multi;            /* made for the first request with a cancel handle (transport.c) */
   char errbuf[CURL_ERROR_SIZE];
 } kp_conn;
 
@@ -416,6 +431,9 @@ typedef struct kp_call {
   kp_request req;
   lua_Integer pairs; /* ev.pairs: the pairs of the request being sent */
   int task_arg;      /* stack index of a read's task id (res.task_id), else 0 */
+  long timeout_ms;   /* the per-request timeout before the deadline's cut */
+  double deadline;   /* opts.deadline as kp_now() time; 0: none */
+  int opts;          /* stack index of the options table, 0: none */
 } kp_call;
 
 /* Starts a call of kp_call_types[type]: argument #1 (at base) is the token, a
@@ -423,8 +441,11 @@ typedef struct kp_call {
  * an anonymous type takes none. */
 void kp_call_init(lua_State *L, kp_call *call, kp_client *c, int type, const char *fname,
                   int base);
-/* Checks the options table at idx (nil is fine) against names; reads timeout. */
+/* Checks the options table at idx (nil is fine) against names; reads timeout, deadline (seconds
+ * from now: no request is sent after it, each one's timeout ends by it) and cancel. */
 void kp_call_options(lua_State *L, kp_call *call, int idx, const char *const names[]);
+/* Whether the call's deadline has passed (1); else 0, the request's timeout set to end by it. */
+int kp_call_expired(kp_call *call);
 /* Pushes the x-request-id: the caller's at idx (checked as argument argn, named path), or a
  * fresh UUIDv4 when that is nil. */
 void kp_call_push_request_id(lua_State *L, kp_call *call, int idx, int argn, const char *path);
@@ -447,8 +468,9 @@ int kp_call_map(lua_State *L, const kp_call *call, const kp_result *r);
 int kp_call_perform(lua_State *L, kp_call *call);
 /* unassign(token, pairs [, opts]) with argument #1 at base. */
 int kp_unassign(lua_State *L, kp_client *c, const char *fname, int base);
-/* iam_token_request(client, body, password): IAM's POST /v3/auth/tokens with the body
- * given (the password only to redact it); res { token, expires_at } or nil, err. */
+/* iam_token_request(client, body, password [, bounds]): IAM's POST /v3/auth/tokens with the
+ * body given (the password only to redact it), within bounds { deadline, cancel } (those of
+ * the call it fetches a token for); res { token, expires_at } or nil, err. */
 int kp_iam_token(lua_State *L, kp_client *c, const char *fname, int base);
 
 /* A read of kp_call_types[type] (get_task(token, task_id [, opts]), list_instances(token,

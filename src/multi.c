@@ -57,7 +57,8 @@ struct kp_many {
   int concurrency, active, stopped;
 };
 
-static const char *const option_names[] = { "concurrency", "request_ids", "timeout", NULL };
+static const char *const option_names[] = { "concurrency", "request_ids", "timeout", "deadline",
+                                             NULL };
 
 /* Takes every handle out of the multi handle: the transfers in flight are abandoned (as when
  * the process dies, they may have been sent). */
@@ -281,6 +282,8 @@ static lua_Integer step(lua_State *L, kp_many *m, int *results)
       return -1;
     }
     mu = m->c->multi;
+    if (kp_call_expired(&m->call)) /* opts.deadline: nothing more starts, the rest ends by it */
+      m->stopped = 1;
     for (i = 0; i < m->concurrency && m->started < m->n && !m->stopped; i++)
       if (mu->batch[i] == 0 && (why = start(L, m, i)) != NULL)
         return fail(L, m, why);

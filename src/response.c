@@ -155,6 +155,10 @@ static int transfer_problem(kp_error *e, const kp_result *r, const char *request
     e->code = r->too_large ? "BODY_TOO_LARGE" : "OUT_OF_MEMORY";
     e->message = r->too_large ? "the response body is larger than max_response_bytes"
                               : "no memory to store the response body";
+  } else if (r->cancelled) { /* sent as libcurl says: koophone.applied reads it */
+    e->kind = "interrupted";
+    e->code = "CANCELLED";
+    e->message = "cancelled during the transfer";
   } else if (r->code != CURLE_OK) {
     e->kind = kp_curl_code_kind(r->code);
     e->code = kp_curl_code_name(r->code);

@@ -78,6 +78,18 @@ static size_t write_response(char *src, size_t size, size_t nmemb, void *ud)
   return n;
 }
 
+/* The CURLOPT_XFERINFOFUNCTION of every handle, called about once a second while idle and on
+ * every transfer of data: non-zero aborts the transfer (CURLE_ABORTED_BY_CALLBACK) once the
+ * process-wide flag or the request's cancel handle is raised. The deadline needs no check
+ * here: it cuts the request's CURLOPT_TIMEOUT_MS (call.c). */
+static int progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                    curl_off_t ulnow)
+{
+  const kp_conn *k = ud;
+  (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+  return kp_interrupted() || kp_cancel_raised(k->cancel);
+}
+
 /* The last credentials' header in use is followed by the fixed ones, from
  * Content-Type on, or from Accept for a GET (no body, no Content-Type). */
 static void link_fixed_headers(kp_conn *k)
@@ -107,6 +119,7 @@ static int bind_handle(kp_conn *k)
       curl_easy_setopt(e, CURLOPT_WRITEDATA, k) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, read_header) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_HEADERDATA, k) != CURLE_OK ||
+      curl_easy_setopt(e, CURLOPT_XFERINFODATA, k) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_HTTPHEADER, k->headers) != CURLE_OK)
     return -1;
   return 0;
@@ -125,8 +138,8 @@ int kp_conn_init(kp_conn *k)
       curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK ||
-      /* an interruption (interrupt.c) aborts the transfer; copied by duphandle */
-      curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, kp_interrupt_xferinfo) != CURLE_OK ||
+      /* an interruption or a cancel aborts the transfer; copied by duphandle */
+      curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, progress) != CURLE_OK ||
       curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L) != CURLE_OK)
     return -1;
   return 0;
@@ -141,6 +154,9 @@ int kp_conn_clone(kp_conn *k, const kp_conn *from)
 
 void kp_conn_close(kp_conn *k)
 {
+  if (k->multi != NULL)
+    curl_multi_cleanup(k->multi); /* no handle is in it between two requests */
+  k->multi = NULL;
   if (k->easy != NULL)
     curl_easy_cleanup(k->easy);
   k->easy = NULL;
@@ -247,6 +263,7 @@ int kp_conn_prepare(kp_conn *k, const kp_request *req)
   memcpy(k->id_header + sizeof prefix - 1, req->request_id, req->request_id_len);
   k->id_header[sizeof prefix - 1 + req->request_id_len] = '\0';
   k->attempts = 0;
+  k->cancel = req->cancel;
   k->too_large = k->out_of_memory = k->subject_too_large = 0;
   k->response.len = 0;
   k->subject_token.len = 0;
@@ -281,6 +298,7 @@ void kp_conn_finish(kp_conn *k, CURLcode code, kp_result *r)
   r->subject_token = k->subject_token.len > 0 ? k->subject_token.data : NULL;
   r->subject_token_len = k->subject_token.len;
   r->subject_too_large = k->subject_too_large;
+  r->cancelled = code == CURLE_ABORTED_BY_CALLBACK && kp_cancel_raised(k->cancel);
   r->curl_message = k->errbuf[0] ? k->errbuf : curl_easy_strerror(code);
   r->easy = k->easy;
 }
@@ -295,7 +313,39 @@ void kp_conn_release_response(kp_conn *k)
     kp_buf_free(&k->subject_token); /* a secret: zeroed as soon as it is in Lua */
 }
 
+/* A request with a cancel handle runs on the connection's own multi handle, polled in slices
+ * of KP_CANCEL_SLICE_MS with the flags checked between them: curl_easy_perform may wait a whole
+ * second between two progress callbacks while the server is silent, too late for a host that
+ * cancels to unblock its caller. Removing the handle aborts the transfer. */
+#define KP_CANCEL_SLICE_MS 20
+
+static CURLcode perform_cancellable(kp_conn *k)
+{
+  CURLcode code = CURLE_ABORTED_BY_CALLBACK;
+  CURLMsg *msg;
+  int running = 1, left;
+  if (k->multi == NULL && (k->multi = curl_multi_init()) == NULL)
+    return curl_easy_perform(k->easy);
+  if (curl_multi_add_handle(k->multi, k->easy) != CURLM_OK)
+    return CURLE_OUT_OF_MEMORY;
+  while (running && !kp_interrupted() && !kp_cancel_raised(k->cancel)) {
+    if (curl_multi_perform(k->multi, &running) != CURLM_OK) {
+      code = CURLE_OUT_OF_MEMORY; /* libcurl's own failure: nothing better to say */
+      break;
+    }
+    if (running && curl_multi_poll(k->multi, NULL, 0, KP_CANCEL_SLICE_MS, NULL) != CURLM_OK) {
+      code = CURLE_OUT_OF_MEMORY;
+      break;
+    }
+  }
+  while ((msg = curl_multi_info_read(k->multi, &left)) != NULL)
+    if (msg->msg == CURLMSG_DONE && msg->easy_handle == k->easy)
+      code = msg->data.result;
+  curl_multi_remove_handle(k->multi, k->easy);
+  return code;
+}
+
 void kp_conn_perform(kp_conn *k, kp_result *r)
 {
-  kp_conn_finish(k, curl_easy_perform(k->easy), r);
+  kp_conn_finish(k, k->cancel != NULL ? perform_cancellable(k) : curl_easy_perform(k->easy), r);
 }

@@ -4,8 +4,10 @@
 --
 -- Thread i of N unassigns every Nth pair starting at the ith, with a client of its own: a client
 -- is never shared between OS threads. The token comes from KOOPHONE_TOKEN, the endpoint from
--- KOOPHONE_ENDPOINT, a CA file from KOOPHONE_CAFILE. Prints one line per pair; returns true
--- when every pair was unassigned.
+-- KOOPHONE_ENDPOINT, a CA file from KOOPHONE_CAFILE. The call takes the host's bounds, the global
+-- `admin` (admin_console's -d deadline and the cancel handle its main thread raises with -c), so
+-- it blocks the thread no longer than the host allows, retries included. Prints one line per
+-- pair; returns true when every pair was unassigned.
 local koophone = require "koophone"
 
 local index, count, command = ...
@@ -25,8 +27,9 @@ for k = index, #words, count do
 end
 if #list == 0 then return true end
 
-local client = koophone.new { cafile = os.getenv("KOOPHONE_CAFILE") }
-local res, err = client:unassign(token, list)
+local bounds = admin or {} -- the host's global (admin_console sets it), absent in other hosts
+local client = koophone.client { cafile = os.getenv("KOOPHONE_CAFILE") }
+local res, err = client:unassign(token, list, { deadline = bounds.deadline, cancel = bounds.cancel })
 client:close()
 -- one write per line: lines of different threads do not interleave
 if not res then

@@ -1,11 +1,19 @@
 /* admin_console: a stand-in for a game server's admin console that embeds Lua.
  *
- *   admin_console [-t THREADS] SCRIPT [WORD...]
+ *   admin_console [-t THREADS] [-d SECONDS] [-c MS] SCRIPT [WORD...]
  *
  * Runs SCRIPT in THREADS OS threads (default 1), each with a lua_State of its
  * own, as SCRIPT(thread_index, thread_count, WORD...). A lua_State, and any
  * koophone client made in it, belongs to one thread; separate states in
  * separate threads need no locking.
+ *
+ * The main thread stays free (a game loop would go on there): each worker's
+ * state gets a global table `admin` = { cancel = a koophone.cancel_handle,
+ * deadline = SECONDS or nil } for the script to pass to its calls, and with
+ * -c the main thread cancels every worker's calls MS milliseconds after the
+ * start, through koophone_cancel (include/koophone.h), without touching the
+ * workers' states. Each worker prints how long its script blocked
+ * (CLOCK_MONOTONIC): "thread N: returned after S s".
  *
  * Where koophone comes from, relative to this program rather than to the
  * checkout it was built in, so that a copy of it runs anywhere:
@@ -22,15 +30,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lua.h"
 #include "lauxlib.h"
 #include "lualib.h"
 
-#ifdef KOOPHONE_STATIC
-#include "koophone.h"
-#else
+#include "koophone.h" /* koophone_cancel is inline: no link to the core needed */
+
+#ifndef KOOPHONE_STATIC
 #define LUA_DIR_FROM_PROGRAM "../../../lua"
 #define CORE_DIR_FROM_PROGRAM ".."
 static char program_dir[PATH_MAX] = "."; /* set once in main, before any thread starts */
@@ -44,8 +53,67 @@ typedef struct job {
   int nwords;
   char **words;
   const char *script;
+  const char *deadline; /* -d, or NULL */
   int ok;
+  /* guarded by lock: the worker's cancel handle while its state is open, and whether the
+   * main thread cancelled already (a handle published later is cancelled at once) */
+  pthread_mutex_t lock;
+  void *cancel;
+  int cancelled;
 } job;
+
+static double now_seconds(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The main thread's side: cancels the worker's calls, now or as soon as it has a handle. */
+static void cancel_job(job *j)
+{
+  pthread_mutex_lock(&j->lock);
+  j->cancelled = 1;
+  if (j->cancel != NULL)
+    koophone_cancel(j->cancel);
+  pthread_mutex_unlock(&j->lock);
+}
+
+/* The worker's side: publishes the handle (NULL: its state is about to close). */
+static void publish_cancel(job *j, void *handle)
+{
+  pthread_mutex_lock(&j->lock);
+  j->cancel = handle;
+  if (handle != NULL && j->cancelled)
+    koophone_cancel(handle);
+  pthread_mutex_unlock(&j->lock);
+}
+
+/* A lua_CFunction (run protected): the global `admin` = { cancel = koophone.cancel_handle(),
+ * deadline = -d }; returns the handle's address (c:pointer()). */
+static int make_admin_table(lua_State *L)
+{
+  const char *deadline = lua_touserdata(L, 1);
+  lua_createtable(L, 0, 2);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "koophone");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "cancel_handle");
+  lua_call(L, 0, 1);
+  lua_setfield(L, -3, "cancel");
+  lua_pop(L, 1);
+  if (deadline != NULL) {
+    lua_pushnumber(L, atof(deadline));
+    lua_setfield(L, -2, "deadline");
+  }
+  lua_getfield(L, -1, "cancel");
+  lua_getfield(L, -1, "pointer");
+  lua_insert(L, -2);
+  lua_call(L, 1, 1);
+  lua_insert(L, -2);
+  lua_setglobal(L, "admin"); /* keeps the handle alive until lua_close */
+  return 1;
+}
 
 #ifndef KOOPHONE_STATIC
 /* package[field] = patterns .. ";" .. package[field], with each "%s" of patterns replaced by the
@@ -123,10 +191,23 @@ static void *thread_main(void *arg)
   }
   luaL_openlibs(L);
   lua_pushcfunction(L, find_koophone);
-  if (lua_pcall(L, 0, 0, 0) != 0)
+  if (lua_pcall(L, 0, 0, 0) != 0) {
     fprintf(stderr, "admin_console: thread %d: %s\n", j->index, lua_tostring(L, -1));
-  else
-    j->ok = run_script(L, j);
+  } else {
+    lua_pushcfunction(L, make_admin_table);
+    lua_pushlightuserdata(L, (void *)j->deadline);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+      fprintf(stderr, "admin_console: thread %d: %s\n", j->index, lua_tostring(L, -1));
+    } else {
+      double start = now_seconds();
+      publish_cancel(j, lua_touserdata(L, -1));
+      lua_pop(L, 1);
+      j->ok = run_script(L, j);
+      printf("thread %d: returned after %.3f s\n", j->index, now_seconds() - start);
+      fflush(stdout);
+    }
+  }
+  publish_cancel(j, NULL); /* before the handle is freed with the state */
   lua_close(L); /* collects this thread's koophone clients: their handles are freed here */
   return NULL;
 }
@@ -134,13 +215,24 @@ static void *thread_main(void *arg)
 int main(int argc, char **argv)
 {
   job jobs[MAX_THREADS];
-  int i, count = 1, first = 1, failed = 0;
-  if (argc > 2 && strcmp(argv[1], "-t") == 0) {
-    count = atoi(argv[2]);
-    first = 3;
+  int i, count = 1, first = 1, failed = 0, cancel_ms = -1;
+  const char *deadline = NULL;
+  while (argc > first + 1 && argv[first][0] == '-' && argv[first][1] != '\0' &&
+         argv[first][2] == '\0') {
+    if (argv[first][1] == 't')
+      count = atoi(argv[first + 1]);
+    else if (argv[first][1] == 'd')
+      deadline = argv[first + 1];
+    else if (argv[first][1] == 'c')
+      cancel_ms = atoi(argv[first + 1]);
+    else
+      break;
+    first += 2;
   }
-  if (argc <= first || count < 1 || count > MAX_THREADS) {
-    fprintf(stderr, "usage: admin_console [-t THREADS(1..%d)] SCRIPT [WORD...]\n", MAX_THREADS);
+  if (argc <= first || argv[first][0] == '-' || count < 1 || count > MAX_THREADS ||
+      (deadline != NULL && !(atof(deadline) > 0))) {
+    fprintf(stderr, "usage: admin_console [-t THREADS(1..%d)] [-d SECONDS] [-c MS] SCRIPT [WORD...]\n",
+            MAX_THREADS);
     return 2;
   }
 #ifndef KOOPHONE_STATIC
@@ -157,16 +249,25 @@ int main(int argc, char **argv)
 #endif
   for (i = 0; i < count; i++) {
     jobs[i] = (job){ .index = i + 1, .count = count, .nwords = argc - first - 1,
-                     .words = argv + first + 1, .script = argv[first], .ok = 0 };
+                     .words = argv + first + 1, .script = argv[first], .deadline = deadline };
+    pthread_mutex_init(&jobs[i].lock, NULL);
     if (pthread_create(&jobs[i].thread, NULL, thread_main, &jobs[i]) != 0) {
       fprintf(stderr, "admin_console: cannot start thread %d\n", i + 1);
+      pthread_mutex_destroy(&jobs[i].lock);
       count = i;
       failed = 1;
       break;
     }
   }
+  if (cancel_ms >= 0) { /* the main loop's stand-in: it never blocks on the workers' calls */
+    struct timespec ts = { cancel_ms / 1000, (long)(cancel_ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+    for (i = 0; i < count; i++)
+      cancel_job(&jobs[i]);
+  }
   for (i = 0; i < count; i++) {
     pthread_join(jobs[i].thread, NULL);
+    pthread_mutex_destroy(&jobs[i].lock);
     failed |= !jobs[i].ok;
   }
   return failed;

@@ -14,7 +14,7 @@
 -- The cases, in order (spec/applied_spec.lua has them as a table):
 --   not sent (sent == false)                                  not applied
 --   resends > 0                                               may have been applied
---   no complete answer (timeout, reset, truncated), a 5xx, an unreadable 2xx
+--   no complete answer (timeout, reset, truncated, cut by a cancel), a 5xx, an unreadable 2xx
 --                                                             may have been applied
 --   any other answer: throttled, unavailable, 401 before KooPhone, a 4xx or API error (2210 too)
 --                                                             not applied by this copy
@@ -29,7 +29,8 @@ local _M = {}
 _M.NOTE = "the request may have been applied: check the bindings before sending it again"
 
 -- koophone.classify's reasons for an answer after which the request may have been applied
-local MAYBE = { no_answer = true, server_error = true, bad_response = true }
+-- (an interrupted one that was sent: a transfer a cancel handle cut, CANCELLED)
+local MAYBE = { no_answer = true, server_error = true, bad_response = true, interrupted = true }
 
 -- resent(got) -> the copies of the request (res or err of one call) that libcurl sent again
 -- after an unanswered one: each counts as a retry after an ambiguous failure.

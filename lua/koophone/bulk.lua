@@ -21,6 +21,7 @@ local OPTIONS = {
   resume = "boolean", on_progress = "function", on_result = "function", keep_results = "boolean",
   shard = "table", timeout = "number", max_bisect_requests = "number", input = "table",
   wait = "boolean or table", -- koophone.bulk_wait
+  deadline = "number", -- seconds: no round starts after it, and no request of a round ends after it
   plan = "boolean", skip_unbound = "boolean", verify = "boolean", settle = "boolean", -- koophone.settle
 }
 
@@ -31,6 +32,7 @@ local OPTIONS = {
 local RANGES = {
   batch_size = { 1, 100000, true }, concurrency = { 1, 64, true }, rate = { 0.001, 100000 },
   max_bisect_requests = { 0, math.huge, true }, timeout = { 0.001, 86400 * 365 },
+  deadline = { 0.001, 86400 * 365 },
 }
 
 -- The identity of the input that the journal records (see koophone.journal).
@@ -75,9 +77,10 @@ end
 -- plan = true, total, invalid, duplicate, counts[state], send (bound and unknown pairs: a run with
 -- skip_unbound sends these), skip (the others), requests (reads made), strategy, run_requests
 -- (of a run with skip_unbound, bisection and retries aside), results (rows with `state`).
--- client: a koophone.client (fields core, policy, sleep). An interrupted run (core.interrupted())
--- returns early: report.interrupted says why, report.unfinished counts the rows read without an
--- outcome (not reported), report.in_flight those of them abandoned in flight (maybe applied).
+-- client: a koophone.client (fields core, policy, sleep). An interrupted run (core.interrupted(),
+-- or opts.deadline reached: "deadline") returns early: report.interrupted says why,
+-- report.unfinished counts the rows read without an outcome (not reported), report.in_flight
+-- those of them abandoned in flight (maybe applied).
 function _M.unassign_all(client, token, pairs, opts)
   opts = _M.check_options(opts)
   if type(client) ~= "table" or not client.core or not client.policy then
@@ -99,6 +102,7 @@ function _M.unassign_all(client, token, pairs, opts)
     batch_size = opts.batch_size or 100,
     max_bisect = opts.max_bisect_requests,
     timeout = opts.timeout, rate = opts.rate, keep_results = opts.keep_results,
+    deadline = opts.deadline,
     on_progress = opts.on_progress, on_result = waiter and waiter.on_result or opts.on_result,
     waiter = waiter,
   }

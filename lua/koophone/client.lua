@@ -1,7 +1,13 @@
 -- koophone.client{...}: a core client (koophone.new) plus a retry policy.
 --
 --   local client = koophone.client{ endpoint = "...", retry = { max_attempts = 3, ... } }
---   local res, err = client:unassign(token, pairs [, opts])   -- opts: request_id, timeout
+--   local res, err = client:unassign(token, pairs [, opts])   -- opts: request_id, timeout,
+--                                                             -- deadline, cancel
+--
+-- opts.deadline (seconds) bounds the whole call: attempts, retry delays, rate waits and token
+-- fetches. Each attempt's transfer ends by it; a retry or a rate wait that would pass it is not
+-- made, and the call returns at once with kind "timeout", code DEADLINE_EXCEEDED. opts.cancel (a
+-- koophone.cancel_handle) stops the call at its next check: kind "interrupted", code CANCELLED.
 --
 -- Option `rate` (a number, or { limit, burst, max_wait, dict, key }) paces the client's requests
 -- through a koophone.bucket: the attempts of unassign and of the reads wait for their turn, and
@@ -82,6 +88,71 @@ local function new_rate_bucket(opt, fname, policy)
   return b
 end
 
+-- What bounds one call: when it must be over (core.now() time, nil: no deadline) and its cancel
+-- handle (nil: none).
+local Limit = {}
+Limit.__index = Limit
+
+local CANCEL = "koophone.cancel_handle"
+
+-- _M.limit(opts, fname [, argn, path]) -> the Limit of opts.deadline and opts.cancel (their
+-- errors name argument argn, default 3, and path, default "opts"), or nil without either.
+function _M.limit(opts, fname, argn, path)
+  if not opts or (opts.deadline == nil and opts.cancel == nil) then return nil end
+  argn, path = argn or 3, path or "opts"
+  local c = opts.cancel
+  if c ~= nil and (getmetatable(c) or {}).__name ~= CANCEL then
+    argerror.raise(fname, argn, path .. ".cancel", "expected a koophone.cancel_handle, got %s", type(c))
+  end
+  local seconds = opts.deadline and argerror.number(opts.deadline, fname, argn, path .. ".deadline",
+                                                    0.001, 86400 * 365)
+  return setmetatable({ at = seconds and core.now() + seconds, seconds = seconds, cancel = c }, Limit)
+end
+
+-- Seconds left before the deadline (math.huge without one).
+function Limit:left()
+  return self.at and self.at - core.now() or math.huge
+end
+
+-- stops(wait) -> "cancelled", "deadline" (waiting `wait` more seconds would reach it), or nil.
+function Limit:stops(wait)
+  if self.cancel and self.cancel:cancelled() then return "cancelled" end
+  if self:left() <= (wait or 0) then return "deadline" end
+end
+
+-- The error of a call the limit stopped (why: "cancelled" or "deadline") before its next attempt,
+-- after `last` (the last attempt's error, or nil): that attempt was not sent.
+function Limit:error(why, request_id, last)
+  local after = last and (": the last attempt failed with %s %s"):format(last.code or last.kind,
+                                                                        last.message or "") or ""
+  if why == "cancelled" then
+    return errors.new { kind = "interrupted", code = "CANCELLED", sent = false, attempts = 0,
+                        request_id = request_id, retry_stopped = why,
+                        message = "cancelled: not sent" .. after }
+  end
+  return errors.new {
+    kind = "timeout", code = "DEADLINE_EXCEEDED", sent = false, attempts = 0, request_id = request_id,
+    retry_after = last and last.retry_after, retry_stopped = why,
+    message = ("not sent: the call's deadline of %g s would pass first%s"):format(self.seconds, after),
+  }
+end
+
+-- The transport's options of an attempt: the call's, its deadline the time left (the core ends
+-- the transfer and a token fetch by then). One copy for every attempt of the call (kngx counts a
+-- call's attempts per options table); the caller's table is never changed.
+function Limit:attempt(call)
+  local out = self.copy
+  if not out then
+    out = {}
+    for k, v in pairs(call) do out[k] = v end
+    self.copy = out
+  end
+  if self.at then out.deadline = self:left() end
+  return out
+end
+
+_M.Limit = Limit
+
 -- The error of an attempt the rate would have made wait longer than max_wait: not sent.
 local function rate_refusal(wait, call)
   return errors.new {
@@ -127,13 +198,25 @@ end
 -- turn when the client has a rate (reserved first, so that concurrent callers get consecutive
 -- turns). A throttled answer slows the rate down (for every worker, with a shared bucket); any
 -- other answer wins a little of it back.
-local function send(self, method, token, arg, call)
+-- With a limit (opts.deadline, opts.cancel), nothing is sent once it stops the call, and a turn
+-- that would come after the deadline is not waited for.
+local function send(self, method, token, arg, call, limit)
   local b = self.bucket
-  if not b then return self.core[method](self.core, token, arg, call) end
-  local wait, over = b:reserve(b.max_wait)
-  if not wait then return nil, rate_refusal(over, call) end
-  if wait > 0 then self.sleep(wait) end
-  local res, err = self.core[method](self.core, token, arg, call)
+  local stop = limit and limit:stops(0)
+  if stop then return nil, limit:error(stop, call.request_id) end
+  if not b then
+    return self.core[method](self.core, token, arg, limit and limit:attempt(call) or call)
+  end
+  local left = limit and limit:left() or math.huge
+  local wait, over = b:reserve(math.min(b.max_wait or math.huge, left))
+  if not wait then
+    if b.max_wait and over > b.max_wait then return nil, rate_refusal(over, call) end
+    return nil, limit:error("deadline", call.request_id)
+  end
+  if wait > 0 then self.sleep(wait, limit and limit.cancel) end
+  stop = limit and limit:stops(0)
+  if stop then return nil, limit:error(stop, call.request_id) end
+  local res, err = self.core[method](self.core, token, arg, limit and limit:attempt(call) or call)
   b:answer(err)
   return res, err
 end
@@ -149,15 +232,17 @@ function _M.with_request_id(transport, opts)
   return call
 end
 
--- After a failed first attempt: the policy decides; `call` carries the call's request id.
-local function retry_failed_call(self, token, list, call, err)
+-- After a failed first attempt: the policy decides (a retry the limit stops is not made);
+-- `call` carries the call's request id.
+local function retry_failed_call(self, token, list, call, err, limit)
   local policy, state, attempt = self.policy, self.policy:new_state(#list), err.attempts
+  state.limit = limit
   while true do
     local again, delay = policy:decide(err, attempt, state)
     if not again then return policy:finish(nil, err, attempt, state) end
-    self.sleep(delay)
+    self.sleep(delay, limit and limit.cancel)
     local res
-    res, err = send(self, "unassign", token, list, call)
+    res, err = send(self, "unassign", token, list, call, limit)
     attempt = attempt + (res or err).attempts
     if res then return policy:finish(res, nil, attempt, state) end
   end
@@ -173,11 +258,12 @@ function Client:unassign(token, list, opts)
   if opts ~= nil and type(opts) ~= "table" then
     argerror.raise("koophone.unassign", 3, "opts", "expected a table, got %s", type(opts))
   end
+  local limit = _M.limit(opts, "koophone.unassign")
   local call = _M.with_request_id(self.core, opts)
   -- the common case, a first attempt that succeeds, builds no retry state at all
-  local res, err = send(self, "unassign", token, list, call)
+  local res, err = send(self, "unassign", token, list, call, limit)
   if res then return confirm(list, self.policy:finish(res, nil, res.attempts)) end
-  return confirm(list, retry_failed_call(self, token, list, call, err))
+  return confirm(list, retry_failed_call(self, token, list, call, err, limit))
 end
 
 -- A read (GetTask, ListInstances) cannot change anything: a timeout or a 5xx is safe to send
@@ -188,20 +274,23 @@ local function read(self, method, fname, token, arg, opts)
   if opts ~= nil and type(opts) ~= "table" then
     argerror.raise(fname, 3, "opts", "expected a table, got %s", type(opts))
   end
+  local limit = _M.limit(opts, fname)
   local call = _M.with_request_id(self.core, opts)
   local policy, attempt = self.policy, 0
   while true do
-    local res, err = send(self, method, token, arg, call)
+    local res, err = send(self, method, token, arg, call, limit)
     if res then return res end
     attempt = attempt + math.max(err.attempts or 1, 1)
     local class, why = classify.classify(err)
-    if class == "final" or attempt >= policy.max_attempts or not policy:withdraw(err) then
-      err.attempts = attempt
+    local delay = class ~= "final" and policy:delay(attempt, err, why)
+    local stop = err.retry_stopped or (delay and limit and limit:stops(delay))
+    if stop and not err.retry_stopped then err = limit:error(stop, call.request_id, err) end
+    if stop or class == "final" or attempt >= policy.max_attempts or not policy:withdraw(err) then
+      err.attempts, err.retry_stopped = attempt, stop
       return nil, err
     end
-    local delay = policy:delay(attempt, err, why)
     policy:announce(attempt, delay, err, class, why)
-    self.sleep(delay)
+    self.sleep(delay, limit and limit.cancel)
   end
 end
 

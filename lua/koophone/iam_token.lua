@@ -110,13 +110,14 @@ function _M.new(opts, on_event)
   }, Provider)
 end
 
--- token() -> token, expires_at (Unix seconds), or nil, err (kind "auth")
-function Provider:token()
+-- token([bounds]) -> token, expires_at (Unix seconds), or nil, err (kind "auth"). bounds: those
+-- of the call the token is for ({ deadline = seconds left, cancel = handle }), which a fetch keeps.
+function Provider:token(bounds)
   local now = os.time()
   if self.cached and _M.fresh(now, self.fetched_at, self.expires_at, self.refresh_before) then
     return self.cached, self.expires_at
   end
-  local res, err = core.iam_token_request(self.client, self.body, self.password)
+  local res, err = core.iam_token_request(self.client, self.body, self.password, bounds)
   if not res then
     err.sent, err.request_id = false, nil -- the unassign request was not sent
     return nil, err

@@ -124,7 +124,9 @@ end
 -- decide(err, attempt, state) -> again, delay, why. `attempt`: requests sent so far in this call,
 -- err's included (attempts refused before sending are not requests: state.not_started counts
 -- them). `why` is the classification reason when again, else why the retries stop:
--- "final", "max_attempts", "ambiguous" (ambiguous_attempts used up) or "budget".
+-- "final", "max_attempts", "ambiguous" (ambiguous_attempts used up), "budget", or, with
+-- state.limit (koophone.client's Limit of opts.deadline and opts.cancel), "deadline" (the delay
+-- would reach it) or "cancelled"; then finish returns the limit's error (not sent) instead.
 function Policy:decide(err, attempt, state)
   local class, why, note = classify(err)
   state.class, state.note = class, note
@@ -140,11 +142,15 @@ function Policy:decide(err, attempt, state)
     state.maybe_applied = true
     state.ambiguous_err = state.ambiguous_err or err
   end
-  local stop
-  if class == "final" then stop = "final"
+  local stop, delay
+  if err.retry_stopped then stop = err.retry_stopped -- the limit's own error: nothing was sent
+  elseif class == "final" then stop = "final"
   elseif attempt + state.not_started >= self.max_attempts then stop = "max_attempts"
   elseif state.maybe_applied and state.ambiguous_retries >= self.ambiguous_attempts then stop = "ambiguous"
-  elseif not self:withdraw(err) then stop = "budget"
+  else
+    delay = self:delay(state.retries + 1, err, why)
+    stop = state.limit and state.limit:stops(delay) -- before the budget pays for a retry not made
+    if not stop and not self:withdraw(err) then stop = "budget" end
   end
   if stop then
     state.stopped = stop
@@ -152,7 +158,6 @@ function Policy:decide(err, attempt, state)
   end
   state.retries = state.retries + 1
   if state.maybe_applied then state.ambiguous_retries = state.ambiguous_retries + 1 end
-  local delay = self:delay(state.retries, err, why)
   self:announce(attempt, delay, err, class, why)
   return true, delay, why
 end
@@ -188,6 +193,10 @@ function Policy:finish(res, err, attempt, state)
     if self.budget then self.budget:deposit() end
     res.attempts = attempt
     return res
+  end
+  local limit = state.limit
+  if limit and (state.stopped == "deadline" or state.stopped == "cancelled") and not err.retry_stopped then
+    err = limit:error(state.stopped, err.request_id, err) -- the retry it stopped was not sent
   end
   local maybe = state.maybe_applied and applied.NOTE or nil
   if err.maybe_applied then

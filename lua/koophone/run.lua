@@ -76,6 +76,7 @@ function _M.new(client, token, rows, s)
     batch_size = s.batch_size, concurrency = s.concurrency,
     round_size = s.concurrency * ROUND_PER_CONNECTION, max_bisect = s.max_bisect,
     timeout = s.timeout, on_progress = s.on_progress, on_result = s.on_result, waiter = s.waiter,
+    deadline_at = s.deadline and core.now() + s.deadline, -- the run stops there ("deadline")
     settle = s.settle, -- koophone.settle: reads before sending, holds maybe-applied rows back
     results = s.keep_results ~= false and {} or nil,
     counts = {}, done = 0, requests = 0, bisect_requests = 0, in_flight = 0,
@@ -506,7 +507,8 @@ function Run:send(jobs)
   end
   self:flush(true)
   local set, err = self.client.core:start_many(self.token, batches, {
-    concurrency = self.concurrency, request_ids = ids, timeout = self.timeout })
+    concurrency = self.concurrency, request_ids = ids, timeout = self.timeout,
+    deadline = self.deadline_at and math.max(self.deadline_at - self.now(), 0.001) })
   if set then
     local ok, e = pcall(self.drive, self, set, jobs)
     -- after an error (the journal's, raised by flush): the requests in flight are abandoned and
@@ -534,6 +536,7 @@ end
 function Run:loop()
   while true do
     self.interrupted = self.interrupted or core.interrupted()
+      or (self.deadline_at and self.now() >= self.deadline_at and "deadline")
     if self.interrupted then return end
     local jobs = self:collect()
     if #jobs > 0 then
@@ -544,7 +547,7 @@ function Run:loop()
       local first, waiting = math.huge, {}
       for _, job in ipairs(self.waiting) do first = math.min(first, job.ready_at) end
       self:flush(true) -- the outcomes so far, before a long wait
-      self.sleep(math.max(0, first - self.now()))
+      self.sleep(math.max(0, math.min(first, self.deadline_at or first) - self.now()))
       -- due now, whether or not the sleep slept (an injected one may not)
       for _, job in ipairs(self.waiting) do
         if job.ready_at <= first then self.ready[#self.ready + 1] = job else waiting[#waiting + 1] = job end

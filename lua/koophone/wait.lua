@@ -20,7 +20,8 @@ local _M = {}
 
 local FNAME = "koophone.wait_jobs"
 _M.defaults = { timeout = 600, interval = 1, max_interval = 15 }
-local OPTIONS = { rate = true, on_poll = true, sleep = true, on_job = true }
+local OPTIONS = { rate = true, on_poll = true, sleep = true, on_job = true, deadline = true,
+                  cancel = true }
 for name in pairs(_M.defaults) do OPTIONS[name] = true end
 
 -- States a job does not leave. "unknown" too: a status nobody documents, or a task GetTask does
@@ -52,6 +53,8 @@ function _M.check(opts, fname, argn, path)
     end
   end
   o.rate, o.on_poll, o.sleep, o.on_job = opts.rate, opts.on_poll, opts.sleep, opts.on_job
+  -- deadline and cancel: as koophone.client's per call (they bound the GetTask calls too)
+  o.limit = require("koophone.client").limit(opts, fname, argn, path)
   return o
 end
 
@@ -113,12 +116,14 @@ function _M.wait_jobs(client, token, what, opts, known)
   local function pause(seconds)
     if seconds > 0 then
       local target = now() + seconds
-      sleep(seconds)
+      sleep(seconds, limit and limit.cancel)
       virtual = math.max(virtual, target)
     end
   end
   local start = now()
-  local deadline = start + opts.timeout
+  local limit = opts.limit
+  -- polls stop at the timeout; a deadline also bounds the polls' GetTask calls and their retries
+  local deadline = math.min(start + opts.timeout, limit and limit.at and start + limit.seconds or math.huge)
   local rb = opts.rate and bucket.new(opts.rate, 1, now)
   local report = { jobs = {}, succeeded = 0, failed = 0, pending = 0, unknown = 0,
                    timed_out = false, polls = 0, task_errors = {} }
@@ -217,16 +222,21 @@ function _M.wait_jobs(client, token, what, opts, known)
                                      message = "this task id cannot be queried: " .. problem })
     end
     report.polls = report.polls + 1
-    local task, err = client:get_task(token, t.id)
+    local bounds = limit and { cancel = limit.cancel }
+    if limit and limit.at then bounds.deadline = math.max(deadline - now(), 0.001) end
+    local task, err = client:get_task(token, t.id, bounds)
     if task then return update(t, task) end
-    if err.kind == "interrupted" then return false end -- the loop stops: nothing learnt
+    if err.kind == "interrupted" or err.retry_stopped == "deadline" then
+      return false -- the loop stops: nothing learnt
+    end
     if err.code == codes.TASK_NOT_FOUND or err.status == 404 or classify(err) == "final" then
       return give_up(t, err)
     end
     return false -- transient after the client's retries: asked again later
   end
 
-  while #open > 0 and not core.interrupted() do
+  local function cancelled() return limit and limit.cancel and limit.cancel:cancelled() end
+  while #open > 0 and not core.interrupted() and not cancelled() do
     local first = 1
     for i = 2, #open do
       if open[i].next_at < open[first].next_at then first = i end
@@ -251,7 +261,8 @@ function _M.wait_jobs(client, token, what, opts, known)
   for _, j in pairs(jobs) do j.resumed = nil end
   report.pending = pending()
   report.elapsed = now() - start
-  report.interrupted = #open > 0 and core.interrupted() or nil -- SIGINT, SIGTERM, interrupt()
+  -- SIGINT, SIGTERM, interrupt(); "cancelled": opts.cancel
+  report.interrupted = #open > 0 and (core.interrupted() or (cancelled() and "cancelled")) or nil
   return report
 end
 
