@@ -77,6 +77,30 @@ describe("bin/koophone options", function()
     assert.equals("koophone: --max-attempts: expected an integer >= 1, got 0 (see 'koophone help')\n", err)
   end)
 
+  it("--max-bisect-requests caps the requests that bisect refused batches", function()
+    local list = sim.make_pairs(4, "mb")
+    sim.reset(list, { extra_instances = { "mb0099" } }) -- the fifth pair is not bound: 2210
+    local input = csv(list, { "u-mb-99,mb0099" }, "mb.csv")
+    -- one batch of 5, refused; one split (2 requests) is allowed: the 2 good pairs of the first
+    -- half are unassigned, the second half (3 pairs with the bad one) fails
+    local rc, out = run("unassign --batch-size 5 --max-bisect-requests 2 --output-format jsonl --input "
+                        .. input .. ctx.endpoint)
+    assert.equals(1, rc)
+    assert.equals(3, #sim.log())
+    local outcomes = {}
+    for _, r in ipairs(cli.json_lines(out)) do
+      outcomes[r.outcome] = (outcomes[r.outcome] or 0) + 1
+      if r.outcome == "failed" then assert.equals("max_bisect_requests reached", r.reason) end
+    end
+    assert.same({ unassigned = 2, failed = 3 }, outcomes)
+    -- without the cap the bad pair is found alone
+    sim.reset(list, { extra_instances = { "mb0099" } })
+    rc, out = run("unassign --batch-size 5 --input " .. input .. ctx.endpoint)
+    assert.equals(0, rc)
+    assert.matches("unassigned%s+4\n", out)
+    assert.matches("not_bound%s+1\n", out)
+  end)
+
   describe("the confirmation from a terminal", function()
     local list = sim.make_pairs(3, "cf")
     local function input() return csv(list, { "u-cf-1,cf0001" }, "cf.csv") end -- a duplicate
@@ -90,6 +114,21 @@ describe("bin/koophone options", function()
                      .. "shard 0/1%.", screen)
       assert.matches("unassigned%s+3", screen)
       assert.same({}, sim.bindings())
+    end)
+
+    it("says how many requests the run sends, and at most how many more bisection adds", function()
+      local five = sim.make_pairs(5, "est")
+      sim.reset(five)
+      local rc, screen = ctx.pty("unassign --batch-size 2 --input " .. csv(five, nil, "est.csv") .. ctx.endpoint, "no\n")
+      assert.equals(1, rc)
+      -- 3 batches (2 + 2 + 1 pairs); split down to single pairs: 2 + 2 + 0 more requests
+      assert.matches("3 requests of up to 2 pairs; at most 4 more if batches are refused for some of "
+                     .. "their pairs and bisected %(%-%-max%-bisect%-requests N caps it%), retries aside%.", screen)
+      rc, screen = ctx.pty("unassign --batch-size 2 --max-bisect-requests 1 --input " .. csv(five, nil, "est.csv")
+                           .. ctx.endpoint, "no\n")
+      assert.equals(1, rc)
+      assert.matches("3 requests of up to 2 pairs; at most 1 more [^\n]*%(%-%-max%-bisect%-requests 1%)", screen)
+      assert.equals(0, #sim.log())
     end)
 
     it("sends nothing, leaves --output-file as it was and exits 1 when anything else is typed", function()

@@ -56,6 +56,37 @@ describe("the command line and jobs", function()
       assert.truthy(err:find("1 pending (the wait timed out), 0 unknown", 1, true), err)
     end)
 
+    it("names each failed job (instance, task, job, code) on stderr and in the summary", function()
+      seed(0)
+      local rc, out, err = ctx.run(("unassign --input %s --wait%s"):format(ctx.csv(pairs_of(1, 2)), ctx.endpoint))
+      assert.equal(1, rc, err)
+      local task = sim.control("GET", "/_sim/tasks").tasks[1]
+      local job = task.jobs[1].instance_id == "i2" and task.jobs[1] or task.jobs[2]
+      local line = ("failed job instance=i2 task=%s job=%s code=WIPE.1\n"):format(task.task_id, job.job_id)
+      assert.truthy(err:find("koophone: " .. line, 1, true), err)
+      assert.truthy(out:find("\n" .. line, 1, true), out)
+      assert.is_nil(out:find("instance=i1", 1, true)) -- its job succeeded
+    end)
+
+    it("on a timeout, names the open tasks and the koophone task command that follows them up", function()
+      seed(1000)
+      local rc, out, err = ctx.run(("unassign --input %s --wait=0.2 --timeout 5%s"):format(ctx.csv(pairs_of(1, 4)), ctx.endpoint))
+      assert.equal(0, rc, err)
+      local task_id = sim.control("GET", "/_sim/tasks").tasks[1].task_id
+      assert.truthy(err:find("koophone: open task " .. task_id .. "\n", 1, true), err)
+      assert.truthy(out:find("\nopen task " .. task_id .. "\n", 1, true), out)
+      local command = err:match("koophone: follow the open tasks up with: ([^\n]+)")
+      assert.equal(("bin/koophone task --endpoint %s --timeout 5 --token-file %s/token %s")
+                   :format(sim.http_url, ctx.dir, task_id), command)
+      -- the command works: the jobs of the task, still running
+      sim.advance(1000)
+      local p = io.popen((cli.CMD:gsub("bin/koophone </dev/null$", function() return command .. " </dev/null" end)))
+      local lines = cli.json_lines(p:read("*a"))
+      p:close()
+      assert.same({ task_id, "succeeded", task_id, "succeeded" },
+                  { lines[1].task_id, lines[1].state, lines[2].task_id, lines[2].state })
+    end)
+
     for _, signal in ipairs { "KILL", "TERM" } do
       it("killed (SIG" .. signal .. ") while waiting, resumes by waiting, without a second unassign", function()
         seed(1000)

@@ -276,7 +276,7 @@ describe("the README", function()
       want[i] = { name, outcomes.final[name] == true, outcomes.failure[name] and 1 or 0 }
     end
     assert.same(want, rows)
-    local help = read("bin/koophone"):match("Exit status: 0 every pair (.-); 2 ")
+    local help = read("lua/koophone/cli/options.lua"):match("Exit status: 0 every pair (.-); 2 ")
     for _, name in ipairs(outcomes.names) do
       local at = assert(help:find("%f[%w_]" .. name .. "%f[^%w_]"), name)
       local exit = at < help:find("1 some pair", 1, true) and 0 or 1

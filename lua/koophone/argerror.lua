@@ -11,17 +11,24 @@ function _M.raise(fname, argn, path, fmt, ...)
   error(("%s: bad argument #%d (%s): "):format(fname, argn, path) .. fmt:format(...), 0)
 end
 
--- number(v, fname, argn, path, min, max [, integer]) -> v when it is a finite number from min to
--- max (an integer when asked), else raises "expected a number from <min> to <max>, got <v>"
--- (">= <min>" when max is math.huge), the wording of the C core's checks.
-function _M.number(v, fname, argn, path, min, max, integer)
+-- number_problem(v, min, max [, integer]) -> nil when v is a finite number from min to max (an
+-- integer when asked), else "expected a number from <min> to <max>, got <v>" (">= <min>" when
+-- max is math.huge), the wording of the C core's checks. The CLI says it of its options too.
+function _M.number_problem(v, min, max, integer)
   if type(v) ~= "number" or v ~= v or v < min or v > max or v == math.huge
      or (integer and v % 1 ~= 0) then
     local range = max == math.huge and (">= " .. tostring(min))
                   or ("from %s to %s"):format(tostring(min), tostring(max))
-    _M.raise(fname, argn, path, "expected %s %s, got %s", integer and "an integer" or "a number", range,
-             type(v) == "number" and tostring(v) or type(v))
+    return ("expected %s %s, got %s"):format(integer and "an integer" or "a number", range,
+                                             type(v) == "number" and tostring(v) or type(v))
   end
+end
+
+-- number(v, fname, argn, path, min, max [, integer]) -> v when number_problem finds none, else
+-- raises it.
+function _M.number(v, fname, argn, path, min, max, integer)
+  local problem = _M.number_problem(v, min, max, integer)
+  if problem then _M.raise(fname, argn, path, "%s", problem) end
   return v
 end
 

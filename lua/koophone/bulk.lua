@@ -23,10 +23,12 @@ local OPTIONS = {
 }
 
 -- min, max, integer. A rate under 0.001 would mean sleeps of more than a quarter of an hour
--- between requests: a mistake, not a plan.
+-- between requests: a mistake, not a plan. timeout: the core's bound (a year), checked here so
+-- that the error names unassign_all, not the unassign_many it is passed to; the core counts in
+-- milliseconds.
 local RANGES = {
   batch_size = { 1, 100000, true }, concurrency = { 1, 64, true }, rate = { 0.001, 100000 },
-  max_bisect_requests = { 0, math.huge, true },
+  max_bisect_requests = { 0, math.huge, true }, timeout = { 0.001, 86400 * 365 },
 }
 
 -- The identity of the input that the journal records (see koophone.journal).

@@ -1,0 +1,123 @@
+-- koophone.cli.output: the results on stdout (or --output-file) and how a run that stopped early
+-- ends. stdout is written in blocks (each answered batch's lines) and flushed each time, so that
+-- a failed write (a full disk, a closed pipe: SIGPIPE is ignored) is seen at once. It raises the
+-- interruption flag: the run stops as on SIGINT, and the journal stays true.
+local koophone = require "koophone"
+local cjson = require("cjson.safe").new()
+local fail = require("koophone.cli.errors").fail
+
+local _M = {}
+
+local EXIT_OUTPUT = 74 -- EX_IOERR of sysexits.h
+local EXIT_SIGNAL = { SIGINT = 130, SIGTERM = 143 }
+
+local lines, write_error, out = {}, nil, io.stdout -- out: stdout or --output-file
+
+function _M.flush()
+  if write_error or #lines == 0 then return end
+  local ok, err = out:write(table.concat(lines))
+  if ok then ok, err = out:flush() end
+  lines = {}
+  if not ok then
+    write_error = tostring(err)
+    koophone.interrupt()
+  end
+end
+
+function _M.emit(line)
+  lines[#lines + 1] = line
+  if #lines >= 1000 then _M.flush() end
+end
+
+-- t as one JSON line.
+function _M.json_line(t)
+  return cjson.encode(t) .. "\n"
+end
+
+-- When the run stopped early (a signal, or the output failing): says so on stderr and returns
+-- the exit status; else nil. why: the interruption (koophone.interrupted() or the report's).
+function _M.stopped(why)
+  if EXIT_SIGNAL[why or ""] then
+    io.stderr:write("koophone: stopped by ", why, "\n")
+    return EXIT_SIGNAL[why]
+  end
+  if write_error then
+    io.stderr:write("koophone: stopped: cannot write the output: ", write_error, "\n")
+    return EXIT_OUTPUT
+  end
+end
+
+-- s with every byte that is not part of valid UTF-8 written as the text \xNN, so that every
+-- output line is UTF-8 JSON whatever the input held (lua-cjson copies such bytes raw).
+function _M.utf8_escaped(s)
+  if type(s) ~= "string" or not s:find("[\128-\255]") then return s end
+  local parts, i, n = {}, 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len = c < 0x80 and 1 or c >= 0xC2 and c <= 0xDF and 2 or c >= 0xE0 and c <= 0xEF and 3
+                or c >= 0xF0 and c <= 0xF4 and 4 or 0
+    local ok = len > 0 and i + len - 1 <= n
+    for k = i + 1, ok and i + len - 1 or 0 do
+      local b = s:byte(k)
+      if b < 0x80 or b > 0xBF then ok = false end
+    end
+    local c2 = ok and len > 2 and s:byte(i + 1) -- overlong forms and surrogates
+    if c2 and (c == 0xE0 and c2 < 0xA0 or c == 0xED and c2 > 0x9F or c == 0xF0 and c2 < 0x90
+               or c == 0xF4 and c2 > 0x8F) then
+      ok = false
+    end
+    if ok then
+      parts[#parts + 1] = s:sub(i, i + len - 1)
+      i = i + len
+    else
+      parts[#parts + 1] = ("\\x%02X"):format(c)
+      i = i + 1
+    end
+  end
+  return table.concat(parts)
+end
+
+local esc = _M.utf8_escaped
+
+-- A row of unassign_all (or of the input, in a dry run) as its JSON line.
+function _M.result_json(r)
+  local t = {
+    row = r.row, user_id = esc(r.user_id), instance_id = esc(r.instance_id),
+    outcome = r.outcome, task_id = esc(r.task_id), job_id = esc(r.job_id),
+    request_id = r.request_id,
+    code = r.err and esc(r.err.code),
+    reason = esc(r.reason or (r.err and r.err.message)), resumed = r.resumed,
+    job_state = r.job_state, job_code = r.job_error and esc(r.job_error.code),
+    job_message = r.job_error and esc(r.job_error.message),
+  }
+  local json = cjson.encode(t)
+  if not json then -- an id JSON cannot hold (1e400 decodes to inf): its text then
+    t.user_id, t.instance_id = esc(tostring(r.user_id)), esc(tostring(r.instance_id))
+    json = assert(cjson.encode(t))
+  end
+  return json .. "\n"
+end
+
+-- Fails unless --output-file can be written, without changing it (an existing file is opened to
+-- append; a new one is made and removed again): checked before the confirmation, which must not
+-- truncate what an earlier run wrote.
+function _M.check(o)
+  local path = o["output-file"]
+  if not path then return end
+  local existed = io.open(path, "rb")
+  if existed then existed:close() end
+  local f, err = io.open(path, "ab")
+  if not f then fail("cannot write --output-file: " .. tostring(err)) end
+  f:close()
+  if not existed then os.remove(path) end
+end
+
+-- --output-file becomes the output (truncated).
+function _M.open(o)
+  if not o["output-file"] then return end
+  local f, err = io.open(o["output-file"], "wb")
+  if not f then fail("cannot write --output-file: " .. tostring(err)) end
+  out = f
+end
+
+return _M

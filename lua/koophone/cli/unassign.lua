@@ -1,0 +1,309 @@
+-- koophone.cli.unassign: `koophone unassign`: the options checked, the input counted, the
+-- confirmation, the run with its progress and results, and what stderr says at the end.
+local koophone = require "koophone"
+local errors = require "koophone.cli.errors"
+local options = require "koophone.cli.options"
+local connection = require "koophone.cli.connection"
+local output = require "koophone.cli.output"
+local progress = require "koophone.cli.progress"
+local reasons = require "koophone.cli.reasons"
+local outcomes = require "koophone.outcomes"
+local FINAL_JOB = require("koophone.wait").FINAL
+
+local fail, usage_error = errors.fail, errors.usage_error
+local emit = output.emit
+
+local _M = {}
+
+local JOB_STATES = { "succeeded", "failed", "pending", "unknown" }
+
+-- The input's rows (koophone.rows.csv / .jsonl). A read error in the middle of the input ends the
+-- CLI as an unreadable file does.
+local function reader(source, format)
+  local rows, err = koophone.rows[format](source)
+  if not rows then fail(err) end
+  return function()
+    local ok, v, reason = pcall(rows)
+    if not ok then error({ usage = v }, 0) end
+    return v, reason
+  end
+end
+
+-- The counting pass over a file input: its rows in this shard (the progress line's total from
+-- the start) and the pairs among them that would be sent (after invalid and duplicate rows).
+local function count_input(path, format, shard)
+  local rows = require("koophone.rows").new(reader(path, format), { shard = shard })
+  local n = 0
+  for e in function() return rows:next() end do
+    if not e.outcome then n = n + 1 end
+  end
+  rows:close()
+  return rows.total, n
+end
+
+-- --dry-run: the batches this input makes, without a token or a request.
+local function dry_run(rows, batch_size)
+  local batch, n, bad = {}, 0, false
+  local function flush()
+    if #batch == 0 then return end
+    n = n + 1
+    emit(output.json_line { batch = n, pairs = batch })
+    batch = {}
+  end
+  for e in function() return not koophone.interrupted() and rows:next() or nil end do
+    if e.outcome then
+      bad = bad or e.outcome == "invalid"
+      emit(output.result_json(e))
+    else
+      batch[#batch + 1] = { e.user_id, e.instance_id }
+      if #batch == batch_size then flush() end
+    end
+  end
+  flush()
+  output.flush()
+  return bad and 1 or 0
+end
+
+-- The requests a run of n pairs in batches of batch_size sends (retries aside), and at most how
+-- many more bisection adds: a refused batch of k pairs is split down to single pairs, 2k - 2
+-- requests at worst (docs/bulk.md), capped by max_bisect for the whole run.
+local function estimate(n, batch_size, max_bisect)
+  local requests = math.ceil(n / batch_size)
+  local bisect = 2 * n - 2 * requests
+  return requests, max_bisect and math.min(bisect, max_bisect) or bisect
+end
+
+-- Before a destructive run from a terminal: what it is about to do, and a "yes" to type.
+local function confirm(o, pairs_to_send, batch_size, endpoint, credential)
+  local cap = o["max-bisect-requests"]
+  local requests, bisect = estimate(pairs_to_send, batch_size, cap)
+  io.stderr:write(("koophone: about to unassign %d pairs (after invalid and duplicate rows) at %s "
+                   .. "with the %s%s%s.\n"):format(
+                   pairs_to_send, endpoint or "the default endpoint", credential,
+                   o.shard and (", shard " .. options.shard_text(o.shard)) or "",
+                   o.resume and " (fewer: the journal's done pairs are not sent again)" or ""),
+                  ("koophone: %d requests of up to %d pairs; at most %d more if batches are refused "
+                   .. "for some of their pairs and bisected (%s), retries aside.\nType yes to go on: ")
+                  :format(requests, batch_size, bisect,
+                          cap and "--max-bisect-requests " .. cap or "--max-bisect-requests N caps it"))
+  local answer = io.stdin:read("*l")
+  if answer and answer:match("^%s*(.-)%s*$") == "yes" then return end
+  io.stderr:write("koophone: not confirmed; nothing was sent\n")
+  os.exit(1)
+end
+
+-- a as one word of a POSIX shell.
+local function shell_word(a)
+  return a:find("^[%w%-%./_=:,@+]+$") and a or "'" .. a:gsub("'", "'\\''") .. "'"
+end
+
+-- The command that resumes this run: the same arguments with --resume (and the same stdin).
+local function resume_command(argv, o)
+  local words = { argv[0] or "koophone" }
+  local has_resume = false
+  for _, a in ipairs(argv) do
+    has_resume = has_resume or a == "--resume"
+    words[#words + 1] = shell_word(a)
+  end
+  if not has_resume then words[#words + 1] = "--resume" end
+  return table.concat(words, " ") .. ((o.input and o.input ~= "-") and "" or " < the same input")
+end
+
+-- After SIGINT, SIGTERM or a failed output: what was done and how to go on, on stderr.
+local function explain_interruption(report, o, argv)
+  local say = ("%d rows have their outcome; %d were read without one"):format(
+    report.total_done, report.unfinished or 0)
+  if report.in_flight > 0 then
+    say = say .. (", of which %d in flight (they may have been applied)"):format(report.in_flight)
+  end
+  if o.journal then
+    io.stderr:write("koophone: ", say, "; the rest of the input was not sent\n",
+                    "koophone: resume with: ", resume_command(argv, o), "\n")
+  else
+    io.stderr:write("koophone: ", say, "; the rest of the input was not sent\n",
+                    "koophone: this run cannot be resumed (no --journal); the counts above say ",
+                    "what was done\n")
+  end
+end
+
+-- The `koophone task` command that follows up these task ids, with this run's connection options.
+local function task_command(argv, o, ids)
+  local words = { argv[0] or "koophone", "task" }
+  for _, opt in ipairs(options.list) do
+    if opt.task and o.texts[opt.name] then
+      words[#words + 1] = "--" .. opt.name
+      words[#words + 1] = shell_word(o.texts[opt.name])
+    end
+  end
+  for _, id in ipairs(ids) do words[#words + 1] = shell_word(id) end
+  return table.concat(words, " ")
+end
+
+-- s as one word of a summary line: as it is when it is plain, else quoted with escapes.
+local function word(s)
+  s = tostring(s or "-")
+  return s:find("^[%w%-%./_:@+]+$") and s or (("%q"):format(s):gsub("\\\n", "\\n"))
+end
+
+local LISTED = 20 -- failed jobs and open tasks named on stderr (the summary names all)
+
+-- What --wait leaves to look at, from the rows as they are reported: the failed jobs (instance,
+-- task, job, code) and the tasks with jobs still open, in the order met.
+local function job_watch()
+  local w = { failed = {}, open = {}, seen = {} }
+  function w.add(r)
+    if r.job_state == "failed" then
+      w.failed[#w.failed + 1] = ("instance=%s task=%s job=%s code=%s"):format(
+        word(output.utf8_escaped(r.instance_id)), word(r.task_id), word(r.job_id),
+        word(r.job_error and output.utf8_escaped(r.job_error.code)))
+    elseif r.job_state and not FINAL_JOB[r.job_state] and not w.seen[r.task_id] then
+      w.seen[r.task_id] = true
+      w.open[#w.open + 1] = r.task_id
+    end
+  end
+  -- report(summary, command): each failed job and open task in the summary (when given) and on
+  -- stderr (the first LISTED), then the command that follows the open tasks up.
+  function w.report(summary, command)
+    local function list(what, items)
+      for i, item in ipairs(items) do
+        if summary then emit(what .. " " .. item .. "\n") end
+        if i <= LISTED then io.stderr:write("koophone: ", what, " ", item, "\n") end
+      end
+      if #items > LISTED then
+        io.stderr:write(("koophone: and %d more %ss (%s)\n"):format(#items - LISTED, what,
+          summary and "the summary lists them" or "the JSON Lines rows have their job_state"))
+      end
+    end
+    list("failed job", w.failed)
+    local open = {}
+    for i, id in ipairs(w.open) do open[i] = word(output.utf8_escaped(id)) end
+    list("open task", open)
+    if #w.open > 0 then
+      io.stderr:write("koophone: follow the open tasks up with: ", command(w.open), "\n")
+    end
+  end
+  return w
+end
+
+-- run(o, argv) -> exit status; o: the parsed options (koophone.cli.options), argv: the
+-- command line (for the resume command).
+function _M.run(o, argv)
+  local shard = o.shard
+  local output_format = o["output-format"] or options.by_name["output-format"].default
+  local format = o.format or ((o.input or ""):match("%.jsonl?$") and "jsonl" or "csv")
+  if o.resume and not o.journal then usage_error("--resume needs --journal") end
+  local batch_size = o["batch-size"]
+  local concurrency, rate = o.concurrency, o.rate
+  local wait_seconds = o.wait ~= true and o.wait or nil
+  o.retry = { max_attempts = o["max-attempts"], ambiguous_attempts = o["ambiguous-attempts"] }
+
+  local from_stdin = not o.input or o.input == "-"
+  local total, to_send
+  if not from_stdin and not o["dry-run"] then total, to_send = count_input(o.input, format, shard) end
+  local input = reader(from_stdin and io.stdin or o.input, format)
+
+  if o["dry-run"] then
+    output.open(o)
+    local rc = dry_run(require("koophone.rows").new(input, { shard = shard }), batch_size)
+    return output.stopped(koophone.interrupted()) or rc
+  end
+
+  local identity -- what a journal records of the input (koophone.journal)
+  if o.journal then
+    local err
+    identity = { name = "stdin" }
+    if not from_stdin then identity, err = require("koophone.journal").input_identity(o.input) end
+    if not identity then fail(err) end
+  end
+
+  -- everything that can be refused is, before the confirmation; nothing is written before it
+  local token, credential = connection.credentials(o)
+  local env_endpoint = os.getenv("KOOPHONE_ENDPOINT")
+  local endpoint = o.endpoint or (env_endpoint ~= "" and env_endpoint or nil)
+  output.check(o)
+  if to_send and not o.yes and progress.is_terminal(0) then
+    confirm(o, to_send, batch_size, endpoint, credential)
+  end
+  output.open(o) -- after the confirmation: a run not confirmed leaves an existing file as it was
+  local log, log_err = require("koophone.eventlog").open(o.log, o.verbose and io.stderr or nil)
+  if not log then fail("cannot open --log: " .. tostring(log_err)) end
+  local client = connection.client(o, log.on_event)
+  log:start { endpoint = endpoint, input = o.input or "-",
+              format = format, batch_size = batch_size, concurrency = concurrency, rate = rate,
+              shard = options.shard_text(shard), journal = o.journal, credential = credential }
+  local show = progress.run_printer(koophone.now)
+  local tally = reasons.tally(o.strict)
+  local watch = job_watch()
+  local report, err = client:unassign_all(token, input, {
+    batch_size = batch_size, concurrency = concurrency, rate = rate, shard = shard,
+    max_bisect_requests = o["max-bisect-requests"], journal = o.journal, resume = o.resume or nil, input = identity, keep_results = false,
+    on_progress = function(p)
+      p.total = p.total or total
+      output.flush()
+      show(p)
+    end,
+    on_result = function(r)
+      tally.add(r)
+      watch.add(r)
+      if output_format == "jsonl" then emit(output.result_json(r)) end
+    end,
+    wait = o.wait and { timeout = wait_seconds, on_poll = progress.wait_printer(koophone.now) } or nil,
+  })
+  client:close()
+  log:finish { counts = report and report.counts, total = report and report.total,
+               elapsed = report and report.elapsed, interrupted = report and report.interrupted,
+               error = err and err.message }
+  if not report then fail(err.message) end -- a koophone.Error of kind "journal"
+  output.flush()
+  local damaged = report.journal_damaged
+  if damaged then
+    io.stderr:write(("koophone: journal %s: %d damaged lines (line %s): a 2210 for a pair not final "
+                     .. "in it counts as assumed_unassigned\n"):format(
+                     o.journal, damaged.count, table.concat(damaged.lines, ", ")))
+  end
+  local done = 0
+  for _, n in pairs(report.counts) do done = done + n end
+  report.total_done = done
+  show({ done = done, total = report.total, counts = report.counts, elapsed = report.elapsed },
+       true)
+  if output_format == "summary" then
+    for _, k in ipairs(outcomes.names) do emit(("%-19s %d\n"):format(k, report.counts[k])) end
+    if report.interrupted then emit(("%-19s %d\n"):format("unfinished", report.unfinished)) end
+    emit(("%-19s %d\n"):format("total", report.total or done + report.unfinished))
+    for _, k in ipairs(report.jobs and JOB_STATES or {}) do
+      emit(("%-19s %d\n"):format("jobs " .. k, report.jobs[k]))
+    end
+  end
+  for _, line in ipairs(tally.lines(report.counts)) do
+    io.stderr:write("koophone: ", line, "\n")
+    if output_format == "summary" then emit("reason " .. line .. "\n") end
+  end
+  output.flush()
+  if report.aborted then io.stderr:write("koophone: stopped: ", tostring(report.aborted), "\n") end
+  local stop = output.stopped(report.interrupted)
+  if report.interrupted then
+    explain_interruption(report, o, argv)
+  elseif tally.maybe_applied > 0 and o.journal then
+    io.stderr:write(("koophone: %d pairs may have been applied although they failed; settle them "
+                     .. "with: %s\n"):format(tally.maybe_applied, resume_command(argv, o)))
+  elseif tally.maybe_applied > 0 then
+    io.stderr:write(("koophone: %d pairs may have been applied although they failed: check them "
+                     .. "(--output-format jsonl lists them); run with --journal next time, so that "
+                     .. "--resume can settle them\n"):format(tally.maybe_applied))
+  end
+  local jobs = report.jobs
+  if jobs and (jobs.pending > 0 or jobs.unknown > 0) then
+    io.stderr:write(("koophone: jobs not known to be done: %d pending%s, %d unknown (GetTask did "
+                     .. "not answer for their task)\n"):format(jobs.pending,
+                     jobs.timed_out and " (the wait timed out)" or "", jobs.unknown))
+  end
+  watch.report(output_format == "summary", function(ids) return task_command(argv, o, ids) end)
+  output.flush()
+  if stop then return stop end
+  for k, n in pairs(report.counts) do
+    if n > 0 and reasons.fails_run(k, o.strict) then return 1 end
+  end
+  return jobs and jobs.failed > 0 and 1 or 0
+end
+
+return _M
