@@ -193,6 +193,24 @@ describe("koophone unassign's reports", function()
     end)
   end)
 
+  it("a run stopped by SIGTERM has its summary, with exit status 143 and the unfinished rows", function()
+    local list = sim.make_pairs(30, "sterm")
+    sim.reset(list)
+    sim.faults({ type = "throttle", retry_after = "60", at = 3 }) -- the last batch: a 60 s sleep
+    local pid = ctx.start("unassign --summary-format json --batch-size 10 --concurrency 1 --input "
+                          .. ctx.csv(list) .. ctx.endpoint)
+    cli.wait_for("the throttled batch", function()
+      for _, e in ipairs(sim.log()) do if e.fault == "throttle" then return true end end
+    end)
+    assert(os.execute("kill -TERM " .. pid))
+    cli.wait_for("the CLI to stop", function() return ctx.status() end, 5)
+    local out, err = ctx.output()
+    assert.equals(143, ctx.status(), err)
+    local s = assert(cjson.decode(out), out)
+    assert.same({ 143, "stopped by SIGTERM", 20, 10, 30, 3 },
+                { s.exit_status, s.exit_meaning, s.counts.unassigned, s.unfinished, s.total, s.requests })
+  end)
+
   describe("--output-format csv", function()
     it("writes a header and one RFC 4180 row per input row; fields from the input that a spreadsheet "
        .. "would compute (or that start with a quote) start with a quote", function()
