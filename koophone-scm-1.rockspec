@@ -65,6 +65,7 @@ build = {
     ["koophone.cli.output"] = "lua/koophone/cli/output.lua",
     ["koophone.cli.progress"] = "lua/koophone/cli/progress.lua",
     ["koophone.cli.reasons"] = "lua/koophone/cli/reasons.lua",
+    ["koophone.cli.summary"] = "lua/koophone/cli/summary.lua",
     ["koophone.cli.task"] = "lua/koophone/cli/task.lua",
     ["koophone.cli.unassign"] = "lua/koophone/cli/unassign.lua",
     ["koophone.eventlog"] = "lua/koophone/eventlog.lua",
