@@ -172,6 +172,19 @@ describe("koophone unassign's reports", function()
       assert.matches("koophone: denied 1: KOOPHONE.API.1001 x1", err) -- stderr as before
     end)
 
+    it("the exit status's meaning says when a refused token stopped the run", function()
+      local list = sim.make_pairs(3, "tok")
+      sim.reset(list)
+      write_file(DIR .. "/bad-token", "not-the-token\n")
+      local rc, out, err = run("unassign --summary-format json --batch-size 1 --concurrency 1 --input "
+                               .. ctx.csv(list) .. " --endpoint " .. sim.http_url .. " --token-file " .. DIR .. "/bad-token")
+      assert.equals(1, rc, err)
+      local s = assert(cjson.decode(out), out)
+      assert.same({ 1, "pairs that fail the run: failed 3; the run stopped early on APIGW.0301", 3 },
+                  { s.exit_status, s.exit_meaning, s.counts.failed })
+      assert.equals("APIGW.0301", s.reasons[1].codes[1].code)
+    end)
+
     it("--summary-format json with rows as the output: the JSON summary is the last line of stderr", function()
       local list = sim.make_pairs(4, "jl")
       sim.reset(list)

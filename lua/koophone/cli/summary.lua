@@ -54,6 +54,8 @@ function _M.exit_status(report, strict)
   local why = {}
   if #failing > 0 then why[1] = "pairs that fail the run: " .. table.concat(failing, ", ") end
   if jobs_failed > 0 then why[#why + 1] = ("failed jobs: %d"):format(jobs_failed) end
+  local aborted = report.aborted -- a koophone.Error (a token refused, a tenant's every pair refused)
+  if aborted then why[#why + 1] = "the run stopped early on " .. tostring(aborted.code or aborted.kind) end
   return 1, table.concat(why, "; ")
 end
 
