@@ -117,7 +117,7 @@ describe("koophone unassign's reports", function()
       assert.equals(sim.http_url .. "/v1/instances/unassign", field(out, "endpoint"))
       assert.equals(DIR .. "/in.csv", field(out, "input"))
       assert.equals(#sim.log(), 23)
-      assert.equals("23 (0 of them bisecting refused batches)", field(out, "requests"))
+      assert.equals("23", field(out, "requests"))
       assert.equals("0: every pair unassigned, assumed_unassigned, not_bound or duplicate",
                     field(out, "exit status"))
       assert.equals("23", field(out, "unassigned"))
@@ -170,6 +170,14 @@ describe("koophone unassign's reports", function()
       assert.same({ {}, {} }, { s.failed_jobs, s.open_tasks })
       assert.truthy(out:find('"failed_jobs":[],', 1, true)) -- lists, also when empty
       assert.matches("koophone: denied 1: KOOPHONE.API.1001 x1", err) -- stderr as before
+      -- the batch was refused for two of its pairs and bisected: the table says how many requests did
+      assert.is_true(s.bisect_requests > 0 and s.bisect_requests < s.requests)
+      sim.reset(list)
+      rc, out = run("unassign --input " .. input .. ctx.endpoint)
+      assert.equals(1, rc)
+      assert.equals(("%d (%d of them bisecting refused batches)"):format(s.requests, s.bisect_requests),
+                    field(out, "requests"))
+      assert.equals(s.requests, #sim.log())
     end)
 
     it("the exit status's meaning says when a refused token stopped the run", function()

@@ -115,7 +115,8 @@ function _M.text(s)
   line("duration", ("%.1f s"):format(s.duration))
   line("endpoint", s.endpoint)
   line("input", _M.word(s.input))
-  line("requests", ("%d (%d of them bisecting refused batches)"):format(s.requests, s.bisect_requests))
+  line("requests", s.requests .. (s.bisect_requests > 0
+                                   and (" (%d of them bisecting refused batches)"):format(s.bisect_requests) or ""))
   line("exit status", ("%d: %s"):format(s.exit_status, s.exit_meaning))
   for _, k in ipairs(outcomes.names) do line(k, s.counts[k]) end
   if s.interrupted and s.unfinished then line("unfinished", s.unfinished) end
