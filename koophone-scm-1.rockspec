@@ -69,6 +69,7 @@ build = {
     ["koophone.cli.plan"] = "lua/koophone/cli/plan.lua",
     ["koophone.cli.progress"] = "lua/koophone/cli/progress.lua",
     ["koophone.cli.reasons"] = "lua/koophone/cli/reasons.lua",
+    ["koophone.cli.summary"] = "lua/koophone/cli/summary.lua",
     ["koophone.cli.task"] = "lua/koophone/cli/task.lua",
     ["koophone.cli.unassign"] = "lua/koophone/cli/unassign.lua",
     ["koophone.errors"] = "lua/koophone/errors.lua",

@@ -23,9 +23,10 @@ describe("bin/koophone on a terminal", function()
     for piece in (screen:gsub("\27%[K", "")):gmatch("[^\r\n]+") do
       assert.is_true(#piece <= 80, piece)
     end
-    -- what a finished run prints: the last progress line, the summary (8 outcomes and the
-    -- total) and the reason of the invalid row on stderr and in the summary; the redraws added none
-    assert.equals(12, select(2, screen:gsub("\n", "")), screen)
+    -- what a finished run prints: the last progress line, the summary (7 lines about the run,
+    -- 8 outcomes, the total, the tasks: their count and 6 ids) and the reason of the invalid row on
+    -- stderr and in the summary; the redraws added none
+    assert.equals(26, select(2, screen:gsub("\n", "")), screen)
     assert.matches("9/9 100.0%% [^\n]*unassigned=6 not_bound=1 invalid=1 duplicate=1", screen)
     -- the total from the first redraw on
     assert.matches("^\r\27%[K%[[# ]*%] %d/9 ", screen)

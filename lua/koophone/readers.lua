@@ -117,10 +117,20 @@ local function record(src, sep)
   end
 end
 
+local KNOWN = { user_id = true, instance_id = true }
+
+-- A header's column name as compared with KNOWN: spreadsheets and people write "User ID",
+-- "INSTANCE_ID" or "instance-id" for the same column. Case and white space around are ignored,
+-- and a run of spaces, hyphens and underscores inside is one underscore.
+local function column_name(name)
+  return (name:match("^%s*(.-)%s*$"):lower():gsub("[%s_%-]+", "_"))
+end
+
 -- csv(source [, opts]) -> iterator, or nil, err when the source cannot be opened or its header
 -- has no user_id or instance_id column. source: a path or a file handle. opts.separator: the
 -- field separator, one byte (default ","; ";" for some spreadsheet exports).
--- The header names the columns in any order; other columns are ignored; blank lines are skipped.
+-- The header names the columns in any order (column_name: "User ID" is user_id), once each;
+-- other columns are ignored; blank lines are skipped.
 function _M.csv(source, opts)
   local fname = "koophone.rows.csv"
   if opts ~= nil and type(opts) ~= "table" then
@@ -136,16 +146,19 @@ function _M.csv(source, opts)
   if not src then return nil, err end
   local ok, cols, at, problem = pcall(record, src, sep) -- a read error here: nil, err
   if not ok then return nil, cols end
-  local u, inst
+  local at_col, twice = {}, nil -- column of each known name; a name that two columns have
   for k, name in ipairs(cols or {}) do
-    name = name:match("^%s*(.-)%s*$")
-    local seen = name == "user_id" and u or name == "instance_id" and inst
-    if seen then -- which of the two columns holds the ids is anyone's guess
-      src.close()
-      return nil, ("%s: line %d: the header names %s twice, in columns %d and %d"):format(
-        src.name, at, name, seen, k)
+    name = column_name(name)
+    if KNOWN[name] then -- a name twice: which of the columns holds the ids is anyone's guess
+      twice = twice or at_col[name] and ("line %d: the header names %s twice, in columns %d and %d")
+                                        :format(at, name, at_col[name], k)
+      at_col[name] = k
     end
-    if name == "user_id" then u = k elseif name == "instance_id" then inst = k end
+  end
+  local u, inst = at_col.user_id, at_col.instance_id
+  if twice then
+    src.close()
+    return nil, ("%s: %s"):format(src.name, twice)
   end
   if not (u and inst) then
     src.close()

@@ -10,7 +10,8 @@ local _M = {}
 
 -- name: the option is --name (old_name: an earlier name, still accepted).
 -- kind: "flag" (no value), "optional" (--name or --name=VALUE), else the kind of its value:
---   "string", "integer", "number", "choice" (one of `choices`), "shard" (i/n).
+--   "string", "integer", "number", "choice" (one of `choices`), "shard" (i/n), "char" (a string;
+--   "tab" and \t are a tab).
 -- arg: the value's placeholder in the usage. default: what applies without the option, as the
 --   usage and the README say it; a number is the value parse gives the option when it is not
 --   given, so that the CLI passes it to the library rather than rely on the library's own.
@@ -23,6 +24,8 @@ _M.list = {
            .. '{"user_id":...,"instance_id":...} per line' },
   { name = "format", kind = "choice", choices = { "csv", "jsonl" },
     default = "jsonl for *.jsonl / *.json, else csv" },
+  { name = "separator", kind = "char", arg = "C", default = ",",
+    help = 'the CSV input\'s field separator, one byte; "tab" or \\t for TSV' },
   { name = "batch-size", kind = "integer", arg = "N", default = 100, range = { 1, 100000 },
     help = "pairs per request" },
   { name = "concurrency", kind = "integer", arg = "N", default = 4, range = { 1, 64 },
@@ -37,9 +40,13 @@ _M.list = {
   { name = "skip-unbound", kind = "flag",
     help = "read the bindings first (ListInstances); send only the pairs read bound" },
   { name = "verify", kind = "flag", help = "read every pair after the run; exit 1 if some are still bound" },
-  { name = "output-format", old_name = "output", kind = "choice", choices = { "jsonl", "summary" },
+  { name = "output-format", old_name = "output", kind = "choice", choices = { "jsonl", "csv", "summary" },
     default = "summary",
-    help = "one JSON object per row, or a summary table (--output is the old name of this option)" },
+    help = "one JSON object per row, a CSV row per row (with a header), or a summary (--output is "
+           .. "the old name of this option)" },
+  { name = "summary-format", kind = "choice", choices = { "text", "json" }, default = "text",
+    help = "the summary as a table, or as one JSON object (with --output-format jsonl or csv, "
+           .. "the JSON summary is the last line of stderr)" },
   { name = "output-file", kind = "string", arg = "FILE", default = "stdout",
     help = "write the results to FILE instead of stdout" },
   { name = "max-attempts", kind = "integer", arg = "N", default = 3, range = { 1, math.huge },
@@ -182,6 +189,8 @@ local function convert(opt, text)
     i, n = tonumber(i), tonumber(n)
     if not i or n < 1 or i >= n then usage_error("--shard: expected i/n with 0 <= i < n") end
     return { index = i, count = n }
+  elseif kind == "char" and (text == "tab" or text == "\\t") then
+    return "\t"
   end
   return text
 end

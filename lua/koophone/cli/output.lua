@@ -44,6 +44,12 @@ function _M.json_line(t)
   return cjson.encode(t) .. "\n"
 end
 
+-- The exit status of a run that stopped early (a signal, or a file of the run failing), else nil;
+-- as stopped() will return it, without saying anything (for the summary).
+function _M.stop_status(why)
+  return EXIT_SIGNAL[why or ""] or (write_error and EXIT_OUTPUT) or nil
+end
+
 -- When the run stopped early (a signal, or a file of the run failing): says so on stderr and returns
 -- the exit status; else nil. why: the interruption (koophone.interrupted() or the report's).
 function _M.stopped(why)
@@ -89,9 +95,13 @@ end
 
 local esc = _M.utf8_escaped
 
--- A row of unassign_all (or of the input, in a dry run) as its JSON line.
-function _M.result_json(r)
-  local t = {
+-- The fields of a result row, in the order of the CSV output's columns.
+_M.FIELDS = { "row", "user_id", "instance_id", "outcome", "task_id", "job_id", "request_id", "code",
+              "reason", "resumed", "job_state", "job_code", "job_message" }
+
+-- A row of unassign_all (or of the input, in a dry run) as a table of FIELDS.
+local function result_record(r)
+  return {
     row = r.row, user_id = esc(r.user_id), instance_id = esc(r.instance_id),
     outcome = r.outcome, task_id = esc(r.task_id), job_id = esc(r.job_id),
     request_id = r.request_id,
@@ -100,12 +110,49 @@ function _M.result_json(r)
     job_state = r.job_state, job_code = r.job_error and esc(r.job_error.code),
     job_message = r.job_error and esc(r.job_error.message),
   }
+end
+
+-- A row of unassign_all (or of the input, in a dry run) as its JSON line.
+function _M.result_json(r)
+  local t = result_record(r)
   local json = cjson.encode(t)
   if not json then -- an id JSON cannot hold (1e400 decodes to inf): its text then
     t.user_id, t.instance_id = esc(tostring(r.user_id)), esc(tostring(r.instance_id))
     json = assert(cjson.encode(t))
   end
   return json .. "\n"
+end
+
+-- v as a CSV field (RFC 4180): quoted when it holds a comma, a quote, CR or LF, its quotes
+-- doubled. A text a spreadsheet would take for a formula (it starts with =, +, -, @, a tab or CR;
+-- the ids, codes and messages come from the input and the server) gets a ' before it, as OWASP's
+-- advice on CSV injection says: the cell then shows the text instead of computing it. One that
+-- starts with ' gets one too, so that removing one leading ' gives every value back.
+local function csv_field(v)
+  if v == nil then return "" end
+  v = type(v) == "number" and ("%.14g"):format(v) or tostring(v)
+  if v:find("^[=+%-@\t\r']") then v = "'" .. v end
+  if v:find('[,"\r\n]') then v = '"' .. v:gsub('"', '""') .. '"' end
+  return v
+end
+
+-- The CSV line of values[1..n] (nil: an empty field); CRLF ends it, as RFC 4180 says.
+local function csv_line(values, n)
+  local fields = {}
+  for i = 1, n do fields[i] = csv_field(values[i]) end
+  return table.concat(fields, ",") .. "\r\n"
+end
+
+-- The CSV output's header line: the names of FIELDS.
+function _M.csv_header()
+  return csv_line(_M.FIELDS, #_M.FIELDS)
+end
+
+-- A row of unassign_all as its CSV line.
+function _M.result_csv(r)
+  local t, values = result_record(r), {}
+  for i, name in ipairs(_M.FIELDS) do values[i] = t[name] end
+  return csv_line(values, #_M.FIELDS)
 end
 
 -- Fails unless --output-file can be written, without changing it (an existing file is opened to

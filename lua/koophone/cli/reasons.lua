@@ -29,22 +29,31 @@ function _M.tally(strict)
     end
     c.n = c.n + 1
   end
-  -- lines(counts) -> "failed 20: CURLE_COULDNT_CONNECT x20 \"Failed to connect ...\"", ...
-  function t.lines(counts)
+  -- groups() -> { outcome =, codes = { { code =, n =, example = }, ... } } per failing outcome
+  -- met, in the order of outcomes.names, the most frequent code first.
+  function t.groups()
     local out = {}
     for _, k in ipairs(outcomes.names) do
       local codes = t.by_outcome[k]
       if codes then
         table.sort(codes.list, function(a, b) return a.n > b.n or a.n == b.n and a.code < b.code end)
-        local parts = {}
-        for i = 1, math.min(3, #codes.list) do
-          local c = codes.list[i]
-          local example = #c.example > 160 and c.example:sub(1, 157) .. "..." or c.example
-          parts[i] = ("%s x%d %q"):format(c.code, c.n, example):gsub("\\\n", "\\n")
-        end
-        if #codes.list > 3 then parts[#parts + 1] = ("and %d more codes"):format(#codes.list - 3) end
-        out[#out + 1] = ("%s %d: %s"):format(k, counts[k], table.concat(parts, "; "))
+        out[#out + 1] = { outcome = k, codes = codes.list }
       end
+    end
+    return out
+  end
+  -- lines(counts) -> "failed 20: CURLE_COULDNT_CONNECT x20 \"Failed to connect ...\"", ...
+  function t.lines(counts)
+    local out = {}
+    for _, g in ipairs(t.groups()) do
+      local parts = {}
+      for i = 1, math.min(3, #g.codes) do
+        local c = g.codes[i]
+        local example = #c.example > 160 and c.example:sub(1, 157) .. "..." or c.example
+        parts[i] = ("%s x%d %q"):format(c.code, c.n, example):gsub("\\\n", "\\n")
+      end
+      if #g.codes > 3 then parts[#parts + 1] = ("and %d more codes"):format(#g.codes - 3) end
+      out[#out + 1] = ("%s %d: %s"):format(g.outcome, counts[g.outcome], table.concat(parts, "; "))
     end
     return out
   end

@@ -9,19 +9,20 @@ local progress = require "koophone.cli.progress"
 local reasons = require "koophone.cli.reasons"
 local files = require "koophone.cli.files"
 local outcomes = require "koophone.outcomes"
+local summary = require "koophone.cli.summary"
 local FINAL_JOB = require("koophone.wait").FINAL
 
 local fail, usage_error = errors.fail, errors.usage_error
-local emit = output.emit
+local emit, word = output.emit, summary.word
 
 local _M = {}
 
-local JOB_STATES = { "succeeded", "failed", "pending", "unknown" }
-
--- The input's rows (koophone.rows.csv / .jsonl). A read error in the middle of the input ends the
--- CLI as an unreadable file does.
-function _M.reader(source, format)
-  local rows, err = koophone.rows[format](source)
+-- The input's rows (koophone.rows.csv with --separator, or .jsonl). A read error in the middle of
+-- the input ends the CLI as an unreadable file does.
+function _M.reader(source, format, separator)
+  local ok, rows, err = pcall(koophone.rows[format], source,
+                              format == "csv" and { separator = separator } or nil)
+  if not ok then errors.option_error(rows) end -- the separator, as the library checks it
   if not rows then fail(err) end
   return function()
     local ok, v, reason = pcall(rows)
@@ -32,8 +33,8 @@ end
 
 -- The counting pass over a file input: its rows in this shard (the progress line's total from
 -- the start) and the pairs among them that would be sent (after invalid and duplicate rows).
-local function count_input(path, format, shard)
-  local rows = require("koophone.rows").new(_M.reader(path, format), { shard = shard })
+local function count_input(path, format, separator, shard)
+  local rows = require("koophone.rows").new(_M.reader(path, format, separator), { shard = shard })
   local n = 0
   for e in function() return rows:next() end do
     if not e.outcome then n = n + 1 end
@@ -151,42 +152,34 @@ local function task_command(argv, o, ids)
   return table.concat(words, " ")
 end
 
--- s as one word of a summary line: as it is when it is plain, else quoted with escapes.
-local function word(s)
-  s = tostring(s or "-")
-  return s:find("^[%w%-%./_:@+]+$") and s or (("%q"):format(s):gsub("\\\n", "\\n"))
-end
-
 local LISTED = 20 -- failed jobs and open tasks named on stderr (the summary names all)
 
--- What --wait leaves to look at, from the rows as they are reported: the failed jobs (instance,
--- task, job, code) and the tasks with jobs still open, in the order met.
+-- What --wait leaves to look at, from the rows as they are reported: the failed jobs
+-- ({ instance_id, task_id, job_id, code }) and the tasks with jobs still open, in the order met.
 local function job_watch()
   local w = { failed = {}, open = {}, seen = {} }
+  local esc = output.utf8_escaped
   function w.add(r)
     if r.job_state == "failed" then
-      w.failed[#w.failed + 1] = ("instance=%s task=%s job=%s code=%s"):format(
-        word(output.utf8_escaped(r.instance_id)), word(r.task_id), word(r.job_id),
-        word(r.job_error and output.utf8_escaped(r.job_error.code)))
+      w.failed[#w.failed + 1] = { instance_id = esc(r.instance_id), task_id = esc(r.task_id),
+                                  job_id = esc(r.job_id), code = r.job_error and esc(r.job_error.code) }
     elseif r.job_state and not FINAL_JOB[r.job_state] and not w.seen[r.task_id] then
       w.seen[r.task_id] = true
       w.open[#w.open + 1] = r.task_id
     end
   end
-  -- report(summary, command): each failed job and open task in the summary (when given) and on
-  -- stderr (the first LISTED), then the command that follows the open tasks up.
-  function w.report(summary, command)
+  -- report(listed, command): the first LISTED failed jobs and open tasks on stderr (listed: where
+  -- the others are), then the command that follows the open tasks up.
+  function w.report(listed, command)
     local function list(what, items)
-      for i, item in ipairs(items) do
-        if summary then emit(what .. " " .. item .. "\n") end
-        if i <= LISTED then io.stderr:write("koophone: ", what, " ", item, "\n") end
-      end
+      for i = 1, math.min(LISTED, #items) do io.stderr:write("koophone: ", what, " ", items[i], "\n") end
       if #items > LISTED then
-        io.stderr:write(("koophone: and %d more %ss (%s)\n"):format(#items - LISTED, what,
-          summary and "the summary lists them" or "the JSON Lines rows have their job_state"))
+        io.stderr:write(("koophone: and %d more %ss (%s)\n"):format(#items - LISTED, what, listed))
       end
     end
-    list("failed job", w.failed)
+    local failed = {}
+    for i, j in ipairs(w.failed) do failed[i] = summary.failed_job_text(j) end
+    list("failed job", failed)
     local open = {}
     for i, id in ipairs(w.open) do open[i] = word(output.utf8_escaped(id)) end
     list("open task", open)
@@ -204,6 +197,7 @@ function _M.run(o, argv)
   local output_format = o["output-format"] or options.by_name["output-format"].default
   local format = o.format or ((o.input or ""):match("%.jsonl?$") and "jsonl" or "csv")
   if o.resume and not o.journal then usage_error("--resume needs --journal") end
+  if o.separator and format ~= "csv" then usage_error("--separator: only for CSV input") end
   local batch_size = o["batch-size"]
   local concurrency, rate = o.concurrency, o.rate
   local wait_seconds = o.wait ~= true and o.wait or nil
@@ -213,8 +207,10 @@ function _M.run(o, argv)
   local from_stdin = not o.input or o.input == "-"
   local once, stdin = files.read_once(o)
   local total, to_send
-  if not once and not o["dry-run"] then total, to_send = count_input(o.input, format, shard) end
-  local input = _M.reader(from_stdin and io.stdin or o.input, format)
+  if not once and not o["dry-run"] then
+    total, to_send = count_input(o.input, format, o.separator, shard)
+  end
+  local input = _M.reader(from_stdin and io.stdin or o.input, format, o.separator)
 
   if o["dry-run"] then
     output.open(o)
@@ -253,6 +249,9 @@ function _M.run(o, argv)
   local watch = job_watch()
   local known, requests, started = {}, 0, koophone.now() -- for a run the journal stops
   for _, k in ipairs(outcomes.names) do known[k] = 0 end
+  local record = summary.recorder()
+  local endpoint_url = tostring(client.core):match("^koophone%.client %((.*)%)$") -- the one used
+  if output_format == "csv" then emit(output.csv_header()) end
   local report, err = client:unassign_all(token, input, {
     batch_size = batch_size, concurrency = concurrency, rate = rate, shard = shard,
     max_bisect_requests = o["max-bisect-requests"], journal = o.journal, resume = o.resume or nil, input = identity, keep_results = false,
@@ -267,7 +266,9 @@ function _M.run(o, argv)
       tally.add(r)
       watch.add(r)
       known[r.outcome] = known[r.outcome] + 1
+      record.add(r)
       if output_format == "jsonl" then emit(output.result_json(r)) end
+      if output_format == "csv" then emit(output.result_csv(r)) end
     end,
     wait = o.wait and { timeout = wait_seconds, on_poll = progress.wait_printer(koophone.now) } or nil,
   })
@@ -278,8 +279,8 @@ function _M.run(o, argv)
   if not report and requests == 0 then fail(err.message) end -- of kind "journal": nothing sent
   if not report then -- the journal failed in the middle: what is known, and how to go on
     output.failed(err.message)
-    report = { counts = known, total = total, requests = requests, interrupted = "journal",
-               elapsed = koophone.now() - started }
+    report = { counts = known, total = total, requests = requests, bisect_requests = 0,
+               interrupted = "journal", elapsed = koophone.now() - started }
   end
   output.flush()
   local damaged = report.journal_damaged
@@ -293,21 +294,11 @@ function _M.run(o, argv)
   report.total_done = done
   show({ done = done, total = report.total, counts = report.counts, elapsed = report.elapsed },
        true)
-  if output_format == "summary" then
-    for _, k in ipairs(outcomes.names) do emit(("%-19s %d\n"):format(k, report.counts[k])) end
-    if report.interrupted and report.unfinished then
-      emit(("%-19s %d\n"):format("unfinished", report.unfinished))
-    end
-    local all = report.total or report.unfinished and done + report.unfinished
-    if all then emit(("%-19s %d\n"):format("total", all)) end
-    for _, k in ipairs(report.jobs and JOB_STATES or {}) do
-      emit(("%-19s %d\n"):format("jobs " .. k, report.jobs[k]))
-    end
-  end
-  for _, line in ipairs(tally.lines(report.counts)) do
-    io.stderr:write("koophone: ", line, "\n")
-    if output_format == "summary" then emit("reason " .. line .. "\n") end
-  end
+  local sum = record.finish(report, { endpoint = endpoint_url, input = o.input or "-", tally = tally,
+                                     failed_jobs = watch.failed, open_tasks = watch.open, strict = o.strict })
+  local json_summary = o["summary-format"] == "json" and summary.json(sum)
+  if output_format == "summary" then emit(json_summary or summary.text(sum)) end
+  for _, line in ipairs(sum.reason_lines) do io.stderr:write("koophone: ", line, "\n") end
   output.flush()
   if report.aborted then io.stderr:write("koophone: stopped: ", tostring(report.aborted), "\n") end
   local stop = output.stopped(report.interrupted)
@@ -318,7 +309,7 @@ function _M.run(o, argv)
                      .. "with: %s\n"):format(tally.maybe_applied, resume_command(argv, o)))
   elseif tally.maybe_applied > 0 then
     io.stderr:write(("koophone: %d pairs may have been applied although they failed: check them "
-                     .. "(--output-format jsonl lists them); run with --journal next time, so that "
+                     .. "(--output-format jsonl or csv lists them); run with --journal next time, so that "
                      .. "--resume can settle them\n"):format(tally.maybe_applied))
   end
   local jobs = report.jobs
@@ -327,20 +318,18 @@ function _M.run(o, argv)
                      .. "not answer for their task)\n"):format(jobs.pending,
                      jobs.timed_out and " (the wait timed out)" or "", jobs.unknown))
   end
-  watch.report(output_format == "summary", function(ids) return task_command(argv, o, ids) end)
+  watch.report(output_format == "summary" and "the summary lists them"
+               or json_summary and "the JSON summary lists them" or "the rows have their job_state",
+               function(ids) return task_command(argv, o, ids) end)
   local still = report.verify and report.verify.still_bound
   if still then
-    if output_format == "summary" then emit(("%-19s %d\n"):format("still bound", #still)) end
     io.stderr:write(("koophone: verify: %d pairs read still bound after the run%s\n"):format(#still,
                     #still > 0 and " (koophone verify with the same --input lists them)" or ""))
   end
+  -- with rows as the output, the JSON summary is the last line of stderr
+  if json_summary and output_format ~= "summary" then io.stderr:write(json_summary) end
   output.flush()
-  if stop then return stop end
-  if still and #still > 0 then return 1 end
-  for k, n in pairs(report.counts) do
-    if n > 0 and reasons.fails_run(k, o.strict) then return 1 end
-  end
-  return jobs and jobs.failed > 0 and 1 or 0
+  return stop or sum.exit_status
 end
 
 return _M
