@@ -148,7 +148,7 @@ describe("koophone unassign's reports", function()
       table.sort(keys)
       assert.same({ "bisect_requests", "counts", "duration", "end", "endpoint", "exit_meaning",
                     "exit_status", "failed_jobs", "input", "jobs", "maybe_applied", "open_tasks", "reasons",
-                    "requests", "start", "task_count", "task_ids", "total", "unfinished" }, keys)
+                    "requests", "start", "still_bound", "task_count", "task_ids", "total", "unfinished" }, keys)
       assert.equals(cjson.null, s.jobs) -- no --wait
       assert.is_true(before <= s.start and s.start <= s["end"] and s["end"] <= after)
       assert.equals("number", type(s.duration))
