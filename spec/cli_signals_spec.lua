@@ -96,7 +96,7 @@ describe("bin/koophone interrupted", function()
     local outcome = {}
     for _, r in ipairs(cli.json_lines(out2)) do outcome[r.instance_id] = r.outcome end
     -- read unassigned (koophone.settle): not sent again
-    for _, p in ipairs(delayed.pair_list) do assert.equals("unassigned", outcome[p[2]]) end
+    for _, p in ipairs(delayed.pair_list) do assert.equals("assumed_unassigned", outcome[p[2]]) end
     local in_doubt = {}
     for _, p in ipairs(delayed.pair_list) do in_doubt[p[2]] = true end
     for _, e in ipairs(sim.log(delayed.seq)) do

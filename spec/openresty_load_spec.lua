@@ -106,7 +106,7 @@ describe("the example with a thread pool that waits for a free slot", function()
     sim.reset(list)
     sim.faults { type = "delay", seconds = 0.2, count = 3 }
     local answers = concurrent(nginx, list)
-    for i, a in ipairs(answers) do assert.equals(200, a[1], "call " .. i) end
+    for i, a in ipairs(answers) do assert.equals(200, a[1], "call " .. i .. ": " .. tostring(a[2])) end
     for _, n in ipairs(check_ids_and_attempts(answers)) do assert.equals(1, n) end
     assert.same({}, sim.bindings())
   end)

@@ -73,12 +73,12 @@ describe("unassign_all reading the bindings", function()
   before_each(function() client = new_client() end)
   after_each(function() client:close() end)
 
-  it("a batch whose answer was lost after it was applied is read, not sent again: unassigned, verified", function()
+  it("a batch whose answer was lost after it was applied is read, not sent again: assumed_unassigned, verified", function()
     local list = sim.make_pairs(4, "lost")
     sim.reset(list)
     sim.faults({ type = "error_after_apply", at = 1 })
     local report = client:unassign_all(TOKEN, copy_pairs(list), { batch_size = 4 })
-    assert.equals(4, report.counts.unassigned)
+    assert.equals(4, report.counts.assumed_unassigned)
     assert.equals(4, report.verified)
     assert.equals(1, report.requests)
     assert.is_true(report.results[1].verified)
@@ -91,6 +91,18 @@ describe("unassign_all reading the bindings", function()
     assert.is_true(report.results[1].err.maybe_applied)
   end)
 
+  it("a pair of another user whose answer was lost reads 'other': assumed_unassigned, never 'unassigned'", function()
+    -- a typo in user_id: the instance is u-real's; the request is dropped before anything applies
+    local real = { { user_id = "u-real", instance_id = "typo0001" } }
+    sim.reset(real)
+    sim.faults({ type = "drop", at = 1 })
+    local report = client:unassign_all(TOKEN, { { user_id = "u-typo", instance_id = "typo0001" } })
+    assert.same({ 0, 1, 1 }, { report.counts.unassigned, report.counts.assumed_unassigned, report.verified })
+    assert.is_true(report.results[1].verified)
+    assert.matches("another user", report.results[1].reason, 1, true)
+    assert.same({ typo0001 = "u-real" }, sim.bindings()) -- nothing applied: a read says who holds it, not who removed it
+  end)
+
   it("a retry after a lost answer (ambiguous_attempts 1) reads first: nothing sent again, no 2210, no bisection", function()
     local list = sim.make_pairs(8, "amb")
     sim.reset(list)
@@ -98,7 +110,7 @@ describe("unassign_all reading the bindings", function()
     -- applied, then no answer: without reading, the retry gets 2210 and the batch is bisected
     sim.faults({ type = "drop_after_apply", at = 1 })
     local report = c:unassign_all(TOKEN, copy_pairs(list), { batch_size = 8 })
-    assert.same({ 8, 8, 1, 0 }, { report.counts.unassigned, report.verified, report.requests,
+    assert.same({ 8, 8, 1, 0 }, { report.counts.assumed_unassigned, report.verified, report.requests,
                                   report.bisect_requests })
     assert.equals(1, #sim.log())
     -- half of the batch bound again while the retry waits: only that half goes out again, under
@@ -119,8 +131,7 @@ describe("unassign_all reading the bindings", function()
       end } }))
     report = c:unassign_all(TOKEN, copy_pairs(list), { batch_size = 8 })
     c:close()
-    assert.equals(8, report.counts.unassigned)
-    assert.equals(4, report.verified)
+    assert.same({ 4, 4, 4 }, { report.counts.unassigned, report.counts.assumed_unassigned, report.verified })
     local log = sim.log()
     assert.equals(2, #log)
     assert.equals(4, #log[2].pair_list)
@@ -190,7 +201,7 @@ describe("resuming a crash with 4 batches in flight", function()
     local by = outcomes(out)
     for k = 1, 400 do
       local r = by[list[k].instance_id]
-      assert.equals("unassigned", r.outcome)
+      assert.equals("assumed_unassigned", r.outcome)
       assert.is_true(r.verified)
     end
     for k = 401, 450 do assert.equals("unconfirmed", by[list[k].instance_id].outcome) end
@@ -229,7 +240,7 @@ describe("resuming a crash with 4 batches in flight", function()
     assert.equals(0, rc, err)
     by = outcomes(out)
     for _, p in ipairs(list) do
-      assert.equals("unassigned", by[p.instance_id].outcome)
+      assert.equals("assumed_unassigned", by[p.instance_id].outcome)
       assert.is_true(by[p.instance_id].verified)
     end
     assert.same({}, sent_pairs(last))

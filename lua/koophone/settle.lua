@@ -4,7 +4,9 @@
 -- What is read, and what each state does (docs/bulk.md, "Reading the bindings"):
 --   a pair that may have been applied (tainted in the journal of a resumed run: in flight at a
 --   crash, lost answer, unconfirmed), before it is sent again:
---     unbound, other   outcome "unassigned", verified = true: never sent again
+--     unbound, other   outcome "assumed_unassigned", verified = true: never sent again (the read
+--                      shows the binding gone, not who removed it: a pair never bound to this
+--                      user reads the same, so it is not "unassigned")
 --     bound            sent again only as retry.ambiguous_attempts allows (>= 1); else it ends
 --                      "unconfirmed" (maybe applied): the binding may still be shown while the
 --                      wipe job of the applied request runs, so a bound read proves nothing
@@ -14,7 +16,7 @@
 --     missing          outcome "denied", verified = true (not sent)
 --     bound, unknown   sent
 --   in the run, before a request that may have been applied goes out again (as ambiguous_attempts
---   allows): unbound or other leave it as "unassigned", verified = true; a pair that ends
+--   allows): unbound or other leave it as "assumed_unassigned", verified = true; a pair that ends
 --   "unconfirmed" or "failed" with maybe_applied: read once after the rounds, likewise; else it
 --   keeps its outcome
 --   with verify, after the run (and its wait): every pair, reported in report.verify
@@ -29,6 +31,8 @@ Settle.__index = Settle
 
 local READ_UNBOUND = "read unassigned after a request that may have been applied: not sent again"
 local READ_OTHER = "read assigned to another user after a request that may have been applied: not sent again"
+-- the outcome of a maybe-applied pair read not bound to its user (see above)
+local READ_GONE = "assumed_unassigned"
 local READ_BOUND = "read still bound after a request that may have been applied (its data wipe may be "
   .. "running still): not sent again; ambiguous_attempts >= 1 (--ambiguous-attempts 1) sends it"
 local SKIP = { unbound = { "not_bound", "read unbound: not sent" },
@@ -83,7 +87,7 @@ function Settle:screen(entries)
     local state = b.states[k]
     if tainted[k] then
       if state == "unbound" or state == "other" then
-        settled(self, e, "unassigned", state == "unbound" and READ_UNBOUND or READ_OTHER, true)
+        settled(self, e, READ_GONE, state == "unbound" and READ_UNBOUND or READ_OTHER, true)
       elseif state == "bound" and self.settle and not resend then
         settled(self, e, "unconfirmed", READ_BOUND)
         e.maybe_applied, e.tainted = true, true
@@ -96,7 +100,7 @@ end
 
 -- resend(run, jobs) -> jobs: before a job that may have been applied goes out again in the run
 -- (a retry after a lost answer, as ambiguous_attempts allows; a half of such a batch), its
--- pairs are read: those read unbound or other end "unassigned" (verified) and leave the job, which
+-- pairs are read: those read unbound or other end "assumed_unassigned" (verified) and leave the job, which
 -- then goes out with the others under a new request id, or not at all when none is left.
 function Settle:resend(run, jobs)
   if not self.settle or run.aborted then return jobs end
@@ -128,7 +132,7 @@ function Settle:resend(run, jobs)
       local keep, done = {}, {}
       for _, item in ipairs(job.items) do
         if g[item] then
-          settled(self, item, "unassigned", g[item] == "unbound" and READ_UNBOUND or READ_OTHER, true)
+          settled(self, item, READ_GONE, g[item] == "unbound" and READ_UNBOUND or READ_OTHER, true)
           item.request_id, done[#done + 1] = job.request_id, item
         else
           keep[#keep + 1] = item
@@ -201,7 +205,7 @@ function Settle:finish(run)
   for k, e in ipairs(list) do
     local state = b.states[k]
     if state == "unbound" or state == "other" then
-      settled(self, e, "unassigned", state == "unbound" and READ_UNBOUND or READ_OTHER, true)
+      settled(self, e, READ_GONE, state == "unbound" and READ_UNBOUND or READ_OTHER, true)
       e.tainted = nil
       changed[#changed + 1] = e
     end
