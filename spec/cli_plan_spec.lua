@@ -91,4 +91,17 @@ describe("bin/koophone reading the bindings", function()
     assert.matches("\nstill bound%s+0\n", out)
     sim.control("POST", "/_sim/list", { flip = "immediate" })
   end)
+
+  it("unassign --verify whose reads fail verifies nothing: exit 1, said on stderr", function()
+    local list = sim.make_pairs(4, "vr")
+    sim.reset(list)
+    sim.faults({ type = "api_error", api = "list", status = 400, code = "KOOPHONE.API.1000",
+                 msg = "bad", count = -1 })
+    local rc, out, err = run("unassign --verify --input " .. csv(list) .. ctx.endpoint)
+    assert.equals(1, rc, err)
+    assert.matches("verify: 0 pairs read still bound after the run, 4 could not be read", err, 1, true)
+    assert.matches("pairs that could not be read (--verify): 4", out, 1, true)
+    assert.same({}, sim.bindings()) -- the unassigns themselves went through
+    sim.control("DELETE", "/_sim/faults")
+  end)
 end)

@@ -240,16 +240,18 @@ function _M.plan(client, token, rows, batch_size, keep_results)
   return report
 end
 
--- verify_report() -> { counts, requests, still_bound = { { row, user_id, instance_id }, ... } }
--- of the pairs the run reported.
+-- verify_report() -> { counts, requests, still_bound = { { row, user_id, instance_id }, ... },
+-- unread = { ... } } of the pairs the run reported; unread: those whose read failed (unknown),
+-- which verify nothing.
 function Settle:verify_report()
   local list = self.verify
   local b = self:read(list)
-  local still = {}
+  local still, unread = {}, {}
   for k, p in ipairs(list) do
     if b.states[k] == "bound" then still[#still + 1] = p end
+    if b.states[k] == "unknown" then unread[#unread + 1] = p end
   end
-  return { counts = b.counts, requests = b.requests, still_bound = still }
+  return { counts = b.counts, requests = b.requests, still_bound = still, unread = unread }
 end
 
 return _M

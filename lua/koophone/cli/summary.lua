@@ -49,13 +49,15 @@ function _M.exit_status(report, strict)
   end
   local jobs_failed = report.jobs and report.jobs.failed or 0
   local still = report.verify and #report.verify.still_bound or 0 -- read bound after the run
-  if #failing == 0 and jobs_failed == 0 and still == 0 then
+  local unread = report.verify and #report.verify.unread or 0 -- their read failed: not verified
+  if #failing == 0 and jobs_failed == 0 and still == 0 and unread == 0 then
     return 0, ("every pair %s or %s"):format(table.concat(fine, ", ", 1, #fine - 1), fine[#fine])
   end
   local why = {}
   if #failing > 0 then why[1] = "pairs that fail the run: " .. table.concat(failing, ", ") end
   if jobs_failed > 0 then why[#why + 1] = ("failed jobs: %d"):format(jobs_failed) end
   if still > 0 then why[#why + 1] = ("pairs read still bound (--verify): %d"):format(still) end
+  if unread > 0 then why[#why + 1] = ("pairs that could not be read (--verify): %d"):format(unread) end
   local aborted = report.aborted -- a koophone.Error (a token refused, a tenant's every pair refused)
   if aborted then why[#why + 1] = "the run stopped early on " .. tostring(aborted.code or aborted.kind) end
   return 1, table.concat(why, "; ")

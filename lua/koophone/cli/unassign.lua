@@ -321,10 +321,11 @@ function _M.run(o, argv)
   watch.report(output_format == "summary" and "the summary lists them"
                or json_summary and "the JSON summary lists them" or "the rows have their job_state",
                function(ids) return task_command(argv, o, ids) end)
-  local still = report.verify and report.verify.still_bound
-  if still then
-    io.stderr:write(("koophone: verify: %d pairs read still bound after the run%s\n"):format(#still,
-                    #still > 0 and " (koophone verify with the same --input lists them)" or ""))
+  local verify = report.verify
+  if verify then
+    io.stderr:write(("koophone: verify: %d pairs read still bound after the run, %d could not be read%s\n")
+                    :format(#verify.still_bound, #verify.unread, (#verify.still_bound + #verify.unread > 0)
+                            and " (koophone verify with the same --input lists them)" or ""))
   end
   -- with rows as the output, the JSON summary is the last line of stderr
   if json_summary and output_format ~= "summary" then io.stderr:write(json_summary) end
