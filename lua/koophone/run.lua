@@ -353,7 +353,11 @@ function Run:failed(job, err)
   if self.provider and not job.token_renewed and classify.token_refused(err) then
     job.token_renewed = true
     self.token:invalidate()
-    return self:retry_later(job, err, clean, 0)
+    if clean then return self:retry_later(job, err, clean, 0) end
+    -- an earlier copy may have been applied: once more would be a resend that no policy allowed;
+    -- the job ends maybe applied and the run goes on with the new token
+    local _, e = self.policy:finish(nil, err, job.attempt, job.state)
+    return self:fail(job, e, nil, false)
   end
   local again, delay = self.policy:decide(err, job.attempt, job.state)
   if again and not self.aborted then return self:retry_later(job, err, clean, delay) end
