@@ -378,6 +378,38 @@ describe("unassign_all with a journal", function()
     assert.equals("JOURNAL_IO", err.code)
     assert.same({}, sim.log())
   end)
+
+  it("stopped by its journal, still reports the rows it held back for a read (maybe applied)", function()
+    local list = sim.make_pairs(100, "held")
+    sim.reset(list)
+    sim.faults({ type = "drop", at = 1 }) -- batch 1's answer is lost: its rows wait for a read
+    local open, syncs = journal.open, 0
+    journal.open = function(...)
+      local j, e = open(...)
+      local real = j and j.file
+      if real then
+        j.file = setmetatable({ sync = function()
+          syncs = syncs + 1
+          if syncs == 2 then return nil, "journal: fsync: injected failure" end
+          return real:sync()
+        end }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+      end
+      return j, e
+    end
+    local seen = {}
+    local ok, report, err = pcall(client.unassign_all, client, TOKEN, copy_pairs(list),
+      { batch_size = 5, concurrency = 1, journal = path,
+        on_result = function(r) seen[r.instance_id] = r end })
+    journal.open = open -- restored before anything may fail
+    assert(ok, report)
+    assert.is_nil(report)
+    assert.equals("JOURNAL_IO", err.code)
+    local n = 0
+    for _ in pairs(seen) do n = n + 1 end
+    assert.equals(40, n) -- round 1's 8 batches, the lost one's 5 rows included
+    assert.equals("failed", seen.held0001.outcome)
+    assert.is_true(seen.held0001.err.maybe_applied)
+  end)
 end)
 
 describe("unassign_all's memory", function()

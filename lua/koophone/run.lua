@@ -596,7 +596,11 @@ function Run:execute()
   local closed, problem = self:close()
   if ok and not closed then ok, e = false, { journal = problem } end
   if not ok then
-    if type(e) == "table" and e.journal then return nil, e.journal end
+    if type(e) == "table" and e.journal then
+      -- the rows held back for a read still reach on_result, with the outcome they had
+      if self.settle then pcall(self.settle.finish, self.settle, self, true) end
+      return nil, e.journal
+    end
     error(e, 0)
   end
   self:progress()

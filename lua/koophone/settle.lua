@@ -194,13 +194,14 @@ function Settle:report(e)
   return false
 end
 
--- finish(run): after the rounds, the rows held back by report() are read, settled when the read
--- says so (journaled again: final), and reported.
-function Settle:finish(run)
+-- finish(run [, unread]): after the rounds, the rows held back by report() are read, settled when
+-- the read says so (journaled again: final), and reported. unread (the run failed: its journal
+-- cannot be written), or an interruption: reported as they are, nothing read.
+function Settle:finish(run, unread)
   local list = self.deferred
   self.deferred = {}
   if #list == 0 then return end
-  local b = not (run.interrupted or core.interrupted()) and self:read(list) or { states = {} }
+  local b = not (unread or run.interrupted or core.interrupted()) and self:read(list) or { states = {} }
   local changed = {}
   for k, e in ipairs(list) do
     local state = b.states[k]
