@@ -6,7 +6,7 @@ microseconds per call, ratio to the C floor, peak RSS. Then callgrind instructio
 TLS handshakes, bulk runs and memory. Writes the same report to bench/results.md.
 
 Environment: LUA (default lua5.4), BENCH_ROUNDS (default 9), BENCH_QUICK=1 (fewer calls),
-BENCH_PARTS (default seq,callgrind,tls,bulk,memory,openresty), BENCH_BUILD (default build/$LUA),
+BENCH_PARTS (default seq,callgrind,tls,bulk,memory,openresty,resume), BENCH_BUILD (default build/$LUA),
 Flags: --write (bench/results.md), --serve (start the server and leave it running), --stop.
 KOOPHONE_BENCH_HTTP_PORT / _HTTPS_PORT / _TLS_LOG_PORT / _OPENRESTY_PORT (defaults 22180 / 22143 /
 22144 / 22181).
@@ -34,7 +34,8 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "9"))
 # median that such a stretch does not move.
 BULK_ROUNDS = 3 * ROUNDS
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-PARTS = os.environ.get("BENCH_PARTS", "seq,callgrind,tls,bulk,memory,openresty").split(",")
+PARTS = os.environ.get("BENCH_PARTS", "seq,callgrind,tls,bulk,memory,openresty,resume").split(",")
+SIM_PORT = int(os.environ.get("KOOPHONE_BENCH_SIM_PORT", "22280"))  # resume: the simulator, 4 ports
 HTTP_PORT = int(os.environ.get("KOOPHONE_BENCH_HTTP_PORT", "22180"))
 HTTPS_PORT = int(os.environ.get("KOOPHONE_BENCH_HTTPS_PORT", "22143"))
 TLS_LOG_PORT = int(os.environ.get("KOOPHONE_BENCH_TLS_LOG_PORT", "22144"))
@@ -548,6 +549,33 @@ def openresty_load():
     say()
 
 
+def resume_lost():
+    """Resuming 4 lost 100-pair batches against the simulator: sending them again vs reading first."""
+    env = dict(LUA_ENV, KOOPHONE_SIM_DIR=os.path.join(RUN, "sim"),
+               KOOPHONE_SIM_HTTP_PORT=str(SIM_PORT), KOOPHONE_SIM_HTTPS_PORT=str(SIM_PORT + 1),
+               KOOPHONE_SIM_WRONGNAME_PORT=str(SIM_PORT + 2), KOOPHONE_SIM_TARGET_PORT=str(SIM_PORT + 3))
+    env["LUA_PATH"] = os.path.join(ROOT, "spec/?.lua") + ";" + env["LUA_PATH"]
+    simctl = os.path.join(ROOT, "sim", "simctl")
+    subprocess.run([simctl, "start"], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    try:
+        say("## Resuming 4 lost batches of 100 pairs (bench/resume_lost.lua, the simulator)")
+        say()
+        say("A journal with 4 `send` records that never ended, their pairs unassigned by the server: "
+            "`settle = false` sends them again (each batch 2210, bisected to single pairs); the default "
+            "reads the bindings (ListInstances) first. Concurrency 4, loopback.")
+        say()
+        say("```")
+        for tenant in ("1000", "10000"):
+            out = subprocess.run([LUA, "bench/resume_lost.lua", tenant], env=env, cwd=ROOT, check=True,
+                                 stdout=subprocess.PIPE).stdout.decode()
+            for line in out.splitlines():
+                say(line)
+        say("```")
+        say()
+    finally:
+        subprocess.run([simctl, "stop"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
 def machine():
     cpu = "unknown CPU"
     try:
@@ -587,6 +615,8 @@ def main():
             memory(bulk_ok)
         if "openresty" in PARTS:
             openresty_load()
+        if "resume" in PARTS:
+            resume_lost()
     finally:
         stop_nginx()
     if "--write" in sys.argv:
