@@ -143,7 +143,7 @@ end
 local function task_command(argv, o, ids)
   local words = { argv[0] or "koophone", "task" }
   for _, opt in ipairs(options.list) do
-    if opt.task and o.texts[opt.name] then
+    if opt.commands.task and o.texts[opt.name] then
       words[#words + 1] = "--" .. opt.name
       words[#words + 1] = shell_word(o.texts[opt.name])
     end
