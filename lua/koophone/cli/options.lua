@@ -151,8 +151,9 @@ Exit status: 0 every pair unassigned, assumed_unassigned, not_bound or duplicate
 1 some pair failed, unconfirmed, denied or invalid (or not_bound with --strict), (--wait) a
 job failed, (--verify, `verify`) a pair still bound or not read, (`task`) a task could not be
 read other than "not found", or the confirmation was not answered yes; 2 usage error (also
-`koophone` alone), unreadable file, or two of the input, output, log and journal are one file
-(nothing sent); 74 the output, the log or the journal could not be written (the run stopped);
+`koophone` alone), unreadable file, two of the input, output, log and journal are one file, or a
+journal that cannot be used or written before anything is sent (nothing sent); 74 the output or
+the log could not be written, or the journal after requests were sent (the run stopped);
 130 / 143 stopped by SIGINT / SIGTERM (the resume command is printed on stderr).
 ]==]
 
