@@ -88,6 +88,25 @@ describe("koophone.applied", function()
     assert.equals(3, out.attempts)
     assert.equals(1, out.resends)
   end)
+
+  it("row: a row not final may have been applied by its own request or an earlier one", function()
+    local refused = E { status = 400, code = "KOOPHONE.API.0005" }
+    local cases = {
+      { { outcome = "unconfirmed" }, true },
+      { { outcome = "failed", err = E { kind = "transport", code = "CURLE_GOT_NOTHING",
+                                        maybe_applied = true } }, true },
+      { { outcome = "failed", err = refused }, false },
+      { { outcome = "failed", err = refused, tainted = true }, true }, -- resent, refused
+      { { outcome = "failed", err = refused, tainted = "read bound" }, true },
+      { { outcome = "failed", err = refused, maybe_applied = true }, true },
+      { { outcome = "assumed_unassigned", tainted = true, maybe_applied = true }, false },
+      { { outcome = "unassigned", tainted = true }, false },
+      { { outcome = "not_bound", err = E { code = "KOOPHONE.API.2210", maybe_applied = true } }, false },
+    }
+    for i, c in ipairs(cases) do
+      assert.equals(c[2], applied.row(c[1]), "case " .. i)
+    end
+  end)
 end)
 
 describe("the retry policy reads the rule", function()

@@ -41,6 +41,35 @@ describe("bin/koophone reading the bindings", function()
     assert.matches("%-%-journal is no option of plan", err)
   end)
 
+  it("plan and verify refuse every option they would ignore, naming it; they read --separator", function()
+    local list = seed()
+    local input = csv(list)
+    local log = ctx.dir .. "/ignored.log"
+    for _, cmd in ipairs { "plan", "verify" } do
+      for _, given in ipairs { "--log " .. log, "--rate 0.5", "--max-attempts 9", "--ambiguous-attempts 3",
+                               "--verbose", "--summary-format json", "--concurrency 2" } do
+        local rc, _, err = run(cmd .. " " .. given .. " --input " .. input .. ctx.endpoint)
+        assert.equals(2, rc, given)
+        assert.equals(("koophone: %s is no option of %s (see 'koophone help')\n")
+                      :format(given:match("^%S+"), cmd), err)
+      end
+    end
+    assert.is_nil(io.open(log))
+    local rc, _, err = run("task --journal j.jsonl RM_1" .. ctx.endpoint)
+    assert.equals(2, rc)
+    assert.matches("%-%-journal is no option of task", err)
+    -- a ;-separated input, read as such
+    local path = ctx.dir .. "/semi.csv"
+    local f = assert(io.open(path, "w"))
+    f:write("user_id;instance_id\n")
+    for _, p in ipairs(list) do f:write(p.user_id, ";", p.instance_id, "\n") end
+    f:close()
+    local out
+    rc, out, err = run("plan --separator ';' --input " .. path .. ctx.endpoint)
+    assert.equals(0, rc, err)
+    assert.matches("\nbound%s+100\n", out)
+  end)
+
   it("unassign --skip-unbound sends only the pairs read bound: no 2210, no bisection", function()
     local list = seed()
     local rc, out, err = run("unassign --skip-unbound --output-format jsonl --input " .. csv(list) .. ctx.endpoint)

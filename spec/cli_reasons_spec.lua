@@ -65,6 +65,34 @@ describe("bin/koophone says why", function()
     assert.matches("run with %-%-journal next time", err)
   end)
 
+  it("a journaled maybe-applied pair that fails again when resent stays maybe applied in the output",
+     function()
+    local list = sim.make_pairs(1, "again")
+    sim.reset(list)
+    sim.faults({ type = "drop", at = 1, count = 1 }, NO_READ)
+    local journal = DIR .. "/again.jsonl"
+    local args = "unassign --input " .. csv(list, nil, "again.csv") .. " --journal " .. journal
+                 .. " --output-format jsonl" .. ctx.endpoint
+    local rc, out = run(args)
+    assert.equals(1, rc)
+    assert.is_true(cli.json_lines(out)[1].maybe_applied)
+    -- resent (--ambiguous-attempts 1) and refused: the refusal says nothing of the lost copy
+    sim.control("DELETE", "/_sim/faults")
+    sim.faults({ type = "api_error", status = 400, code = "KOOPHONE.API.0005", msg = "bad", at = 1,
+                 count = 1 }, NO_READ)
+    local err
+    rc, out, err = run(args .. " --resume --ambiguous-attempts 1")
+    assert.equals(1, rc)
+    local row = cli.json_lines(out)[1]
+    assert.same({ "failed", "KOOPHONE.API.0005", true }, { row.outcome, row.code, row.maybe_applied })
+    local records = cli.journal_records(journal)
+    local last = records[#records]
+    assert.same({ "done", "failed", true }, { last.type, last.outcome, last.maybe_applied })
+    assert.matches("koophone: 1 pairs may have been applied although they failed; settle them with: ",
+                   err, 1, true)
+    sim.control("DELETE", "/_sim/faults")
+  end)
+
   it("--strict counts not_bound as a failure; the summary always shows not_bound", function()
     local list = sim.make_pairs(2, "strict")
     sim.reset(list)

@@ -162,6 +162,28 @@ describe("bin/koophone records", function()
     assert.same({}, sim.log())
   end)
 
+  it("a journal that cannot be written before anything is sent: exit 2, nothing sent", function()
+    local list = sim.make_pairs(3, "nowrite")
+    local input, journal = ctx.csv(list), DIR .. "/nowrite.journal"
+    local args = ("unassign --input %s --journal %s%s"):format(input, journal, ENDPOINT)
+    sim.reset(list)
+    os.remove(journal)
+    assert.equals(0, (run(args)))
+    local header = #cli.read_file(journal):match("^[^\n]*\n")
+    -- RLIMIT_FSIZE: the run record itself (1 byte), or the first `send` after it, fails with
+    -- EFBIG (stdout and stderr through a pipe, which no file size limit stops)
+    for _, limit in ipairs { 1, header } do
+      sim.reset(list)
+      os.remove(journal)
+      sh(("{ prlimit --fsize=%d env %s %s 2>&1 >/dev/null; echo $? >%s/r.rc; } | cat >%s/r.err")
+         :format(limit, CMD, args, DIR, DIR))
+      local rc, err = tonumber(cli.read_file(DIR .. "/r.rc"):match("%d+")), cli.read_file(DIR .. "/r.err")
+      assert.equals(2, rc, err)
+      assert.matches("^koophone: journal [^\n]*: File too large %(nothing sent%)\n$", err)
+      assert.same({}, sim.log())
+    end
+  end)
+
   it("a journal write failing mid-run: exit 74, every known outcome in the output, the resume command", function()
     local list = sim.make_pairs(400, "efbig")
     local input, journal = ctx.csv(list), DIR .. "/efbig.journal"

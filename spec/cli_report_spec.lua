@@ -54,7 +54,7 @@ local function parse_csv(text)
 end
 
 local HEADER = { "row", "user_id", "instance_id", "outcome", "task_id", "job_id", "request_id", "code",
-                 "reason", "resumed", "job_state", "job_code", "job_message" }
+                 "reason", "resumed", "maybe_applied", "job_state", "job_code", "job_message" }
 
 -- The CSV output as one table per row (header names as keys), checked against HEADER.
 local function csv_rows(text)

@@ -117,7 +117,7 @@ describe("bin/koophone unassign", function()
     local rc, out, err = run(("unassign --input %s --journal %s --resume%s"):format(input, journal, endpoint))
     assert.equals(2, rc)
     assert.equals("", out)
-    assert.equals(("koophone: journal %s is in use by another run (it is locked)\n"):format(journal), err)
+    assert.equals(("koophone: journal %s is in use by another run (it is locked) (nothing sent)\n"):format(journal), err)
     assert.equals(1, #sim.log()) -- the first run's request only
     kill9(pid)
     -- the journaled batches read bound (the first one still waits in the server): sent again

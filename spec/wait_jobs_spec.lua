@@ -125,8 +125,15 @@ describe("wait_jobs", function()
     local before = #sim.control("GET", "/_sim/task_log").requests
     local report = client:wait_jobs(TOKEN, { kept, forged }, { sleep = function() error("no sleep expected") end })
     assert.same({ 1, 0, 1, 0 }, { report.succeeded, report.failed, report.unknown, report.pending })
-    assert.same({ "unknown", "BAD_TASK_ID", false },
-                { report.jobs["j-forged"].state, report.jobs["j-forged"].err.code, report.jobs["j-forged"].err.sent })
+    local err = report.jobs["j-forged"].err
+    assert.same({ "unknown", "BAD_TASK_ID", "api", false },
+                { report.jobs["j-forged"].state, err.code, err.kind, err.sent })
+    -- a refusal, which koophone.applied calls not applied whatever `sent` says (kind "decode", an
+    -- unreadable 2xx, would be maybe applied without sent = false)
+    local unsent = {}
+    for k, v in pairs(err) do unsent[k] = v end
+    unsent.sent = nil
+    assert.same({ false, "rejected" }, { require("koophone.applied").attempt(unsent) })
     assert.matches("another path", tostring(report.task_errors[".."]), 1, true)
     assert.equal(before + 1, #sim.control("GET", "/_sim/task_log").requests) -- the kept task's poll only
   end)

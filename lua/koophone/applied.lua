@@ -23,6 +23,7 @@
 -- the binding (assumed_unassigned); for a request of several pairs it proves nothing (the 2210 may
 -- concern any one of them, and the earlier copy may have been applied or refused as a whole).
 local classify = require("koophone.classify").classify
+local outcomes = require "koophone.outcomes"
 
 local _M = {}
 
@@ -53,6 +54,18 @@ end
 -- not say otherwise (the core's own maybe_applied).
 function _M.clean(err, state)
   return not (_M.attempt(err) or err.maybe_applied or (state and state.maybe_applied))
+end
+
+-- row(e) -> true when the pairs of a bulk run's row, its outcome set, may have been unassigned
+-- although the outcome is not final: `unconfirmed`, or `failed` after a request that may have
+-- been applied (err.maybe_applied), or after one of an earlier attempt or run (e.tainted, or
+-- e.maybe_applied that koophone.run, koophone.settle set) that the last answer does not settle.
+-- The journal, the settling read and the CLI's count and output all ask this.
+function _M.row(e)
+  if outcomes.final[e.outcome] then return false end
+  local err = e.err
+  return (outcomes.maybe_applied[e.outcome] or e.tainted or e.maybe_applied
+          or (err and err.maybe_applied)) and true or false
 end
 
 -- not_found(earlier, pairs) -> the outcome of a KOOPHONE.API.2210 for a request of `pairs` pairs

@@ -320,12 +320,7 @@ function Journal:sent(request_id, items)
 end
 
 -- Whether a row whose outcome is set may have been unassigned although it is not final.
-local function maybe_applied(r)
-  if FINAL[r.outcome] then return false end
-  local err = r.err
-  return (MAYBE_APPLIED[r.outcome] or r.tainted or r.maybe_applied
-          or (err and err.maybe_applied)) and true or false
-end
+local maybe_applied = require("koophone.applied").row
 
 -- Records the outcomes of `items` (rows with outcome set) after request_id ended, and with
 -- clear that the request certainly changed nothing, which is written only when no row says it

@@ -112,6 +112,8 @@ function Run:report_rows(list)
       local outcome = e.outcome
       counts[outcome] = counts[outcome] + 1
       if results then results[e.pos] = e end
+      -- the taint of an earlier request is the run's own: the result says what it means
+      e.maybe_applied = applied.row(e) or nil
       e.pos, e.tainted = nil, nil
       if on_result then on_result(e) end
       reported = reported + 1

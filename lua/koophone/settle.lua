@@ -176,10 +176,7 @@ function Settle:wrap(rows)
   return setmetatable(proxy, { __index = function(_, k) return rows[k] end })
 end
 
-local function maybe_applied(e)
-  return e.outcome == "unconfirmed"
-         or e.outcome == "failed" and (e.maybe_applied or e.tainted or (e.err and e.err.maybe_applied))
-end
+local maybe_applied = require("koophone.applied").row
 
 -- report(e) -> true when koophone.run must not report row e yet (it is read after the rounds).
 -- Called for every row the run reports.

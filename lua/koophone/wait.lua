@@ -218,7 +218,7 @@ function _M.wait_jobs(client, token, what, opts, known)
     -- ".." must not make wait_jobs raise): its jobs become unknown, nothing sent
     local problem = core.task_id_problem(t.id)
     if problem then
-      return give_up(t, errors.new { kind = "decode", code = "BAD_TASK_ID", sent = false,
+      return give_up(t, errors.new { kind = "api", code = "BAD_TASK_ID", sent = false,
                                      message = "this task id cannot be queried: " .. problem })
     end
     report.polls = report.polls + 1

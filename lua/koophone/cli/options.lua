@@ -17,16 +17,20 @@ local _M = {}
 --   given, so that the CLI passes it to the library rather than rely on the library's own.
 -- range: { min, max } of a number (max math.huge: no upper bound), checked here and only here:
 --   each is within what the library accepts (spec/cli_options_table_spec.lua).
--- help: the usage's text. task: also an option of `koophone task` (the connection's).
+-- help: the usage's text. commands: the commands that take the option (without it: unassign
+--   only); parse refuses it for any other, which would ignore it.
+local READS = { unassign = true, plan = true, verify = true } -- the input and the output
+local ALL = { unassign = true, plan = true, verify = true, task = true } -- the connection
+
 _M.list = {
-  { name = "input", kind = "string", arg = "FILE|-", default = "stdin",
+  { name = "input", commands = READS, kind = "string", arg = "FILE|-", default = "stdin",
     help = 'CSV with a "user_id,instance_id" header, or JSON Lines with one '
            .. '{"user_id":...,"instance_id":...} per line' },
-  { name = "format", kind = "choice", choices = { "csv", "jsonl" },
+  { name = "format", commands = READS, kind = "choice", choices = { "csv", "jsonl" },
     default = "jsonl for *.jsonl / *.json, else csv" },
-  { name = "separator", kind = "char", arg = "C", default = ",",
+  { name = "separator", commands = READS, kind = "char", arg = "C", default = ",",
     help = 'the CSV input\'s field separator, one byte; "tab" or \\t for TSV' },
-  { name = "batch-size", kind = "integer", arg = "N", default = 100, range = { 1, 100000 },
+  { name = "batch-size", commands = READS, kind = "integer", arg = "N", default = 100, range = { 1, 100000 },
     help = "pairs per request" },
   { name = "concurrency", kind = "integer", arg = "N", default = 4, range = { 1, 64 },
     help = "requests at once" },
@@ -34,20 +38,20 @@ _M.list = {
     help = "requests per second" },
   { name = "journal", kind = "string", arg = "FILE", default = "none", help = "write-ahead journal" },
   { name = "resume", kind = "flag", help = "go on from the --journal (needs it)" },
-  { name = "shard", kind = "shard", arg = "i/n", default = "all", help = "only shard i of n (0 <= i < n)" },
+  { name = "shard", commands = READS, kind = "shard", arg = "i/n", default = "all", help = "only shard i of n (0 <= i < n)" },
   { name = "dry-run", kind = "flag", help = "print the batches; nothing sent, no token needed" },
   { name = "strict", kind = "flag", help = "not_bound fails the run (exit 1)" },
   { name = "skip-unbound", kind = "flag",
     help = "read the bindings first (ListInstances); send only the pairs read bound" },
   { name = "verify", kind = "flag", help = "read every pair after the run; exit 1 if some are still bound" },
-  { name = "output-format", old_name = "output", kind = "choice", choices = { "jsonl", "csv", "summary" },
+  { name = "output-format", old_name = "output", commands = READS, kind = "choice", choices = { "jsonl", "csv", "summary" },
     default = "summary",
     help = "one JSON object per row, a CSV row per row (with a header), or a summary (--output is "
            .. "the old name of this option)" },
   { name = "summary-format", kind = "choice", choices = { "text", "json" }, default = "text",
     help = "the summary as a table, or as one JSON object (with --output-format jsonl or csv, "
            .. "the JSON summary is the last line of stderr)" },
-  { name = "output-file", kind = "string", arg = "FILE", default = "stdout",
+  { name = "output-file", commands = READS, kind = "string", arg = "FILE", default = "stdout",
     help = "write the results to FILE instead of stdout" },
   { name = "max-attempts", kind = "integer", arg = "N", default = 3, range = { 1, math.huge },
     help = "tries per request" },
@@ -62,21 +66,22 @@ _M.list = {
     help = "every request as a JSON line, written as it ends" },
   { name = "verbose", kind = "flag", help = "one line per request on stderr" },
   { name = "yes", kind = "flag", help = "no confirmation (asked only when stdin is a terminal)" },
-  { name = "endpoint", task = true, kind = "string", arg = "URL", default = "$KOOPHONE_ENDPOINT",
+  { name = "endpoint", commands = ALL, kind = "string", arg = "URL", default = "$KOOPHONE_ENDPOINT",
     help = "http:// or https:// URL" },
-  { name = "cafile", task = true, kind = "string", arg = "FILE", default = "the system's",
+  { name = "cafile", commands = ALL, kind = "string", arg = "FILE", default = "the system's",
     help = "CA certificates (PEM)" },
-  { name = "timeout", task = true, kind = "number", arg = "S", default = 30, range = { 0.001, 86400 },
+  { name = "timeout", commands = ALL, kind = "number", arg = "S", default = 30, range = { 0.001, 86400 },
     help = "seconds per request" },
-  { name = "token-file", task = true, kind = "string", arg = "FILE", default = "$KOOPHONE_TOKEN",
+  { name = "token-file", commands = ALL, kind = "string", arg = "FILE", default = "$KOOPHONE_TOKEN",
     help = "the token; never on the command line" },
-  { name = "password-file", task = true, kind = "string", arg = "FILE",
+  { name = "password-file", commands = ALL, kind = "string", arg = "FILE",
     default = "$KOOPHONE_IAM_PASSWORD", help = "the IAM password" },
 }
 
 local BY_NAME = {} -- by name and old name
 _M.by_name = BY_NAME
 for _, opt in ipairs(_M.list) do
+  opt.commands = opt.commands or { unassign = true }
   BY_NAME[opt.name] = opt
   if opt.old_name then BY_NAME[opt.old_name] = opt end
 end
@@ -101,20 +106,24 @@ end
 
 local WIDTH, INDENT = 95, 27
 
--- text in lines of at most WIDTH columns: the first after `left`, the others indented.
-local function wrap(left, text)
-  local lines, line = {}, #left < INDENT - 2 and left .. (" "):rep(INDENT - #left) or left .. "  "
+-- text in lines of at most WIDTH columns: the first after `left` (padded to INDENT, or two spaces
+-- after it), the others indented; with `indent`, one space after `left` and the others indented
+-- by `indent`. A \1 in text is a space that does not break the line.
+local function wrap(left, text, indent)
+  local lines, line = {}, indent and left .. " "
+                          or (#left < INDENT - 2 and left .. (" "):rep(INDENT - #left) or left .. "  ")
+  indent = indent or INDENT
   local fresh = true -- nothing on this line after its left part yet
   for word in text:gmatch("%S+") do
     if not fresh and #line + 1 + #word > WIDTH then
       lines[#lines + 1] = line
-      line, fresh = (" "):rep(INDENT), true
+      line, fresh = (" "):rep(indent), true
     end
     line = line .. (fresh and "" or " ") .. word
     fresh = false
   end
   lines[#lines + 1] = line
-  return table.concat(lines, "\n") .. "\n"
+  return (table.concat(lines, "\n"):gsub("\1", " ")) .. "\n"
 end
 
 -- The usage line of one option: its help, range and [default].
@@ -142,27 +151,40 @@ Exit status: 0 every pair unassigned, assumed_unassigned, not_bound or duplicate
 1 some pair failed, unconfirmed, denied or invalid (or not_bound with --strict), (--wait) a
 job failed, (--verify, `verify`) a pair still bound or not read, (`task`) a task could not be
 read other than "not found", or the confirmation was not answered yes; 2 usage error (also
-`koophone` alone), unreadable file, or two of the input, output, log and journal are one file
-(nothing sent); 74 the output, the log or the journal could not be written (the run stopped);
+`koophone` alone), unreadable file, two of the input, output, log and journal are one file, or a
+journal that cannot be used or written before anything is sent (nothing sent); 74 the output or
+the log could not be written, or the journal after requests were sent (the run stopped);
 130 / 143 stopped by SIGINT / SIGTERM (the resume command is printed on stderr).
 ]==]
+
+-- The options of `plan` and `verify` for their usage line: "[--input FILE|-] ... [connection
+-- options]".
+local function plan_synopsis()
+  local words = {}
+  for _, opt in ipairs(_M.list) do
+    if opt.commands.plan and not opt.commands.task then
+      words[#words + 1] = "[" .. _M.synopsis(opt):gsub(" ", "\1") .. "]"
+    end
+  end
+  words[#words + 1] = "[connection\1options]"
+  return table.concat(words, " ")
+end
 
 -- The usage text, made from the table.
 function _M.usage()
   local out = {
     "usage: koophone unassign [options] [--input FILE|-]\n",
     "       koophone task [connection options] TASK_ID...\n",
-    "       koophone plan|verify [--input FILE|-] [--format F] [--shard i/n] [--batch-size N]\n"
-    .. "                [--output-format F] [--output-file FILE] [connection options]\n",
+    wrap("       koophone plan|verify", plan_synopsis(), 16),
     "       koophone --version | help | unassign --help | task --help\n",
     "\nunassign options (default in brackets):\n",
   }
   for _, opt in ipairs(_M.list) do
-    if not opt.task then out[#out + 1] = usage_line(opt) end
+    if not opt.commands.task then out[#out + 1] = usage_line(opt) end
   end
-  out[#out + 1] = "connection options (also for task):\n"
+  out[#out + 1] = "connection options (also for plan, verify and task):\n"
   for _, opt in ipairs(_M.list) do
-    if opt.task then out[#out + 1] = usage_line(opt) end
+    if opt.commands.task then out[#out + 1] = usage_line(opt) end
   end
   out[#out + 1] = TRAILER
   return table.concat(out)
@@ -208,8 +230,8 @@ function _M.parse(argv)
     local opt = BY_NAME[name]
     if o.command == "task" and not name then
       o.ids[#o.ids + 1] = argv[i]
-    elseif o.command == "task" and not (opt and opt.task) then
-      usage_error("unknown argument for task: " .. argv[i])
+    elseif opt and not opt.commands[o.command] then
+      usage_error(("--%s is no option of %s"):format(name, o.command))
     elseif name == "token" then
       usage_error("--token is not accepted: argv is visible to every user; "
                   .. "use KOOPHONE_TOKEN or --token-file")

@@ -97,7 +97,7 @@ local esc = _M.utf8_escaped
 
 -- The fields of a result row, in the order of the CSV output's columns.
 _M.FIELDS = { "row", "user_id", "instance_id", "outcome", "task_id", "job_id", "request_id", "code",
-              "reason", "resumed", "job_state", "job_code", "job_message" }
+              "reason", "resumed", "maybe_applied", "job_state", "job_code", "job_message" }
 
 -- A row of unassign_all (or of the input, in a dry run) as a table of FIELDS.
 local function result_record(r)
@@ -106,7 +106,8 @@ local function result_record(r)
     outcome = r.outcome, task_id = esc(r.task_id), job_id = esc(r.job_id),
     request_id = r.request_id,
     code = r.err and esc(r.err.code),
-    reason = esc(r.reason or (r.err and r.err.message)), resumed = r.resumed, verified = r.verified,
+    reason = esc(r.reason or (r.err and r.err.message)), resumed = r.resumed,
+    maybe_applied = r.maybe_applied, verified = r.verified,
     job_state = r.job_state, job_code = r.job_error and esc(r.job_error.code),
     job_message = r.job_error and esc(r.job_error.message),
   }

@@ -5,28 +5,21 @@
 local koophone = require "koophone"
 local connection = require "koophone.cli.connection"
 local output = require "koophone.cli.output"
-local usage_error = require("koophone.cli.errors").usage_error
 local STATES = require("koophone.bindings").STATES
 
 local emit, esc = output.emit, output.utf8_escaped
 
 local _M = {}
 
--- what the commands do not take (they send nothing)
-local NOT_HERE = { "journal", "resume", "dry-run", "wait", "skip-unbound", "verify", "yes", "strict",
-                   "max-bisect-requests", "concurrency" }
-
 local LISTED = 20 -- pairs still bound named on stderr (--output-format jsonl lists them all)
 
 -- run(o) -> exit status; o: the parsed options (koophone.cli.options), o.command "plan" or "verify".
 function _M.run(o)
   local cmd = o.command
-  for _, name in ipairs(NOT_HERE) do
-    if o.texts[name] or o[name] == true then usage_error(("--%s is no option of %s"):format(name, cmd)) end
-  end
   local format = o.format or ((o.input or ""):match("%.jsonl?$") and "jsonl" or "csv")
   local from_stdin = not o.input or o.input == "-"
-  local input = require("koophone.cli.unassign").reader(from_stdin and io.stdin or o.input, format)
+  local input = require("koophone.cli.unassign").reader(from_stdin and io.stdin or o.input, format,
+                                                          o.separator)
   local token = connection.credentials(o)
   local jsonl = o["output-format"] == "jsonl"
   output.check(o)

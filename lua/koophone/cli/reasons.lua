@@ -1,6 +1,7 @@
 -- koophone.cli.reasons: why pairs failed, for stderr and the summary, and which outcomes fail
 -- the run.
 local outcomes = require "koophone.outcomes" -- failure: exit 1
+local applied_row = require("koophone.applied").row
 
 local _M = {}
 
@@ -15,7 +16,7 @@ function _M.tally(strict)
   local t = { by_outcome = {}, maybe_applied = 0 }
   function t.add(r)
     local err = r.err
-    if err and err.maybe_applied or outcomes.maybe_applied[r.outcome] then
+    if applied_row(r) then
       t.maybe_applied = t.maybe_applied + 1
     end
     if not _M.fails_run(r.outcome, strict) then return end

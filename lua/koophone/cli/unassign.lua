@@ -143,7 +143,7 @@ end
 local function task_command(argv, o, ids)
   local words = { argv[0] or "koophone", "task" }
   for _, opt in ipairs(options.list) do
-    if opt.task and o.texts[opt.name] then
+    if opt.commands.task and o.texts[opt.name] then
       words[#words + 1] = "--" .. opt.name
       words[#words + 1] = shell_word(o.texts[opt.name])
     end
@@ -276,7 +276,9 @@ function _M.run(o, argv)
   log:finish { counts = report and report.counts, total = report and report.total,
                elapsed = report and report.elapsed, interrupted = report and report.interrupted,
                error = err and err.message }
-  if not report and requests == 0 then fail(err.message) end -- of kind "journal": nothing sent
+  -- a journal (kind "journal") that could not be used or written before the first request: a
+  -- usage error's status, as nothing was sent
+  if not report and requests == 0 then fail(err.message .. " (nothing sent)") end
   if not report then -- the journal failed in the middle: what is known, and how to go on
     output.failed(err.message)
     report = { counts = known, total = total, requests = requests, bisect_requests = 0,
