@@ -366,7 +366,7 @@ static int open_set(lua_State *L, kp_client *c, const char *fname)
   luaL_getmetatable(L, KP_MANY_MT);
   lua_setmetatable(L, -2);
   m->call = call;
-  m->call.base = m->call.provider = 0; /* stack slots of this call only */
+  m->call.base = m->call.provider = m->call.opts = 0; /* stack slots of this call only */
   m->n = n;
   m->concurrency = (int)concurrency;
   if (n > 0) {
