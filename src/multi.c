@@ -352,7 +352,10 @@ static int open_set(lua_State *L, kp_client *c, const char *fname)
   lua_rawseti(L, SLOT_ANCHOR, A_PAIRS);
   lua_rawseti(L, SLOT_ANCHOR, A_IDS);
   lua_rawseti(L, SLOT_ANCHOR, A_BODIES);
-  /* checked last, after the token provider's code ran */
+  /* checked last, after the token provider's code ran; a set no longer referenced but not yet
+   * collected holds the pool until its __gc ends it: collect once before refusing */
+  if (c->multi != NULL && c->multi->open != NULL)
+    lua_gc(L, LUA_GCCOLLECT, 0);
   if (c->multi != NULL && c->multi->open != NULL)
     luaL_error(L, "%s: the client has a transfer set open: close it, or call its next() "
                "until it returns nil, first", fname);
