@@ -324,12 +324,21 @@ static int file_id(lua_State *L)
 
 /* core.private_file(path) -> true when it created path (empty, mode 0600
  * whatever the umask), false when path exists; or nil, message. The caller
- * then opens it as it likes: what it writes stays the owner's. */
+ * then opens it as it likes: what it writes stays the owner's. A symlink to
+ * nothing is refused: O_EXCL does not follow it, the caller's open would,
+ * and would create its target with the umask's mode. */
 static int private_file(lua_State *L)
 {
   size_t len;
   const char *path = check_path(L, 1, &len);
+  struct stat st;
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+  if (fd < 0 && errno == EEXIST && stat(path, &st) != 0 && errno == ENOENT) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: a symbolic link to a file that does not exist: refused (its target "
+                    "would not be created private); create the target or give its path", path);
+    return 2;
+  }
   if (fd < 0 && errno == EEXIST) {
     lua_pushboolean(L, 0);
     return 1;
