@@ -390,11 +390,13 @@ static int open_set(lua_State *L, kp_client *c, const char *fname)
   lua_rawseti(L, SLOT_ANCHOR, A_BODIES);
   /* checked last, after the token provider's code ran; a set no longer referenced but not yet
    * collected holds the pool until its __gc ends it: collect once before refusing */
-  if (c->multi != NULL && c->multi->open != NULL)
+  if (c->multi != NULL && c->multi->open != NULL) {
     lua_gc(L, LUA_GCCOLLECT, 0);
-  if (c->multi != NULL && c->multi->open != NULL)
-    luaL_error(L, "%s: the client has a transfer set open: close it, or call its next() "
-               "until it returns nil, first", fname);
+    /* cppcheck-suppress knownConditionTrueFalse ; the set's __gc, in lua_gc, clears it */
+    if (c->multi->open != NULL)
+      luaL_error(L, "%s: the client has a transfer set open: close it, or call its next() "
+                 "until it returns nil, first", fname);
+  }
   if (concurrency > n)
     concurrency = n;
   if (n > 0)
@@ -510,7 +512,7 @@ static int drive(lua_State *L)
 /* client:unassign_many(token, batches [, opts]) -> results, errors, started, interrupted
  * start_many's set driven to its end: results[i] is what client:unassign(token, batches[i])
  * would return as res (or false), errors[i] its err (or false); batches 1..started were sent,
- * the others have neither. When the interruption flag (interrupt.c) is raised no batch starts
+ * the others have neither, but one that could not start (errors[i].sent false, not_started). When the interruption flag (interrupt.c) is raised no batch starts
  * any more and the transfers in flight are abandoned: their results[i] and errors[i] are nil,
  * and `interrupted` says why ("SIGINT", "SIGTERM", "interrupted"; nil when not interrupted).
  * A token provider's failure returns nil, err: nothing was sent. */
