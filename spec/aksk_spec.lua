@@ -256,17 +256,64 @@ describe("AK/SK signed calls", function()
     assert.has_error(function() client:unassign({}, sim.make_pairs(1, "x")) end)
   end)
 
-  it("credentials closed while a transfer set is open end the set, nothing more sent", function()
+  local CLOSED = "koophone.start_many: the credentials were closed during the call: not sent"
+
+  it("credentials closed while a transfer set is open: the next batch ends not sent, nothing more starts", function()
     local list = sim.make_pairs(2, "cls")
     seed(list)
     local cred = perm()
     local set = client:start_many(cred, { { list[1] }, { list[2] } }, { concurrency = 1 })
     cred:close()
-    assert.has_error(function() set:next() end,
-                     "koophone.start_many: the credentials were closed during the call")
+    local i, res, err = set:next()
+    assert.equals(1, i)
+    assert.is_nil(res)
+    assert.same({ "network", "NOT_STARTED", false, CLOSED }, { err.kind, err.code, err.sent, err.message })
     assert.is_nil(set:next()) -- ended
+    assert.equals(0, set:started())
     assert.equals(0, #sim.log())
     assert.equals("koophone.aksk (closed)", tostring(cred))
+  end)
+
+  it("credentials closed during a set: the batches in flight still end and are reported", function()
+    local list = sim.make_pairs(3, "clsf")
+    seed(list)
+    local cred = perm()
+    -- the first request sleeps: batch 2 ends first, batch 1 is in flight when cred closes
+    sim.faults({ type = "delay", seconds = 1, at = 1, count = 1 })
+    local set = client:start_many(cred, { { list[1] }, { list[2] }, { list[3] } }, { concurrency = 2 })
+    local i, res = set:next()
+    assert.equals(2, i)
+    assert.equals("unassigned", res.outcome)
+    cred:close()
+    local got = {}
+    while true do
+      local b, r, e = set:next()
+      if not b then break end
+      got[b] = { r, e }
+    end
+    assert.same({ 1, 3 }, (function() local t = {} for b in pairs(got) do t[#t + 1] = b end table.sort(t) return t end)())
+    assert.equals("unassigned", got[1][1].outcome) -- sent before the close: its answer is kept
+    assert.is_nil(got[3][1])
+    assert.same({ "NOT_STARTED", false, CLOSED }, { got[3][2].code, got[3][2].sent, got[3][2].message })
+    assert.equals(2, set:started())
+    assert.equals(2, #sim.log())
+  end)
+
+  it("unassign_many keeps the results it has when the credentials close during it", function()
+    local list = sim.make_pairs(3, "clsm")
+    seed(list)
+    local cred = perm()
+    sim.faults({ type = "delay", seconds = 1, at = 1, count = 1 })
+    local hooked = koophone.new(sim.client_opts("http", { on_event = function(ev)
+      if ev.outcome == "unassigned" then cred:close() end -- after the first answer (batch 2)
+    end }))
+    local results, errors, started = hooked:unassign_many(cred, { { list[1] }, { list[2] }, { list[3] } },
+                                                          { concurrency = 2 })
+    assert.equals("unassigned", results[1].outcome)
+    assert.equals("unassigned", results[2].outcome)
+    assert.is_false(results[3])
+    assert.same({ "NOT_STARTED", false }, { errors[3].code, errors[3].sent })
+    assert.equals(2, started)
   end)
 end)
 

@@ -261,6 +261,24 @@ describe("bin/koophone records", function()
     end
   end)
 
+  it("refuses an output or a log that is a symlink to nothing: its target would not be created 0600", function()
+    local list = sim.make_pairs(1, "dang")
+    sim.reset(list)
+    for _, opt in ipairs { "--output-file", "--log" } do
+      local link, target = DIR .. "/dangling", DIR .. "/dangling.target"
+      os.remove(link)
+      os.remove(target)
+      assert.equals(0, sh(("ln -s %s %s"):format(target, link)))
+      local rc, _, err = run(("unassign --input %s %s %s%s"):format(ctx.csv(list), opt, link, ENDPOINT),
+                             { prefix = "umask 000; " })
+      assert.not_equals(0, rc, err)
+      assert.truthy(err:find(link .. ": a symbolic link to a file that does not exist: refused", 1, true), err)
+      assert.is_nil(io.open(target, "rb"), opt) -- nothing created through the link
+      assert.same({}, sim.log(), opt)
+      os.remove(link)
+    end
+  end)
+
   it("a journal moved away during a run: a second run on its old name is refused (JOURNAL_LOCKED)", function()
     local list = sim.make_pairs(30, "mvj")
     sim.reset(list)

@@ -16,6 +16,7 @@ local function records(path)
 end
 
 local write_file = sim.write_file
+local read_file = require("helpers.cli").read_file
 
 local assert_no_pair_twice = sim.assert_no_pair_twice
 
@@ -300,10 +301,23 @@ describe("unassign_all with a journal", function()
     held:close()
     assert.is_nil(io.open(path .. ".lock", "rb")) -- removed at the end
     os.remove(path .. ".moved")
-    -- a lock file that a crash left behind holds no lock: it blocks nothing
-    write_file(path .. ".lock", "")
+    -- a lock file that a crash left behind holds no lock: it blocks nothing; a file that was
+    -- there before the run is not the run's to remove: it stays as it was
+    write_file(path .. ".lock", "not ours")
     assert(client:unassign_all(TOKEN, copy_pairs(list), { journal = path }))
-    assert.is_nil(io.open(path .. ".lock", "rb"))
+    assert.equals("not ours", read_file(path .. ".lock"))
+    os.remove(path .. ".lock")
+  end)
+
+  it("jfile:close() removes only the lock file it made, and only while the name is still that file", function()
+    local core = require "koophone.core"
+    local j = assert(core.jfile(path))
+    assert(os.rename(path .. ".lock", path .. ".lock.moved")) -- someone moved it away
+    write_file(path .. ".lock", "another file")
+    j:close()
+    assert.equals("another file", read_file(path .. ".lock"))
+    os.remove(path .. ".lock")
+    os.remove(path .. ".lock.moved")
   end)
 
   it("creates the journal 0600; a journal that exists keeps its mode", function()

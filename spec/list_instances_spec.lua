@@ -198,6 +198,10 @@ describe("list_instances", function()
         { { instance_id = "li0001\r\nX-Evil: 1" }, "bad argument #2 (query.instance_id): contains a control character" },
         { { order_by = "a\0b" }, "bad argument #2 (query.order_by): contains a control character" },
         { { instance_name = "a\nb" }, "bad argument #2 (query.instance_name): contains a control character" },
+        -- the filter gets the pair ids' check
+        { { instance_id = "li0001\u{200B}" }, "bad argument #2 (query.instance_id): contains an invisible character (U+200B)" },
+        { { instance_id = "li\u{202E}1000" }, "bad argument #2 (query.instance_id): contains a bidirectional text control (U+202E)" },
+        { { instance_id = " li0001" }, "bad argument #2 (query.instance_id): leading or trailing space" },
       }
       for _, c in ipairs(cases) do
         local ok, msg = pcall(client.list_instances, client, TOKEN, c[1])

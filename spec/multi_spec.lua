@@ -302,6 +302,16 @@ describe("client:start_many", function()
     assert.equals(1, #drain(client:start_many(TOKEN, { { list[1] } })))
   end)
 
+  it("a set dropped without close() does not block its client: the next start_many collects it", function()
+    local list = sim.make_pairs(2, "drop")
+    sim.reset(list)
+    do local dropped = client:start_many(TOKEN, { { list[1] } }) end -- never driven nor closed
+    local got = drain(client:start_many(TOKEN, { { list[2] } }))
+    assert.equals(1, #got)
+    assert.equals("unassigned", got[1][2].outcome)
+    assert.equals(1, #sim.log()) -- the dropped set sent nothing
+  end)
+
   it("close() abandons the transfers in flight, and the client works afterwards", function()
     local list = sim.make_pairs(4, "aban")
     sim.reset(list)

@@ -20,7 +20,7 @@ static const kp_query_param list_query[] = {
   { "x-request-id", KP_QUERY_REQUEST_ID, 0, 0, 0 },
   { "page_no", KP_QUERY_COUNT, 0, 2147483647, 1 },
   { "page_size", KP_QUERY_COUNT, 1, 1000, 100 },
-  { "instance_id", KP_QUERY_TEXT, 0, 0, 0 },
+  { "instance_id", KP_QUERY_ID, 0, 0, 0 },
   { "instance_name", KP_QUERY_TEXT, 0, 0, 0 },
   { "pool_scene_tag", KP_QUERY_TEXT, 0, 0, 0 },
   { "pool_name", KP_QUERY_TEXT, 0, 0, 0 },

@@ -12,8 +12,11 @@
  * A lock on the open file alone follows the file, not its name: with the
  * journal moved away during a run, a second run on the old name would find
  * no lock. So the name is locked too: "<journal>.lock" beside it, created
- * when missing, flocked, and removed when the journal is closed. A lock file
- * that a crash left behind holds no flock and blocks nothing.
+ * when missing, flocked, and removed when the journal is closed by the run
+ * that created it (a file that was there before is left as it was). A lock
+ * file that a crash left behind holds no flock and blocks nothing. The lock
+ * file that exists and that we may only read is opened read-only: flock
+ * needs no more, so such a leftover of another user does not stop a run.
  *
  * Files created here are 0600 whatever the umask: they hold a tenant's ids
  * and request ids. A file that exists keeps its mode (it is the owner's). */
@@ -36,6 +39,7 @@
 typedef struct kp_jfile {
   int fd; /* -1 once closed */
   int lock_fd; /* <path>.lock, flocked; -1 once closed */
+  int lock_made; /* 1 when this run created <path>.lock: it removes it */
   char *lock_path; /* inside path[]'s allocation, after the journal's name */
   char path[]; /* the name given, for messages */
 } kp_jfile;
@@ -83,41 +87,60 @@ static int sync_dir(lua_State *L, const char *path)
   return err;
 }
 
-/* Takes <path>.lock: 0, EWOULDBLOCK when another run holds it, or another
- * errno value. A run that ends removes its lock file; one that opened the
- * file just before it went may lock a name that is gone: it then starts
- * again with the file that now has the name. */
-static int lock_name(kp_jfile *j)
+/* 1 when the lock file's name still names the file locked on fd */
+static int same_file(const char *path, int fd)
 {
   struct stat held, named;
+  return fstat(fd, &held) == 0 && stat(path, &named) == 0 && named.st_dev == held.st_dev
+         && named.st_ino == held.st_ino;
+}
+
+/* Takes <path>.lock: 0, EWOULDBLOCK when another run holds it, EBUSY when
+ * the file kept being replaced (LOCK_TRIES times), or another errno value.
+ * A run that ends removes the lock file it made; one that opened the file
+ * just before it went may lock a name that is gone: it then starts again
+ * with the file that now has the name. */
+static int lock_name(kp_jfile *j)
+{
   int tries;
   for (tries = 0; tries < LOCK_TRIES; tries++) {
-    j->lock_fd = open(j->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    j->lock_made = 1;
+    j->lock_fd = open(j->lock_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (j->lock_fd < 0 && errno == EEXIST) {
+      j->lock_made = 0;
+      j->lock_fd = open(j->lock_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+      if (j->lock_fd < 0 && errno == EACCES) /* flock needs no more than reading, but NFS's
+                                                emulation wants a writable file when it can */
+        j->lock_fd = open(j->lock_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+      if (j->lock_fd < 0 && errno == ENOENT)
+        continue; /* removed by the run that made it, meanwhile */
+    }
     if (j->lock_fd < 0)
       return errno;
-    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0 || fstat(j->lock_fd, &held) != 0) {
+    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
       int err = errno;
       close(j->lock_fd); /* not release(): the name may be another run's */
       j->lock_fd = -1;
       return err;
     }
-    if (stat(j->lock_path, &named) == 0 && named.st_dev == held.st_dev
-        && named.st_ino == held.st_ino)
+    if (same_file(j->lock_path, j->lock_fd))
       return 0;
     close(j->lock_fd);
     j->lock_fd = -1;
   }
-  return EAGAIN;
+  return EBUSY;
 }
 
 /* Closes both files; the lock file's name goes first, while it is still
- * locked, so that no other run can hold it meanwhile. */
+ * locked, so that no other run can hold it meanwhile: only the file this
+ * run made, and only while the name is still that file's. */
 static void release(kp_jfile *j)
 {
   if (j->fd >= 0)
     close(j->fd);
   if (j->lock_fd >= 0) {
-    unlink(j->lock_path);
+    if (j->lock_made && same_file(j->lock_path, j->lock_fd))
+      unlink(j->lock_path);
     close(j->lock_fd);
   }
   j->fd = j->lock_fd = -1;
@@ -127,12 +150,16 @@ static void release(kp_jfile *j)
 static int not_locked(lua_State *L, kp_jfile *j, const char *what, int err)
 {
   release(j);
-  if (err == EWOULDBLOCK) {
-    lua_pushnil(L);
+  if (err != EWOULDBLOCK && err != EBUSY)
+    return failure(L, j->path, what, err);
+  lua_pushnil(L);
+  if (err == EWOULDBLOCK)
     lua_pushfstring(L, "journal %s is in use by another run (it is locked)", j->path);
-    return 2;
-  }
-  return failure(L, j->path, what, err);
+  else
+    lua_pushfstring(L, "journal %s: its " LOCK_SUFFIX " file was replaced %d times in a row "
+                    "while being locked (runs starting and ending on it): try again", j->path,
+                    LOCK_TRIES);
+  return 2;
 }
 
 /* core.jfile(path) -> jfile, or nil, message: locks path's name (see above),
@@ -147,6 +174,7 @@ static int jfile_open(lua_State *L)
   int err, ud = lua_gettop(L), created = 1;
   struct stat st;
   j->fd = j->lock_fd = -1;
+  j->lock_made = 0;
   memcpy(j->path, path, len + 1);
   j->lock_path = j->path + len + 1;
   memcpy(j->lock_path, path, len);
@@ -296,12 +324,21 @@ static int file_id(lua_State *L)
 
 /* core.private_file(path) -> true when it created path (empty, mode 0600
  * whatever the umask), false when path exists; or nil, message. The caller
- * then opens it as it likes: what it writes stays the owner's. */
+ * then opens it as it likes: what it writes stays the owner's. A symlink to
+ * nothing is refused: O_EXCL does not follow it, the caller's open would,
+ * and would create its target with the umask's mode. */
 static int private_file(lua_State *L)
 {
   size_t len;
   const char *path = check_path(L, 1, &len);
+  struct stat st;
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+  if (fd < 0 && errno == EEXIST && stat(path, &st) != 0 && errno == ENOENT) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: a symbolic link to a file that does not exist: refused (its target "
+                    "would not be created private); create the target or give its path", path);
+    return 2;
+  }
   if (fd < 0 && errno == EEXIST) {
     lua_pushboolean(L, 0);
     return 1;

@@ -252,7 +252,8 @@ void kp_push_path(lua_State *L, const char *prefix, const char *id, size_t len);
 typedef enum {
   KP_QUERY_REQUEST_ID, /* the call's x-request-id (opts.request_id or a fresh one) */
   KP_QUERY_COUNT,      /* the caller's integer from min to max, dflt when absent */
-  KP_QUERY_TEXT        /* the caller's non-empty string without control characters, or absent */
+  KP_QUERY_TEXT,       /* the caller's non-empty string without control characters, or absent */
+  KP_QUERY_ID          /* the same, checked as a pair's instance_id (invisible, bidi characters) */
 } kp_query_kind;
 typedef struct kp_query_param {
   const char *name; /* as sent, and the key of the caller's query table */

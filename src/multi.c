@@ -16,6 +16,7 @@
  * that client:unassign would give it. The multi handle keeps the connections alive between
  * sets and multiplexes over HTTP/2 when the server offers it; a share handle lets the pool
  * resume each other's TLS sessions. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,15 +62,19 @@ static const char *const option_names[] = { "concurrency", "request_ids", "timeo
                                              NULL };
 
 /* Takes every handle out of the multi handle: the transfers in flight are abandoned (as when
- * the process dies, they may have been sent). */
+ * the process dies, they may have been sent). Lets go of every answer too: one whose mapping
+ * raised was not released. */
 static void detach_all(kp_multi *m)
 {
   int i;
-  for (i = 0; i < KP_MULTI_MAX; i++)
+  for (i = 0; i < KP_MULTI_MAX; i++) {
     if (m->batch[i] != 0) {
       curl_multi_remove_handle(m->multi, m->conns[i]->easy);
       m->batch[i] = 0;
     }
+    if (m->conns[i] != NULL)
+      kp_conn_release_response(m->conns[i]);
+  }
 }
 
 void kp_multi_free(kp_multi *m)
@@ -256,17 +261,48 @@ static lua_Integer take_done(lua_State *L, kp_many *m, int *results)
   return 0;
 }
 
-/* Ends the set and raises "<fname>: why". */
-static lua_Integer fail(lua_State *L, kp_many *m, const char *why)
+/* The batch after the last started could not start (why): nothing more starts, the batches in
+ * flight still end through next(). Pushes nil and its error (sent false) and returns it. */
+static lua_Integer not_started(lua_State *L, kp_many *m, const char *why, int *results)
 {
-  end_set(L, m);
-  return luaL_error(L, "%s: %s", m->call.fname, why);
+  m->stopped = 1;
+  push_anchored(L, m, A_IDS, m->started + 1);
+  lua_pushfstring(L, "%s: %s: not sent", m->call.fname, why);
+  kp_push_unsent_error(L, lua_tostring(L, -2), "network", "NOT_STARTED", lua_tostring(L, -1));
+  lua_remove(L, -3); /* the id and the message, below nil and err */
+  lua_remove(L, -3);
+  *results = 2;
+  return m->started + 1;
+}
+
+/* libcurl's multi handle failed (mc): raises "<fname>: why", naming the batches in flight, which
+ * may have been sent; the caller ends the set. */
+static lua_Integer fail(lua_State *L, kp_many *m, CURLMcode mc)
+{
+  const kp_multi *mu = m->c->multi;
+  luaL_Buffer b;
+  char num[32];
+  int i, n = 0;
+  lua_pushfstring(L, "%s: %s; batches in flight, maybe sent:", m->call.fname,
+                  curl_multi_strerror(mc));
+  luaL_buffinit(L, &b);
+  luaL_addvalue(&b);
+  for (i = 0; i < KP_MULTI_MAX; i++)
+    if (mu->batch[i] != 0) {
+      snprintf(num, sizeof num, "%s %d", n++ == 0 ? "" : ",", mu->batch[i]);
+      luaL_addstring(&b, num);
+    }
+  if (n == 0)
+    luaL_addstring(&b, " none");
+  luaL_pushresult(&b);
+  return lua_error(L);
 }
 
 /* Drives the set until a batch ends: returns it with its outcome pushed (*results values); 0
  * when every batch started has ended and no other will start; -1 when the interruption flag
  * (interrupt.c) ended the set: nothing more starts, the transfers in flight are abandoned.
- * Raises, the set ended first, when a transfer cannot start or libcurl fails. */
+ * A batch that cannot start is returned with its error (not_started). Raises when libcurl's
+ * multi handle fails or a mapping raises (out of memory): run it protected and end the set. */
 static lua_Integer step(lua_State *L, kp_many *m, int *results)
 {
   int fresh = 1, i, running;
@@ -286,7 +322,7 @@ static lua_Integer step(lua_State *L, kp_many *m, int *results)
       m->stopped = 1;
     for (i = 0; i < m->concurrency && m->started < m->n && !m->stopped; i++)
       if (mu->batch[i] == 0 && (why = start(L, m, i)) != NULL)
-        return fail(L, m, why);
+        return not_started(L, m, why, results);
     if (m->active == 0)
       break;
     if (!fresh) /* nothing ended since the last perform: wait for the sockets */
@@ -294,7 +330,7 @@ static lua_Integer step(lua_State *L, kp_many *m, int *results)
     if (mc == CURLM_OK)
       mc = curl_multi_perform(mu->multi, &running);
     if (mc != CURLM_OK)
-      return fail(L, m, curl_multi_strerror(mc));
+      return fail(L, m, mc);
     fresh = 0;
   }
   end_set(L, m);
@@ -352,10 +388,15 @@ static int open_set(lua_State *L, kp_client *c, const char *fname)
   lua_rawseti(L, SLOT_ANCHOR, A_PAIRS);
   lua_rawseti(L, SLOT_ANCHOR, A_IDS);
   lua_rawseti(L, SLOT_ANCHOR, A_BODIES);
-  /* checked last, after the token provider's code ran */
-  if (c->multi != NULL && c->multi->open != NULL)
-    luaL_error(L, "%s: the client has a transfer set open: close it, or call its next() "
-               "until it returns nil, first", fname);
+  /* checked last, after the token provider's code ran; a set no longer referenced but not yet
+   * collected holds the pool until its __gc ends it: collect once before refusing */
+  if (c->multi != NULL && c->multi->open != NULL) {
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    /* cppcheck-suppress knownConditionTrueFalse ; the set's __gc, in lua_gc, clears it */
+    if (c->multi->open != NULL)
+      luaL_error(L, "%s: the client has a transfer set open: close it, or call its next() "
+                 "until it returns nil, first", fname);
+  }
   if (concurrency > n)
     concurrency = n;
   if (n > 0)
@@ -366,7 +407,7 @@ static int open_set(lua_State *L, kp_client *c, const char *fname)
   luaL_getmetatable(L, KP_MANY_MT);
   lua_setmetatable(L, -2);
   m->call = call;
-  m->call.base = m->call.provider = 0; /* stack slots of this call only */
+  m->call.base = m->call.provider = m->call.opts = 0; /* stack slots of this call only */
   m->n = n;
   m->concurrency = (int)concurrency;
   if (n > 0) {
@@ -388,13 +429,12 @@ kp_client *kp_many_client(const kp_many *m)
   return m->c;
 }
 
-/* set:next() -> i, res | i, nil, err | nil | nil, why */
-int kp_many_next(lua_State *L, kp_many *m)
+/* next()'s step, protected: the set at 1 */
+static int next_step(lua_State *L)
 {
+  kp_many *m = lua_touserdata(L, 1);
   int results = 0;
-  lua_Integer b;
-  lua_settop(L, 1);
-  b = step(L, m, &results);
+  lua_Integer b = step(L, m, &results);
   if (b == 0) {
     lua_pushnil(L);
     return 1;
@@ -407,6 +447,24 @@ int kp_many_next(lua_State *L, kp_many *m)
   lua_pushinteger(L, b);
   lua_insert(L, -1 - results);
   return results + 1;
+}
+
+/* set:next() -> i, res | i, nil, err | nil | nil, why
+ * An error inside the step (out of memory, libcurl's multi handle failing) ends the set before
+ * it propagates: nothing is left half done. */
+int kp_many_next(lua_State *L, kp_many *m)
+{
+  int i;
+  lua_settop(L, 1);
+  for (i = 1; i <= KP_NUPVALUES; i++) /* the mapping reads the private cjson from them */
+    lua_pushvalue(L, lua_upvalueindex(i));
+  lua_pushcclosure(L, next_step, KP_NUPVALUES);
+  lua_pushvalue(L, 1);
+  if (lua_pcall(L, 1, LUA_MULTRET, 0) != 0) {
+    end_set(L, m);
+    return lua_error(L);
+  }
+  return lua_gettop(L) - 1;
 }
 
 /* set:started() -> batches 1..started were handed to libcurl (they may have been sent) */
@@ -454,7 +512,7 @@ static int drive(lua_State *L)
 /* client:unassign_many(token, batches [, opts]) -> results, errors, started, interrupted
  * start_many's set driven to its end: results[i] is what client:unassign(token, batches[i])
  * would return as res (or false), errors[i] its err (or false); batches 1..started were sent,
- * the others have neither. When the interruption flag (interrupt.c) is raised no batch starts
+ * the others have neither, but one that could not start (errors[i].sent false, not_started). When the interruption flag (interrupt.c) is raised no batch starts
  * any more and the transfers in flight are abandoned: their results[i] and errors[i] are nil,
  * and `interrupted` says why ("SIGINT", "SIGTERM", "interrupted"; nil when not interrupted).
  * A token provider's failure returns nil, err: nothing was sent. */

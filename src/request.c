@@ -335,6 +335,10 @@ static void push_query_value(lua_State *L, const kp_query_param *p, int t, const
     if (lua_rawlen(L, -2) == 0) /* an empty instance_id would match every instance */
       kp_argerror(L, fname, argn, path, "expected a non-empty string, got an empty one");
     lua_pushvalue(L, -2);
+    /* an id filter gets the pair ids' check: an invisible or bidi character would match
+     * nothing, or another instance than the one the caller reads */
+    if (p->kind == KP_QUERY_ID && id_problem(L, 0))
+      kp_argerror(L, fname, argn, path, "%s", lua_tostring(L, -1));
   }
   lua_replace(L, -3);
   lua_pop(L, 1);
