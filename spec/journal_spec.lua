@@ -36,6 +36,25 @@ end
 local function line(rec) return cjson.encode(rec) .. "\n" end
 local RUN = line { type = "run", version = 1, time = 0 }
 
+-- Makes the journals opened from now on fail their second fsync ("journal: fsync: injected
+-- failure"); returns the function that restores journal.open.
+local function fail_second_sync()
+  local open, syncs = journal.open, 0
+  journal.open = function(...)
+    local j, e = open(...)
+    local real = j and j.file
+    if real then
+      j.file = setmetatable({ sync = function()
+        syncs = syncs + 1
+        if syncs == 2 then return nil, "journal: fsync: injected failure" end
+        return real:sync()
+      end }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+    end
+    return j, e
+  end
+  return function() journal.open = open end
+end
+
 describe("unassign_all with a journal", function()
   local client, path
   before_each(function()
@@ -362,22 +381,10 @@ describe("unassign_all with a journal", function()
     sim.reset(list)
     -- rounds of 8 requests (concurrency 1); the file's syncs after it is open: 1 the sends of
     -- round 1, 2 its outcomes with the sends of round 2
-    local open, syncs = journal.open, 0
-    journal.open = function(...)
-      local j, e = open(...)
-      local real = j and j.file
-      if real then
-        j.file = setmetatable({ sync = function()
-          syncs = syncs + 1
-          if syncs == 2 then return nil, "journal: fsync: injected failure" end
-          return real:sync()
-        end }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
-      end
-      return j, e
-    end
+    local restore = fail_second_sync()
     local ok, report, err = pcall(client.unassign_all, client, TOKEN, copy_pairs(list),
                                   { batch_size = 5, concurrency = 1, journal = path })
-    journal.open = open -- restored before anything may fail
+    restore() -- before anything may fail
     assert(ok, report)
     assert.is_nil(report)
     assert.same({ "journal", "JOURNAL_IO", "journal: fsync: injected failure" },
@@ -397,24 +404,12 @@ describe("unassign_all with a journal", function()
     local list = sim.make_pairs(100, "held")
     sim.reset(list)
     sim.faults({ type = "drop", at = 1 }) -- batch 1's answer is lost: its rows wait for a read
-    local open, syncs = journal.open, 0
-    journal.open = function(...)
-      local j, e = open(...)
-      local real = j and j.file
-      if real then
-        j.file = setmetatable({ sync = function()
-          syncs = syncs + 1
-          if syncs == 2 then return nil, "journal: fsync: injected failure" end
-          return real:sync()
-        end }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
-      end
-      return j, e
-    end
+    local restore = fail_second_sync()
     local seen = {}
     local ok, report, err = pcall(client.unassign_all, client, TOKEN, copy_pairs(list),
       { batch_size = 5, concurrency = 1, journal = path,
         on_result = function(r) seen[r.instance_id] = r end })
-    journal.open = open -- restored before anything may fail
+    restore() -- before anything may fail
     assert(ok, report)
     assert.is_nil(report)
     assert.equals("JOURNAL_IO", err.code)
