@@ -130,7 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   static const char body[] = "{\"user_instances\":[{\"user_id\":\"u1\",\"instance_id\":\"i1\"}]}";
   static const kp_request req = {
     "POST", base, "/v1/instances/unassign", FZ_TOKEN, FZ_REQUEST_ID, body,
-    sizeof FZ_TOKEN - 1, sizeof FZ_REQUEST_ID - 1, sizeof body - 1, 5000
+    sizeof FZ_TOKEN - 1, sizeof FZ_REQUEST_ID - 1, sizeof body - 1, 5000, NULL
   };
   lua_State *L = fz_state();
   int n;

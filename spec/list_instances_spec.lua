@@ -199,8 +199,8 @@ describe("list_instances", function()
         { { order_by = "a\0b" }, "bad argument #2 (query.order_by): contains a control character" },
         { { instance_name = "a\nb" }, "bad argument #2 (query.instance_name): contains a control character" },
         -- the filter gets the pair ids' check
-        { { instance_id = "li0001\u{200B}" }, "bad argument #2 (query.instance_id): contains an invisible character (U+200B)" },
-        { { instance_id = "li\u{202E}1000" }, "bad argument #2 (query.instance_id): contains a bidirectional text control (U+202E)" },
+        { { instance_id = "li0001\226\128\139" }, "bad argument #2 (query.instance_id): contains an invisible character (U+200B)" },
+        { { instance_id = "li\226\128\1741000" }, "bad argument #2 (query.instance_id): contains a bidirectional text control (U+202E)" },
         { { instance_id = " li0001" }, "bad argument #2 (query.instance_id): leading or trailing space" },
       }
       for _, c in ipairs(cases) do
