@@ -28,7 +28,7 @@ end
 _M.STATES = { "bound", "unbound", "other", "missing", "unknown" }
 
 local FNAME = "koophone.bindings"
-local OPTIONS = { page_size = true, strategy = true, timeout = true }
+local OPTIONS = { page_size = true, strategy = true, timeout = true, deadline = true }
 local STRATEGIES = { auto = true, instance = true, page = true }
 
 -- The text of a user id as ListInstances would show it: 42 and "42" are the same user.
@@ -60,6 +60,7 @@ local function check(pairs_, opts)
   argerror.check_names(opts, OPTIONS, FNAME, 3, "opts")
   if opts.page_size ~= nil then argerror.number(opts.page_size, FNAME, 3, "opts.page_size", 1, 1000, true) end
   if opts.timeout ~= nil then argerror.number(opts.timeout, FNAME, 3, "opts.timeout", 0.001, 86400 * 365) end
+  if opts.deadline ~= nil then argerror.number(opts.deadline, FNAME, 3, "opts.deadline", 0.001, 86400 * 365) end
   if opts.strategy ~= nil and not STRATEGIES[opts.strategy] then
     argerror.raise(FNAME, 3, "opts.strategy", "expected \"auto\", \"instance\" or \"page\", got %s",
                    tostring(opts.strategy))
@@ -68,12 +69,14 @@ local function check(pairs_, opts)
 end
 
 -- read(client, cred, pairs [, opts]) -> the table above. opts: page_size (1..1000, default 100),
--- strategy ("auto": the fewer requests; "instance"; "page"), timeout (per request).
+-- strategy ("auto": the fewer requests; "instance"; "page"), timeout (per request), deadline
+-- (seconds for every read together: no request starts or ends after it; the pairs not read by
+-- then are "unknown").
 -- A client without list_instances reads nothing: every state "unknown".
 function _M.read(client, cred, pairs_, opts)
   opts = check(pairs_, opts)
   local size = opts.page_size or 100
-  local call = opts.timeout and { timeout = opts.timeout } or nil
+  local deadline_at = opts.deadline and core.now() + opts.deadline
   local out = { states = {}, counts = {}, errors = {}, requests = 0 }
   for _, s in ipairs(_M.STATES) do out.counts[s] = 0 end
 
@@ -97,8 +100,15 @@ function _M.read(client, cred, pairs_, opts)
         kind = "unsupported", code = "NO_LIST_INSTANCES", sent = false,
         message = "this client cannot read bindings (no list_instances)" }
     end
+    local left = deadline_at and deadline_at - core.now()
+    if left and left <= 0 then
+      return nil, require("koophone.errors").new {
+        kind = "timeout", code = "DEADLINE_EXCEEDED", sent = false,
+        message = "the deadline passed before this read" }
+    end
     out.requests = out.requests + 1
-    return client:list_instances(cred, query, call)
+    return client:list_instances(cred, query, (opts.timeout or left)
+                                              and { timeout = opts.timeout, deadline = left } or nil)
   end
 
   local function take(res)
